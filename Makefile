@@ -1,0 +1,57 @@
+# Every command a developer or CI needs. `make test` works on a fresh clone: it creates the
+# virtual environment, installs the package with its dev tools (uv, reusing its download cache
+# so torch is fetched once per machine), fetches Kafka's jars (Maven, cached in ~/.m2), then runs
+# lint, format check, type check and the whole pytest suite against a real local broker.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall only when the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+KAFKA_DIR ?= $(or $(LOCAL_KAFKA_DIR),/tmp/lensnet-kafka)
+PYTEST_ARGS ?=
+
+.PHONY: help install kafka-jars lint typecheck unit test demo kafka-start kafka-stop clean
+
+help:
+	@echo "make demo        start a local Kafka broker and run the broker on the embedded default"
+	@echo "make test        install everything, then lint, type-check and run the whole suite"
+	@echo "make unit        the tests that need no broker (fast)"
+	@echo "make kafka-start / kafka-stop   a local KRaft broker in $(KAFKA_DIR)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+kafka-jars:
+	deploy/local-kafka/kafka.sh fetch
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -m "not kafka" $(PYTEST_ARGS)
+
+test: install kafka-jars lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+kafka-start: kafka-jars
+	deploy/local-kafka/kafka.sh start $(KAFKA_DIR)
+
+kafka-stop:
+	deploy/local-kafka/kafka.sh stop $(KAFKA_DIR)
+
+demo: install kafka-start
+	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet topics create
+	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet topics describe
+
+clean:
+	rm -rf $(VENV) deploy/local-kafka/target .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,281 @@
+"""The alert: a typed record, its Avro encoding, and a decoder tolerant of newer 1.x writers.
+
+Each alert message is an Avro single-object encoding (:mod:`consumer.schemas`) and carries its
+writer schema (its JSON definition) in the ``lensnet.schema`` header. A subscriber decodes
+with the writer schema (known by fingerprint or taken from the header) resolved against the
+reader schema it ships, so an older client reads a newer 1.x alert: fields it does not know are
+skipped, fields the writer lacks take the reader's defaults.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import fastavro
+import numpy as np
+import numpy.typing as npt
+
+from consumer.constants import SITES
+from consumer.exceptions import DecodeError, SchemaError
+from consumer.schemas import (
+    AvroSchema,
+    SchemaRegistry,
+    frame,
+    load_schema,
+    read_record,
+    unframe,
+)
+
+SCHEMA_HEADER = "lensnet.schema"
+CONTENT_TYPE_HEADER = "content-type"
+LABELS = ("NO", "MAYBE", "YES")
+
+Headers = list[tuple[str, bytes]]
+
+
+def alert_id_for(star_id: int, trigger_hjd: float) -> str:
+    """Deterministic alert id: the same star triggering at the same HJD always gets the same id.
+
+    HJD is rounded to 1e-5 d (0.86 s), far below any cadence, so re-processing a batch after a
+    crash reproduces the id exactly.
+    """
+    return f"KMT-{int(star_id)}-{trigger_hjd:.5f}"
+
+
+@dataclass(frozen=True)
+class AlertFinderSummary:
+    """The AlertFinder result for the triggering combination of datasets."""
+
+    sites: tuple[str, ...]
+    fields: tuple[int, ...]
+    t_break: float  # HJD
+    slope: float  # flux units per day
+    dchi2: float
+    n_high: int
+    k: int
+    n: int
+
+
+@dataclass(frozen=True)
+class Classification:
+    """LensNet's scores: binary (event vs ordinary false positive) and 3-class."""
+
+    model_version: str
+    p_event: float
+    p_no: float
+    p_maybe: float
+    p_yes: float
+    site_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Most probable of NO, MAYBE, YES."""
+        return LABELS[int(np.argmax([self.p_no, self.p_maybe, self.p_yes]))]
+
+
+@dataclass(frozen=True)
+class LightCurve:
+    """The merged multi-site light curve LensNet saw; every array has shape (N,), time-ordered.
+
+    ``site`` holds indices into :data:`consumer.constants.SITES`; ``fitted`` is the broken line.
+    """
+
+    site: npt.NDArray[np.uint8]
+    field: npt.NDArray[np.int16]
+    hjd: npt.NDArray[np.float64]
+    flux: npt.NDArray[np.float64]
+    flux_err: npt.NDArray[np.float64]
+    sky: npt.NDArray[np.float32]
+    fwhm: npt.NDArray[np.float32]
+    airmass: npt.NDArray[np.float32]
+    psf_quality: npt.NDArray[np.float32]
+    fitted: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.hjd)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One microlensing candidate as published on the alert topic."""
+
+    alert_id: str
+    star_id: int
+    field: int
+    chip: int
+    ra: float  # deg
+    dec: float  # deg
+    trigger_hjd: float
+    published_at: datetime
+    alertfinder: AlertFinderSummary
+    lensnet: Classification
+    light_curve: LightCurve
+    schema_version: str = "1.0"
+
+
+_POINT_FIELDS = ("hjd", "flux", "flux_err", "sky", "fwhm", "airmass", "psf_quality", "fitted")
+
+
+def alert_to_record(alert: Alert) -> dict[str, Any]:
+    """The Avro record (plain dicts and lists) of an alert, as written with ``alert-v1``."""
+    curve = alert.light_curve
+    columns = [getattr(curve, name).tolist() for name in _POINT_FIELDS]
+    sites = [SITES[i] for i in curve.site.tolist()]
+    points = [
+        {"site": site, "field": fld, **dict(zip(_POINT_FIELDS, values, strict=True))}
+        for site, fld, *values in zip(sites, curve.field.tolist(), *columns, strict=True)
+    ]
+    finder = alert.alertfinder
+    scores = alert.lensnet
+    return {
+        "alert_id": alert.alert_id,
+        "schema_version": alert.schema_version,
+        "star_id": alert.star_id,
+        "field": alert.field,
+        "chip": alert.chip,
+        "ra": alert.ra,
+        "dec": alert.dec,
+        "trigger_hjd": alert.trigger_hjd,
+        "published_at": alert.published_at,
+        "alertfinder": {
+            "sites": list(finder.sites),
+            "fields": list(finder.fields),
+            "t_break": finder.t_break,
+            "slope": finder.slope,
+            "dchi2": finder.dchi2,
+            "n_high": finder.n_high,
+            "k": finder.k,
+            "n": finder.n,
+        },
+        "lensnet": {
+            "model_version": scores.model_version,
+            "p_event": scores.p_event,
+            "p_no": scores.p_no,
+            "p_maybe": scores.p_maybe,
+            "p_yes": scores.p_yes,
+            "label": scores.label,
+            "site_scores": dict(scores.site_scores),
+        },
+        "light_curve": points,
+    }
+
+
+def alert_from_record(record: dict[str, Any]) -> Alert:
+    """Inverse of :func:`alert_to_record` (fields unknown to this version are ignored)."""
+    points = record["light_curve"]
+    site_index = {site: i for i, site in enumerate(SITES)}
+    curve = LightCurve(
+        site=np.array([site_index[p["site"]] for p in points], dtype=np.uint8),
+        field=np.array([p["field"] for p in points], dtype=np.int16),
+        hjd=np.array([p["hjd"] for p in points], dtype=np.float64),
+        flux=np.array([p["flux"] for p in points], dtype=np.float64),
+        flux_err=np.array([p["flux_err"] for p in points], dtype=np.float64),
+        sky=np.array([p["sky"] for p in points], dtype=np.float32),
+        fwhm=np.array([p["fwhm"] for p in points], dtype=np.float32),
+        airmass=np.array([p["airmass"] for p in points], dtype=np.float32),
+        psf_quality=np.array([p["psf_quality"] for p in points], dtype=np.float32),
+        fitted=np.array([p["fitted"] for p in points], dtype=np.float64),
+    )
+    finder = record["alertfinder"]
+    scores = record["lensnet"]
+    published_at = record["published_at"]
+    if isinstance(published_at, int):  # a writer schema without the logical type: epoch ms
+        published_at = datetime.fromtimestamp(published_at / 1000, UTC)
+    elif published_at.tzinfo is None:
+        published_at = published_at.replace(tzinfo=UTC)
+    return Alert(
+        alert_id=record["alert_id"],
+        schema_version=record["schema_version"],
+        star_id=record["star_id"],
+        field=record["field"],
+        chip=record["chip"],
+        ra=record["ra"],
+        dec=record["dec"],
+        trigger_hjd=record["trigger_hjd"],
+        published_at=published_at,
+        alertfinder=AlertFinderSummary(
+            sites=tuple(finder["sites"]),
+            fields=tuple(finder["fields"]),
+            t_break=finder["t_break"],
+            slope=finder["slope"],
+            dchi2=finder["dchi2"],
+            n_high=finder["n_high"],
+            k=finder["k"],
+            n=finder["n"],
+        ),
+        lensnet=Classification(
+            model_version=scores["model_version"],
+            p_event=scores["p_event"],
+            p_no=scores["p_no"],
+            p_maybe=scores["p_maybe"],
+            p_yes=scores["p_yes"],
+            site_scores=dict(scores["site_scores"]),
+        ),
+        light_curve=curve,
+    )
+
+
+def encode_record(schema: AvroSchema, record: dict[str, Any]) -> tuple[bytes, Headers]:
+    """Frame ``record`` written with ``schema``, with the schema and content-type headers."""
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, schema.parsed, record)
+    headers: Headers = [
+        # The full definition, not the canonical form: that one drops logical types and docs.
+        (SCHEMA_HEADER, json.dumps(schema.definition, separators=(",", ":")).encode()),
+        (
+            CONTENT_TYPE_HEADER,
+            f"avro/binary; schema={schema.name}; version={schema.version}".encode(),
+        ),
+    ]
+    return frame(schema, buffer.getvalue()), headers
+
+
+def encode_alert(alert: Alert) -> tuple[bytes, Headers]:
+    """Message value and headers of an alert, written with ``alert-v1``."""
+    return encode_record(load_schema("alert"), alert_to_record(alert))
+
+
+class AlertDecoder:
+    """Decodes alerts written with any 1.x schema, known or carried in the message header."""
+
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        self._registry = registry or SchemaRegistry()
+        self._reader = load_schema("alert")
+
+    def _writer(self, fingerprint: bytes, headers: Headers | None) -> AvroSchema:
+        writer = self._registry.get(fingerprint)
+        if writer is not None:
+            return writer
+        text = dict(headers or []).get(SCHEMA_HEADER)
+        if text is None:
+            raise DecodeError(f"unknown alert writer schema {fingerprint.hex()} and no header")
+        try:
+            writer = AvroSchema.from_json(text)
+        except SchemaError as error:
+            raise DecodeError(f"bad {SCHEMA_HEADER} header: {error}") from error
+        if writer.fingerprint != fingerprint:
+            raise DecodeError("the schema header does not match the message's fingerprint")
+        self._registry.add(writer)
+        return writer
+
+    def decode(self, value: bytes, headers: Headers | None = None) -> Alert:
+        """Decode one alert message; raises :class:`DecodeError` saying what is wrong."""
+        fingerprint, body = unframe(value)
+        writer = self._writer(fingerprint, headers)
+        try:
+            record = read_record(io.BytesIO(body), writer, self._reader)
+        except DecodeError:
+            raise
+        except Exception as error:  # schema resolution and truncation raise assorted types
+            raise DecodeError(f"cannot decode alert: {type(error).__name__}: {error}") from error
+        return alert_from_record(record)
+
+
+def now_utc() -> datetime:
+    """Publication timestamp (millisecond precision, as the schema stores it)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

@@ -1,0 +1,161 @@
+"""The ``lensnet`` command: builds the settings once and hands them to the subcommand.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage, 3 Kafka unreachable or
+refusing, 130 interrupted. Errors print one line to stderr naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consumer import __version__
+from consumer.exceptions import LensNetError
+from consumer.logs import configure_logging
+from consumer.settings import Settings, load_settings
+
+DEFAULT_SECRETS_DIR = Path("/var/run/secrets/lensnet")
+
+app = typer.Typer(
+    name="lensnet",
+    help="Real-time microlensing alert broker: KMTNet photometry in, LensNet alerts out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Create and check the broker's topics.", no_args_is_help=True)
+alerts_app = typer.Typer(
+    help="Follow-up client: tail, plot and count alerts.", no_args_is_help=True
+)
+app.add_typer(topics_app, name="topics")
+app.add_typer(alerts_app, name="alerts")
+
+
+class NotAvailableYetError(LensNetError):
+    """A subcommand whose stage has not been built yet."""
+
+    exit_code = 2
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    secrets_dir: Annotated[
+        Path,
+        typer.Option(help="Folder of secret files (Kubernetes Secret volume), read if present."),
+    ] = DEFAULT_SECRETS_DIR,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Settings come from LENSNET_* environment variables (nested names joined by __)."""
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+    settings = load_settings(secrets_dir)
+    configure_logging(settings.log)
+    ctx.obj = settings
+
+
+def _later(command: str, issue: str) -> None:
+    raise NotAvailableYetError(
+        f"`lensnet {command}` is not available yet (arrives with the {issue} issue)"
+    )
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """Run the broker daemon: consume photometry, trigger, classify, publish alerts."""
+    _later("run", "Daemon")
+
+
+@app.command()
+def replay(ctx: typer.Context) -> None:
+    """Replay an archived or simulated season through the photometry topics."""
+    _later("replay", "Seasons")
+
+
+@app.command()
+def simulate(ctx: typer.Context) -> None:
+    """Simulate a labelled KMTNet-like season of multi-site photometry."""
+    _later("simulate", "Seasons")
+
+
+@app.command()
+def train(ctx: typer.Context) -> None:
+    """Train LensNet on simulated seasons and export the TorchScript artifact."""
+    _later("train", "LensNet")
+
+
+@app.command()
+def evaluate(ctx: typer.Context) -> None:
+    """Evaluate a trained LensNet artifact on a held-out season."""
+    _later("evaluate", "LensNet")
+
+
+@app.command()
+def classify(ctx: typer.Context) -> None:
+    """Classify light curves from files with the shipped LensNet artifact."""
+    _later("classify", "LensNet")
+
+
+@alerts_app.command("tail")
+def alerts_tail(ctx: typer.Context) -> None:
+    """Live table of alerts with filters."""
+    _later("alerts tail", "Subscribers")
+
+
+@topics_app.command("create")
+def topics_create(ctx: typer.Context) -> None:
+    """Create the photometry, alert and dead-letter topics that do not exist yet."""
+    from consumer.kafka import make_admin
+    from consumer.topics import check_copartitioning, ensure_topics, required_topics
+
+    settings = _settings(ctx)
+    admin = make_admin(settings.kafka)
+    created = ensure_topics(admin, required_topics(settings.topics))
+    partitions = check_copartitioning(admin, settings.topics)
+    for name in created:
+        typer.echo(f"created {name}")
+    typer.echo(f"photometry topics co-partitioned with {partitions} partitions")
+
+
+@topics_app.command("describe")
+def topics_describe(ctx: typer.Context) -> None:
+    """Show each required topic and its partition count; exit 2 if co-partitioning is broken."""
+    from consumer.kafka import make_admin
+    from consumer.topics import check_copartitioning, partition_counts, required_topics
+
+    settings = _settings(ctx)
+    admin = make_admin(settings.kafka)
+    specs = required_topics(settings.topics)
+    counts = partition_counts(admin, [spec.name for spec in specs])
+    for spec in specs:
+        found = counts.get(spec.name)
+        typer.echo(f"{spec.name:32s} {'missing' if found is None else f'{found} partitions'}")
+    check_copartitioning(admin, settings.topics)
+
+
+def main() -> None:
+    """Console-script entry point: maps our errors to one stderr line and an exit code.
+
+    Usage errors are click's (exit 2); everything we raise derives from LensNetError.
+    """
+    try:
+        app()
+    except LensNetError as error:
+        typer.echo(f"lensnet: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The project's exceptions. Everything we raise derives from :class:`LensNetError`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LensNetError(Exception):
+    """Root of every error raised by the broker, the model tooling and the CLI."""
+
+    #: Process exit code the CLI maps this error to.
+    exit_code = 1
+
+
+class ConfigError(LensNetError):
+    """A setting is missing or invalid; the message names the setting."""
+
+    exit_code = 2
+
+
+class SchemaError(LensNetError):
+    """An Avro schema cannot be loaded, parsed or resolved."""
+
+
+class DecodeError(LensNetError):
+    """A message cannot be decoded; the message names where it came from and why."""
+
+
+class KafkaClientError(LensNetError):
+    """A Kafka operation failed. Keeps librdkafka's error code and retriability."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, code: int | None = None, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+
+    @classmethod
+    def wrap(cls, what: str, error: Any) -> KafkaClientError:
+        """Build from a ``confluent_kafka.KafkaError`` (or a KafkaException carrying one)."""
+        kafka_error = error.args[0] if error.args and hasattr(error.args[0], "code") else error
+        if hasattr(kafka_error, "code") and hasattr(kafka_error, "str"):
+            return cls(
+                f"{what}: {kafka_error.str()} ({kafka_error.name()})",
+                code=kafka_error.code(),
+                retriable=bool(kafka_error.retriable()),
+            )
+        return cls(f"{what}: {error}")
+
+
+class TopicLayoutError(LensNetError):
+    """Topics exist but disagree with what co-partitioning requires."""
+
+    exit_code = 2

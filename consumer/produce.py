@@ -1,0 +1,130 @@
+"""Photometry producer: splits observations by partition and writes columnar batches.
+
+Used by replay, the simulator's live mode and the tests. Each message holds one site's
+observations of stars that all hash to the same partition (murmur2 of the star key, the Java
+client's rule), at most ``ProducerSettings.batch_observations`` of them.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from consumer.exceptions import KafkaClientError, TopicLayoutError
+from consumer.kafka import make_admin, make_producer, producer_config
+from consumer.keys import partitions_for, star_key
+from consumer.photometry import Observations, PhotometryBatch, encode_batch
+from consumer.settings import KafkaSettings, ProducerSettings, TopicSettings
+from consumer.topics import check_copartitioning
+
+
+class PhotometryProducer:
+    """Produces :class:`Observations` of one site at a time to that site's photometry topic.
+
+    The librdkafka client is created on first use. Call :meth:`flush` (or leave the ``with``
+    block) to wait for delivery; any failed delivery raises :class:`KafkaClientError` there.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        producer: ProducerSettings,
+        *,
+        name: str = "",
+    ) -> None:
+        self._kafka = kafka
+        self._topics = topics
+        self._settings = producer
+        self._name = name
+        self._producer: Producer | None = None
+        self._errors: list[str] = []
+        self.messages_sent = 0
+        self.observations_sent = 0
+
+    def _client(self) -> Producer:
+        if self._producer is None:
+            partitions = check_copartitioning(make_admin(self._kafka), self._topics)
+            if partitions != self._topics.partitions:
+                raise TopicLayoutError(
+                    f"photometry topics have {partitions} partitions but "
+                    f"LENSNET_TOPICS__PARTITIONS={self._topics.partitions}"
+                )
+            self._producer = make_producer(producer_config(self._kafka, self._settings))
+        return self._producer
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._errors.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
+
+    def send(self, site: str, observations: Observations) -> int:
+        """Queue one site's observations; returns the number of messages queued."""
+        producer = self._client()
+        topic = self._topics.photometry(site)
+        partitions = partitions_for(observations.star_id, self._topics.partitions)
+        order = np.argsort(partitions, kind="stable")
+        bounds = np.searchsorted(partitions[order], np.arange(self._topics.partitions + 1))
+        chunk = self._settings.batch_observations
+        queued = 0
+        for partition in range(self._topics.partitions):
+            rows = order[bounds[partition] : bounds[partition + 1]]
+            for start in range(0, len(rows), chunk):
+                part = observations.take(rows[start : start + chunk])
+                stars = np.unique(part.star_id)
+                key = star_key(int(stars[0])) if len(stars) == 1 else None
+                value = encode_batch(PhotometryBatch(site, part, producer=self._name))
+                self._produce(producer, topic, value, key, partition)
+                queued += 1
+                self.observations_sent += len(part)
+        self.messages_sent += queued
+        return queued
+
+    def _produce(
+        self, producer: Producer, topic: str, value: bytes, key: bytes | None, partition: int
+    ) -> None:
+        while True:
+            try:
+                producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                producer.poll(0.1)  # local queue full: let deliveries drain, then retry
+            except KafkaException as error:
+                raise KafkaClientError.wrap(
+                    f"cannot produce to {topic}[{partition}]", error
+                ) from error
+            finally:
+                producer.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait for every queued message; raise if any was not delivered."""
+        if self._producer is None:
+            return
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise KafkaClientError(
+                f"{remaining} photometry messages undelivered after {timeout_s}s"
+            )
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise KafkaClientError(f"{len(errors)} deliveries failed, first: {errors[0]}")
+
+    def __enter__(self) -> PhotometryProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.flush()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for logging: messages and observations queued so far."""
+        return {"messages": self.messages_sent, "observations": self.observations_sent}

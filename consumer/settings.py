@@ -1,0 +1,195 @@
+"""Settings: one frozen object, built once at the entry point and passed down.
+
+Every value can come from the environment with the ``LENSNET_`` prefix and ``__`` between nested
+names, e.g. ``LENSNET_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or
+``LENSNET_TOPICS__PARTITIONS=24``. Secrets (SASL password, TLS key password) may also come from
+files in a secrets directory (Kubernetes Secret volume), one file per setting named like the
+variable, e.g. ``lensnet_kafka__sasl_password`` (a missing folder is ignored).
+
+No other module reads the environment: they receive the pieces of :class:`Settings` they need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from consumer.constants import SITES
+from consumer.exceptions import ConfigError
+
+ENV_PREFIX = "LENSNET_"
+ENV_DELIMITER = "__"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    """How to reach the Kafka cluster (shared by the daemon, replay, subscribers and tools)."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    client_id: str = "lensnet"
+    #: Extra librdkafka properties passed through verbatim, e.g. {"socket.keepalive.enable": "true"}.
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _has_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka configuration common to producers, consumers and the admin client."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        optional: dict[str, Any] = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": (
+                self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+            ),
+        }
+        config.update({k: str(v) for k, v in optional.items() if v is not None})
+        config.update(self.extra)
+        return config
+
+
+class TopicSettings(_Frozen):
+    """Topic names and layout. The three photometry topics must share one partition count."""
+
+    photometry_prefix: str = "kmtnet.photometry."
+    alerts: str = "lensnet.alerts"
+    dead_letter: str = "lensnet.deadletter"
+    #: Partitions of every photometry topic (co-partitioned: star -> same partition number).
+    partitions: int = Field(12, ge=1, le=10_000)
+    alert_partitions: int = Field(3, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=7)
+    #: Retention of photometry topics in ms; -1 keeps everything so state can be rebuilt.
+    photometry_retention_ms: int = -1
+
+    def photometry(self, site: str) -> str:
+        """Topic carrying one site's photometry, e.g. ``kmtnet.photometry.ctio``."""
+        if site not in SITES:
+            raise ConfigError(f"unknown site {site!r}; expected one of {', '.join(SITES)}")
+        return f"{self.photometry_prefix}{site.lower()}"
+
+    def photometry_topics(self) -> tuple[str, ...]:
+        """All per-site photometry topics in :data:`consumer.constants.SITES` order."""
+        return tuple(self.photometry(site) for site in SITES)
+
+
+class ProducerSettings(_Frozen):
+    """Producer tuning for replay and alert publication."""
+
+    linger_ms: int = Field(20, ge=0)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    #: Observations per photometry message (amortises per-message and per-record Avro cost).
+    batch_observations: int = Field(2000, ge=1, le=100_000)
+
+
+class ConsumerSettings(_Frozen):
+    """Consumer group behaviour of the daemon."""
+
+    group_id: str = "lensnet-daemon"
+    #: Messages per ``consume(num_messages=...)`` call.
+    batch_messages: int = Field(500, ge=1, le=100_000)
+    poll_timeout_s: float = Field(1.0, gt=0)
+    session_timeout_ms: int = Field(45_000, ge=1000)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
+class LogSettings(_Frozen):
+    """structlog output: JSON lines off a TTY, a readable console renderer on one."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """Everything the broker can be told. Frozen: build it once, pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        secrets_nested_delimiter=ENV_DELIMITER,
+        secrets_dir_missing="ok",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    producer: ProducerSettings = ProducerSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Secret files named like the variables (kafka__sasl_password), one per setting.
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            NestedSecretsSettingsSource(file_secret_settings),
+        )
+
+
+def env_name(location: tuple[str | int, ...]) -> str:
+    """Environment variable that sets the value at a pydantic error location."""
+    return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in location)
+
+
+def load_settings(
+    secrets_dir: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build :class:`Settings` from the environment, an optional secrets folder and overrides.
+
+    Raises :class:`ConfigError` with one line per bad setting, each naming its variable.
+    """
+    kwargs: dict[str, Any] = dict(overrides or {})
+    if secrets_dir is not None:
+        kwargs["_secrets_dir"] = secrets_dir
+    try:
+        return Settings(**kwargs)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{env_name(issue['loc'])}: {issue['msg']}" for issue in error.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from error

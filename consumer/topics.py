@@ -1,0 +1,115 @@
+"""Topic layout: create the broker's topics and check co-partitioning.
+
+A star's observations from the three sites arrive on the same partition number of the three
+photometry topics, so those topics must have one partition count; the daemon refuses to start
+when they disagree (:class:`TopicLayoutError`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.exceptions import KafkaClientError, TopicLayoutError
+from consumer.settings import TopicSettings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the broker needs: name, partitions, replication and topic configs."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def required_topics(topics: TopicSettings) -> list[TopicSpec]:
+    """The three photometry topics, the alert topic and the dead-letter topic."""
+    photometry_config = {
+        "retention.ms": str(topics.photometry_retention_ms),
+        "max.message.bytes": "1048576",
+    }
+    specs = [
+        TopicSpec(name, topics.partitions, topics.replication_factor, photometry_config)
+        for name in topics.photometry_topics()
+    ]
+    specs.append(TopicSpec(topics.alerts, topics.alert_partitions, topics.replication_factor))
+    specs.append(TopicSpec(topics.dead_letter, topics.alert_partitions, topics.replication_factor))
+    return specs
+
+
+def partition_counts(
+    admin: AdminClient, names: list[str], timeout_s: float = 10.0
+) -> dict[str, int]:
+    """Partition count of each named topic that exists (absent names are left out)."""
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as error:
+        raise KafkaClientError.wrap("cannot list topics", error) from error
+    return {
+        name: len(metadata.topics[name].partitions)
+        for name in names
+        if name in metadata.topics and metadata.topics[name].error is None
+    }
+
+
+def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created.
+
+    Existing topics are left as they are (their partition count is checked by
+    :func:`check_copartitioning`).
+    """
+    existing = partition_counts(admin, [spec.name for spec in specs], timeout_s)
+    new = [
+        NewTopic(spec.name, spec.partitions, spec.replication_factor, config=spec.config)
+        for spec in specs
+        if spec.name not in existing
+    ]
+    if not new:
+        return []
+    created = []
+    for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as error:
+            if error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another process won the race; fine
+            raise KafkaClientError.wrap(f"cannot create topic {name}", error) from error
+    _wait_until_visible(admin, [topic.topic for topic in new], timeout_s)
+    return created
+
+
+def _wait_until_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Block until metadata lists every topic: creation returns before brokers learn of it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        visible = partition_counts(admin, names, timeout_s)
+        if len(visible) == len(names):
+            return
+        if time.monotonic() > deadline:
+            absent = sorted(set(names) - set(visible))
+            raise KafkaClientError(f"topics created but not visible after {timeout_s}s: {absent}")
+        time.sleep(0.1)
+
+
+def check_copartitioning(admin: AdminClient, topics: TopicSettings) -> int:
+    """Partition count shared by the three photometry topics; raises when they disagree."""
+    names = list(topics.photometry_topics())
+    counts = partition_counts(admin, names)
+    missing = [name for name in names if name not in counts]
+    if missing:
+        raise TopicLayoutError(
+            f"photometry topics missing: {', '.join(missing)} "
+            "(create them with `lensnet topics create`)"
+        )
+    if len(set(counts.values())) != 1:
+        found = ", ".join(f"{name}={count}" for name, count in counts.items())
+        raise TopicLayoutError(
+            f"photometry topics must share one partition count for co-partitioning, found {found}"
+        )
+    return next(iter(counts.values()))

@@ -1,0 +1,1 @@
+"""LensNet: the branched recurrent classifier, its preprocessing, training and export."""
