@@ -2,9 +2,10 @@
 
 The key of a star is its id as 8 big-endian bytes. The partition is Kafka's Java default,
 ``toPositive(murmur2(key)) % partitions``; librdkafka's own default (CRC32-based
-``consistent_random``) differs, so every producer is configured with ``partitioner=murmur2_random`` and batch producers
-compute partitions here with the same function. Equal partition counts on the three per-site
-topics then put a star's three light curves on the same partition number.
+``consistent_random``) differs, so every producer is configured with
+``partitioner=murmur2_random`` and batch producers compute partitions here with the same
+function. Equal partition counts on the three per-site topics then put a star's three light
+curves on the same partition number.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class KafkaSettings(_Frozen):
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
     client_id: str = "lensnet"
-    #: Extra librdkafka properties passed through verbatim, e.g. {"socket.keepalive.enable": "true"}.
+    #: Extra librdkafka properties passed verbatim, e.g. {"socket.keepalive.enable": "true"}.
     extra: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("bootstrap_servers")
