@@ -77,15 +77,69 @@ def run(ctx: typer.Context) -> None:
 
 
 @app.command()
-def replay(ctx: typer.Context) -> None:
-    """Replay an archived or simulated season through the photometry topics."""
-    _later("replay", "Seasons")
+def replay(
+    ctx: typer.Context,
+    season_dir: Annotated[Path, typer.Argument(help="Season folder: one sub-folder per star.")],
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            help="Survey seconds per wall second (e.g. 3600); default: as fast as possible."
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="At most this many observations per second.")
+    ] = None,
+    start_hjd: Annotated[float | None, typer.Option(help="Replay from this HJD on.")] = None,
+    stop_hjd: Annotated[
+        float | None, typer.Option(help="Replay up to (excluding) this HJD.")
+    ] = None,
+    create_topics: Annotated[
+        bool, typer.Option(help="Create missing topics before replaying.")
+    ] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Replay an archived or simulated season through the photometry topics, in time order.
+
+    Re-running after an interruption resumes where the log ends: nothing is sent twice.
+    """
+    from consumer.kafka import make_admin
+    from consumer.replay import ReplayOptions
+    from consumer.replay import replay as run_replay
+    from consumer.topics import ensure_topics, required_topics
+
+    settings = _settings(ctx)
+    if create_topics:
+        ensure_topics(make_admin(settings.kafka), required_topics(settings.topics))
+    options = ReplayOptions(
+        speed=speed, max_rate=rate, start_hjd=start_hjd, stop_hjd=stop_hjd, progress=progress
+    )
+    summary = run_replay(settings, season_dir, options)
+    for line in summary.lines():
+        typer.echo(line)
 
 
 @app.command()
-def simulate(ctx: typer.Context) -> None:
-    """Simulate a labelled KMTNet-like season of multi-site photometry."""
-    _later("simulate", "Seasons")
+def simulate(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="Folder to write the season into (created).")],
+    stars: Annotated[int, typer.Option(min=1, help="Number of stars.")] = 2000,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same season.")
+    ] = 1,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Simulate a labelled KMTNet-like season of multi-site photometry (native format)."""
+    from model.simulate import SimulationConfig, write_season
+
+    summary = write_season(SimulationConfig(n_stars=stars, seed=seed), out, progress=progress)
+    typer.echo(
+        f"wrote {summary.n_stars} stars ({summary.n_files} files, "
+        f"{summary.n_observations:,} observations) to {summary.out_dir} "
+        f"in {summary.seconds:.1f} s; labels in {summary.out_dir / 'labels.csv'}"
+    )
+    for label, subclasses in summary.counts.items():
+        parts = ", ".join(f"{name} {count}" for name, count in subclasses.items())
+        typer.echo(f"  {label:5s} {sum(subclasses.values()):5d}  ({parts})")
 
 
 @app.command()

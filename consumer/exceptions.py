@@ -38,13 +38,32 @@ class KafkaClientError(LensNetError):
 
     @classmethod
     def wrap(cls, what: str, error: Any) -> KafkaClientError:
-        """Build from a ``confluent_kafka.KafkaError`` (or a KafkaException carrying one)."""
+        """Build from a ``confluent_kafka.KafkaError`` (or a KafkaException carrying one).
+
+        Retriable when librdkafka flags it so, or when its code is a transient broker state
+        (leadership moving, coordinator loading, time-outs) that librdkafka leaves unflagged
+        outside the produce path.
+        """
+        from confluent_kafka import KafkaError
+
+        transient = {
+            KafkaError.NOT_LEADER_FOR_PARTITION,
+            KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError.REQUEST_TIMED_OUT,
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+            KafkaError._TIMED_OUT,
+            KafkaError._TRANSPORT,
+            KafkaError._ALL_BROKERS_DOWN,
+        }
         kafka_error = error.args[0] if error.args and hasattr(error.args[0], "code") else error
         if hasattr(kafka_error, "code") and hasattr(kafka_error, "str"):
             return cls(
                 f"{what}: {kafka_error.str()} ({kafka_error.name()})",
                 code=kafka_error.code(),
-                retriable=bool(kafka_error.retriable()),
+                retriable=bool(kafka_error.retriable()) or kafka_error.code() in transient,
             )
         return cls(f"{what}: {error}")
 

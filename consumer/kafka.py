@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from consumer.exceptions import KafkaClientError
 from consumer.keys import PARTITIONER
@@ -76,6 +77,29 @@ def consumer_config(
         }
     )
     return config
+
+
+def watermarks(
+    consumer: Consumer, partition: TopicPartition, timeout_s: float = 10.0
+) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying retriable errors (e.g. leader moving)."""
+
+    @retry(
+        retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.05, max=1.0),
+        reraise=True,
+    )
+    def query() -> tuple[int, int]:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s)
+        except KafkaException as error:
+            raise KafkaClientError.wrap(
+                f"cannot read offsets of {partition.topic}[{partition.partition}]", error
+            ) from error
+        return int(low), int(high)
+
+    return query()
 
 
 def make_producer(config: dict[str, Any]) -> Producer:

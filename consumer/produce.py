@@ -7,10 +7,12 @@ client's rule), at most ``ProducerSettings.batch_observations`` of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from consumer.exceptions import KafkaClientError, TopicLayoutError
@@ -19,6 +21,9 @@ from consumer.keys import partitions_for, star_key
 from consumer.photometry import Observations, PhotometryBatch, encode_batch
 from consumer.settings import KafkaSettings, ProducerSettings, TopicSettings
 from consumer.topics import check_copartitioning
+
+#: Header holding the sender's sequence position of the last row in a message (decimal ASCII).
+SEQUENCE_HEADER = "lensnet.seq"
 
 
 class PhotometryProducer:
@@ -60,8 +65,21 @@ class PhotometryProducer:
         if error is not None:
             self._errors.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
 
-    def send(self, site: str, observations: Observations) -> int:
-        """Queue one site's observations; returns the number of messages queued."""
+    def send(
+        self,
+        site: str,
+        observations: Observations,
+        *,
+        sequence: npt.NDArray[np.int64] | None = None,
+        headers: Sequence[tuple[str, str | bytes | None]] = (),
+    ) -> int:
+        """Queue one site's observations; returns the number of messages queued.
+
+        ``sequence`` (shape (N,), increasing along the rows of each partition) is a position in
+        the caller's own global order; each message then carries the position of its last row
+        in the :data:`SEQUENCE_HEADER` header, which is how replay resumes without duplicates.
+        ``headers`` are added to every message.
+        """
         producer = self._client()
         topic = self._topics.photometry(site)
         partitions = partitions_for(observations.star_id, self._topics.partitions)
@@ -72,23 +90,39 @@ class PhotometryProducer:
         for partition in range(self._topics.partitions):
             rows = order[bounds[partition] : bounds[partition + 1]]
             for start in range(0, len(rows), chunk):
-                part = observations.take(rows[start : start + chunk])
+                taken = rows[start : start + chunk]
+                part = observations.take(taken)
                 stars = np.unique(part.star_id)
                 key = star_key(int(stars[0])) if len(stars) == 1 else None
                 value = encode_batch(PhotometryBatch(site, part, producer=self._name))
-                self._produce(producer, topic, value, key, partition)
+                message_headers: list[tuple[str, str | bytes | None]] = list(headers)
+                if sequence is not None:
+                    last = str(int(sequence[taken].max())).encode()
+                    message_headers.append((SEQUENCE_HEADER, last))
+                self._produce(producer, topic, value, key, partition, message_headers)
                 queued += 1
                 self.observations_sent += len(part)
         self.messages_sent += queued
         return queued
 
     def _produce(
-        self, producer: Producer, topic: str, value: bytes, key: bytes | None, partition: int
+        self,
+        producer: Producer,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        partition: int,
+        headers: list[tuple[str, str | bytes | None]],
     ) -> None:
         while True:
             try:
                 producer.produce(
-                    topic, value=value, key=key, partition=partition, on_delivery=self._on_delivery
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=partition,
+                    headers=headers or None,
+                    on_delivery=self._on_delivery,
                 )
                 return
             except BufferError:
@@ -124,6 +158,11 @@ class PhotometryProducer:
     ) -> None:
         if exc_type is None:
             self.flush()
+
+    def poll(self) -> None:
+        """Serve delivery callbacks without blocking (call between sends on long runs)."""
+        if self._producer is not None:
+            self._producer.poll(0)
 
     def stats(self) -> dict[str, Any]:
         """Counts for logging: messages and observations queued so far."""

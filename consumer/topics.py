@@ -85,15 +85,28 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout_s: float =
 
 
 def _wait_until_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
-    """Block until metadata lists every topic: creation returns before brokers learn of it."""
+    """Block until every partition of every topic has a leader.
+
+    Creation returns before the brokers' metadata knows the topic and before leaders are
+    elected; producing or querying offsets in that window fails with retriable errors.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
-        visible = partition_counts(admin, names, timeout_s)
-        if len(visible) == len(names):
+        try:
+            topics = admin.list_topics(timeout=timeout_s).topics
+        except KafkaException as error:
+            raise KafkaClientError.wrap("cannot list topics", error) from error
+        unready = [
+            name
+            for name in names
+            if name not in topics
+            or topics[name].error is not None
+            or any(p.leader < 0 for p in topics[name].partitions.values())
+        ]
+        if not unready:
             return
         if time.monotonic() > deadline:
-            absent = sorted(set(names) - set(visible))
-            raise KafkaClientError(f"topics created but not visible after {timeout_s}s: {absent}")
+            raise KafkaClientError(f"topics created but not ready after {timeout_s}s: {unready}")
         time.sleep(0.1)
 
 

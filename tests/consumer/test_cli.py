@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from consumer.archive import read_season
 from consumer.settings import Settings
 
 SUBCOMMANDS = ("run", "replay", "simulate", "train", "evaluate", "classify", "alerts", "topics")
@@ -63,3 +65,20 @@ def test_topics_create_then_describe(settings_factory: Callable[..., Settings]) 
     assert described.returncode == 0, described.stderr
     assert f"{settings.topics.photometry('SSO')}" in described.stdout
     assert "missing" not in described.stdout
+
+
+def test_simulate_writes_a_readable_season(tmp_path: Path) -> None:
+    out = tmp_path / "season"
+    result = lensnet("simulate", str(out), "--stars", "12", "--seed", "5", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    stars, report = read_season(out)
+    assert len(stars) == 12
+    assert (out / "labels.csv").is_file()
+    assert report.n_observations > 0
+
+
+def test_replay_of_a_missing_folder_is_one_clear_line(tmp_path: Path) -> None:
+    env = {"LENSNET_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    result = lensnet("replay", str(tmp_path / "absent"), "--no-create-topics", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"lensnet: {tmp_path / 'absent'}: not a directory"

@@ -1,0 +1,49 @@
+"""The light-curve classes of LensNet (YES, MAYBE, NO) and their subclasses, by name.
+
+YES are real microlensing events (:mod:`model.simulate_events`), MAYBE image-level artefacts
+that pass a light-curve review but not an image review (:mod:`model.simulate_artefacts`), NO
+ordinary AlertFinder false positives (:mod:`model.simulate_variables`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import numpy as np
+
+from consumer.exceptions import ConfigError
+from model import simulate_artefacts as artefacts
+from model import simulate_events as events
+from model import simulate_variables as variables
+from model.simulate_behaviour import Behaviour, SeasonWindow
+
+Draw = Callable[[np.random.Generator, SeasonWindow], Behaviour]
+
+#: subclass -> (class, draw function)
+SUBCLASSES: Final[dict[str, tuple[str, Draw]]] = {
+    "pspl": ("YES", events.draw_pspl),
+    "binary": ("YES", events.draw_binary),
+    "planetary": ("YES", events.draw_planetary),
+    "bleed_trail": ("MAYBE", artefacts.draw_bleed_trail),
+    "diffraction_spike": ("MAYBE", artefacts.draw_diffraction_spike),
+    "ghost": ("MAYBE", artefacts.draw_ghost),
+    "noise_run": ("NO", variables.draw_noise_run),
+    "long_period_variable": ("NO", variables.draw_long_period_variable),
+    "irregular_variable": ("NO", variables.draw_irregular_variable),
+    "cv_outburst": ("NO", variables.draw_cv_outburst),
+    "flare": ("NO", variables.draw_flare),
+    "airmass_trend": ("NO", variables.draw_airmass_trend),
+    "sky_trend": ("NO", variables.draw_sky_trend),
+    "single_site_drift": ("NO", variables.draw_single_site_drift),
+}
+
+
+def draw_behaviour(
+    rng: np.random.Generator, label: str, subclass: str, window: SeasonWindow
+) -> Behaviour:
+    """Draw one star's behaviour of ``subclass`` (which must belong to ``label``)."""
+    entry = SUBCLASSES.get(subclass)
+    if entry is None or entry[0] != label:
+        raise ConfigError(f"subclass {subclass!r} is not a known subclass of {label}")
+    return entry[1](rng, window)
