@@ -49,9 +49,14 @@ kafka-start: kafka-jars
 kafka-stop:
 	deploy/local-kafka/kafka.sh stop $(KAFKA_DIR)
 
+DEMO_SEASON ?= /tmp/lensnet-demo-season
+
 demo: install kafka-start
-	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet topics create
+	rm -rf $(DEMO_SEASON)
+	$(BIN)/lensnet simulate $(DEMO_SEASON) --stars 200 --seed 1
+	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet replay $(DEMO_SEASON)
 	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet topics describe
+	@echo "broker left running at $$(cat $(KAFKA_DIR)/bootstrap); stop it with: make kafka-stop"
 
 clean:
 	rm -rf $(VENV) deploy/local-kafka/target .mypy_cache .ruff_cache .pytest_cache

@@ -56,7 +56,8 @@ class ReplayOptions:
     ``speed``: survey seconds per wall-clock second (``None`` = as fast as possible);
     ``max_rate``: cap in observations per second (``None`` = no cap); ``start_hjd`` /
     ``stop_hjd``: keep observations with start <= HJD < stop; ``slice_days``: width of the time
-    slices sent together (one slice of every site is produced before the next).
+    slices sent together when paced by ``speed`` (one slice of every site is produced before
+    the next).
     """
 
     speed: float | None = None
@@ -196,9 +197,22 @@ def _reader_config(settings: Settings) -> dict[str, object]:
     return config
 
 
-def _slices(hjd: npt.NDArray[np.float64], slice_days: float) -> Iterator[tuple[int, int]]:
-    """Row ranges [start, stop) of consecutive time slices of width ``slice_days``."""
+def _slices(
+    hjd: npt.NDArray[np.float64], slice_days: float | None, max_rows: int
+) -> Iterator[tuple[int, int]]:
+    """Row ranges [start, stop) sent together.
+
+    With ``slice_days`` (paced replay): consecutive time slices of that width, so sites
+    interleave as the survey's did. Without (as fast as possible): runs of ``max_rows`` rows,
+    large enough to fill whole messages; order within each partition is the same either way.
+    """
     if len(hjd) == 0:
+        return
+    if slice_days is None:
+        starts = np.arange(0, len(hjd), max_rows)
+        yield from zip(
+            starts.tolist(), np.minimum(starts + max_rows, len(hjd)).tolist(), strict=True
+        )
         return
     bins = np.floor((hjd - hjd[0]) / slice_days).astype(np.int64)
     edges = np.flatnonzero(np.diff(bins)) + 1
@@ -248,7 +262,13 @@ def replay(settings: Settings, season_dir: Path, options: ReplayOptions) -> Repl
         desc="replay",
     )
     try:
-        for start, stop in _slices(obs.hjd, options.slice_days):
+        paced = options.speed is not None
+        # Unpaced: enough rows to fill a message per site and partition, but keep a rate-limited
+        # replay's chunks to ~0.1 s of its budget so pacing stays smooth.
+        max_rows = settings.producer.batch_observations * settings.topics.partitions * len(SITES)
+        if options.max_rate:
+            max_rows = max(1, min(max_rows, int(options.max_rate / 10)))
+        for start, stop in _slices(obs.hjd, options.slice_days if paced else None, max_rows):
             _pace(options, started, float(obs.hjd[0]), float(obs.hjd[start]), summary.sent)
             rows = np.arange(start, stop)[pending[start:stop]]
             for code, site_name in enumerate(SITES):

@@ -82,7 +82,8 @@ def read_back(settings: Settings, consumer: Consumer) -> tuple[Counter[Row], boo
 
 def test_slices_cover_every_row_once() -> None:
     hjd = np.sort(np.random.default_rng(0).uniform(0, 3, 1000))
-    bounds = list(_slices(hjd, 0.1))
+    assert list(_slices(hjd, None, 400)) == [(0, 400), (400, 800), (800, 1000)]
+    bounds = list(_slices(hjd, 0.1, 400))
     assert bounds[0][0] == 0
     assert bounds[-1][1] == 1000
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
