@@ -143,9 +143,52 @@ def simulate(
 
 
 @app.command()
-def train(ctx: typer.Context) -> None:
+def train(
+    ctx: typer.Context,
+    stars: Annotated[
+        int, typer.Option(min=10, help="Simulated stars (70/15/15 train/val/test by star).")
+    ] = 4000,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the simulator, split, crops, weights and shuffling.")
+    ] = 1,
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 12,
+    crops: Annotated[int, typer.Option(min=1, help="Training instances per star.")] = 3,
+    hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch threads (results depend on it; artifact: 2).")
+    ] = 2,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop after the epoch that passes this wall time.")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for lensnet-v1.pt and model_card.json.")
+    ] = Path("model/artifacts"),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
     """Train LensNet on simulated seasons and export the TorchScript artifact."""
-    _later("train", "LensNet")
+    from model.dataset import CropConfig, cache_dir
+    from model.export import model_card, save
+    from model.lensnet import LensNetConfig
+    from model.train import TrainConfig
+    from model.train import train as train_model
+
+    config = TrainConfig(
+        n_stars=stars,
+        seed=seed,
+        epochs=epochs,
+        crop=CropConfig(crops=crops),
+        model=LensNetConfig(hidden=hidden),
+        threads=threads,
+        max_minutes=max_minutes,
+    )
+    model, history = train_model(config, cache=cache_dir(), progress=progress)
+    path = save(model, model_card(config, history, model), out)
+    best = history.best_epoch
+    typer.echo(
+        f"wrote {path} (best epoch {best + 1}: val loss {history.val_loss[best]:.4f}, "
+        f"binary {history.val_binary_accuracy[best]:.4f}, "
+        f"3-class {history.val_class_accuracy[best]:.4f}; {history.seconds[-1]:.0f} s)"
+    )
 
 
 @app.command()

@@ -80,11 +80,11 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout_s: float =
             if error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # another process won the race; fine
             raise KafkaClientError.wrap(f"cannot create topic {name}", error) from error
-    _wait_until_visible(admin, [topic.topic for topic in new], timeout_s)
+    wait_until_ready(admin, [topic.topic for topic in new], timeout_s)
     return created
 
 
-def _wait_until_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+def wait_until_ready(admin: AdminClient, names: list[str], timeout_s: float) -> None:
     """Block until every partition of every topic has a leader.
 
     Creation returns before the brokers' metadata knows the topic and before leaders are

@@ -19,7 +19,12 @@ from consumer.keys import partition_for, star_key
 from consumer.photometry import Observations, PhotometryDecoder
 from consumer.produce import PhotometryProducer
 from consumer.settings import KafkaSettings, ProducerSettings, Settings
-from consumer.topics import check_copartitioning, ensure_topics, required_topics
+from consumer.topics import (
+    check_copartitioning,
+    ensure_topics,
+    required_topics,
+    wait_until_ready,
+)
 from tests.consumer.test_photometry import make_observations
 
 pytestmark = pytest.mark.kafka
@@ -153,6 +158,7 @@ def test_copartitioning_check_refuses_disagreeing_topics(
     futures = admin.create_topics([NewTopic(ctio, 3, 1), NewTopic(saao, 3, 1), NewTopic(sso, 5, 1)])
     for future in futures.values():
         future.result()
+    wait_until_ready(admin, [ctio, saao, sso], timeout_s=30)
     with pytest.raises(TopicLayoutError, match=f"{sso}=5"):
         check_copartitioning(admin, settings.topics)
 
