@@ -13,9 +13,9 @@ Use :func:`simulate_star` / :func:`simulate_season` in memory (training) or
 
 How a star is made: it is placed in a field by cadence tier (and, for the 2/h tier, maybe also
 in the overlapping partner field), on a chip at (x, y); its class and subclass are drawn from
-the configured fractions; the class draws a :class:`~model.simulate_behaviour.Behaviour`; each
-site's frames of its fields (:mod:`model.simulate_schedule`, shared by all stars of the field)
-are measured (:mod:`model.simulate_photometry`). Each star has its own random stream
+the configured fractions; the class draws a :class:`~model.simulation.behaviour.Behaviour`; each
+site's frames of its fields (:mod:`model.simulation.schedule`, shared by all stars of the field)
+are measured (:mod:`model.simulation.photometry`). Each star has its own random stream
 (``SeedSequence([seed, 13, index])``), so a star does not depend on the others or on order.
 
 Star ids are ``field * 10**8 + chip * 10**7 + index`` (index < 10**7), with the star's primary
@@ -46,13 +46,13 @@ from tqdm import tqdm
 
 from consumer.archive import ArchiveError, Dataset, Star, write_star
 from consumer.constants import SITES
-from model.simulate_behaviour import SeasonWindow, conditions_at
-from model.simulate_classes import draw_behaviour
-from model.simulate_config import CLASSES, SimulationConfig
-from model.simulate_noise import typical_sigma
-from model.simulate_photometry import StarOptics, observe
-from model.simulate_schedule import frame_series
-from model.simulate_sites import (
+from model.simulation.behaviour import SeasonWindow, conditions_at
+from model.simulation.classes import draw_behaviour
+from model.simulation.config import CLASSES, SimulationConfig
+from model.simulation.noise import typical_sigma
+from model.simulation.photometry import StarOptics, observe
+from model.simulation.schedule import frame_series
+from model.simulation.sites import (
     CHIP_DEG,
     CHIP_PIXELS,
     FIELDS,
@@ -88,7 +88,7 @@ class Label:
     ----------
     star_id : as in the archive.
     label : "YES", "MAYBE" or "NO".
-    subclass : e.g. "pspl", "bleed_trail", "flare" (see :mod:`model.simulate_classes`).
+    subclass : e.g. "pspl", "bleed_trail", "flare" (see :mod:`model.simulation.classes`).
     params : true parameters of the subclass plus measurement details (``ref_flux``,
         ``v_ratio``, ``peak_snr``, per-site ``offset_*`` and ``error_scale_*``, defect counts).
     t_rise_start, t_peak : the rise window, full HJD (see the module docstring); NaN if none.

@@ -23,10 +23,10 @@ from model.simulate import (
     simulate_star,
     write_season,
 )
-from model.simulate_lens import binary_magnification, pspl_magnification, source_position
-from model.simulate_schedule import frame_series
-from model.simulate_sites import FIELD_BY_NUMBER, SITE_INFO, moon_radec, sun_radec
-from model.simulate_sites import angular_distance_deg as distance
+from model.simulation.lens import binary_magnification, pspl_magnification, source_position
+from model.simulation.schedule import frame_series
+from model.simulation.sites import FIELD_BY_NUMBER, SITE_INFO, moon_radec, sun_radec
+from model.simulation.sites import angular_distance_deg as distance
 
 F64 = npt.NDArray[np.float64]
 Sample = list[tuple[Star, Label]]

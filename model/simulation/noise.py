@@ -13,7 +13,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from model.simulate_sites import PIXEL_SCALE_ARCSEC
+from model.simulation.sites import PIXEL_SCALE_ARCSEC
 
 F64 = npt.NDArray[np.float64]
 

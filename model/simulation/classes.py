@@ -1,8 +1,8 @@
 """The light-curve classes of LensNet (YES, MAYBE, NO) and their subclasses, by name.
 
-YES are real microlensing events (:mod:`model.simulate_events`), MAYBE image-level artefacts
-that pass a light-curve review but not an image review (:mod:`model.simulate_artefacts`), NO
-ordinary AlertFinder false positives (:mod:`model.simulate_variables`).
+YES are real microlensing events (:mod:`model.simulation.events`), MAYBE image-level artefacts
+that pass a light-curve review but not an image review (:mod:`model.simulation.artefacts`), NO
+ordinary AlertFinder false positives (:mod:`model.simulation.variables`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from typing import Final
 import numpy as np
 
 from consumer.exceptions import ConfigError
-from model import simulate_artefacts as artefacts
-from model import simulate_events as events
-from model import simulate_variables as variables
-from model.simulate_behaviour import Behaviour, SeasonWindow
+from model.simulation import artefacts, events, variables
+from model.simulation.behaviour import Behaviour, SeasonWindow
 
 Draw = Callable[[np.random.Generator, SeasonWindow], Behaviour]
 

@@ -23,13 +23,13 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from model.simulate_behaviour import Behaviour, Conditions, SeasonWindow, flux_of_mag, log_uniform
-from model.simulate_lens import (
+from model.simulation.behaviour import Behaviour, Conditions, SeasonWindow, flux_of_mag, log_uniform
+from model.simulation.lens import (
     binary_magnification,
     pspl_flux_excess,
     source_position,
 )
-from model.simulate_noise import typical_sigma
+from model.simulation.noise import typical_sigma
 
 F64 = npt.NDArray[np.float64]
 

@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
-from model.simulate_config import SimulationConfig
-from model.simulate_sites import (
+from model.simulation.config import SimulationConfig
+from model.simulation.sites import (
     FIELD_BY_NUMBER,
     SITE_INFO,
     SiteInfo,

@@ -1,6 +1,6 @@
 """From a star's noiseless signal and its field's frames to a measured light curve.
 
-The reported ``flux_err`` is :func:`model.simulate_noise.flux_sigma` of the star's current
+The reported ``flux_err`` is :func:`model.simulation.noise.flux_sigma` of the star's current
 total flux in the frame's conditions; the actual scatter is ``error_scale`` times larger
 (KMTNet errors are underestimated, differently per site). V-band points use the same model
 with every flux multiplied by the star's V/I flux ratio.
@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.archive import Dataset, quantize
-from model.simulate_behaviour import Behaviour, Conditions
-from model.simulate_noise import flux_sigma, psf_quality
-from model.simulate_schedule import FrameSeries
+from model.simulation.behaviour import Behaviour, Conditions
+from model.simulation.noise import flux_sigma, psf_quality
+from model.simulation.schedule import FrameSeries
 
 F64 = npt.NDArray[np.float64]
 

@@ -1,7 +1,7 @@
 """NO: ordinary AlertFinder false positives - noise, variables, and trends that are not events.
 
 Amplitudes are in units of the star's typical error ``sigma`` (see
-:func:`model.simulate_noise.typical_sigma`) so that a good fraction would trigger the
+:func:`model.simulation.noise.typical_sigma`) so that a good fraction would trigger the
 AlertFinder somewhere in the season:
 
 - ``noise_run``: a constant star whose photometry is offset by 3-7 sigma for whole nights, in
@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
-from model.simulate_behaviour import (
+from model.simulation.behaviour import (
     REFERENCE_AIRMASS,
     REFERENCE_SKY_ADU,
     Behaviour,
@@ -39,8 +39,8 @@ from model.simulate_behaviour import (
     lpv_flux_ratio,
     reference_conditions,
 )
-from model.simulate_noise import typical_sigma
-from model.simulate_sites import SITE_INFO, local_night
+from model.simulation.noise import typical_sigma
+from model.simulation.sites import SITE_INFO, local_night
 
 F64 = npt.NDArray[np.float64]
 

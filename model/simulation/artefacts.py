@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
-from model.simulate_behaviour import (
+from model.simulation.behaviour import (
     REFERENCE_AIRMASS,
     REFERENCE_FWHM_ARCSEC,
     REFERENCE_IMAGE_FWHM_ARCSEC,
@@ -39,9 +39,9 @@ from model.simulate_behaviour import (
     peak_excess,
     reference_conditions,
 )
-from model.simulate_events import draw_timing
-from model.simulate_lens import pspl_flux_excess, pspl_magnification
-from model.simulate_noise import typical_sigma
+from model.simulation.events import draw_timing
+from model.simulation.lens import pspl_flux_excess, pspl_magnification
+from model.simulation.noise import typical_sigma
 
 F64 = npt.NDArray[np.float64]
 
