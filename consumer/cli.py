@@ -18,6 +18,11 @@ from consumer.logs import configure_logging
 from consumer.settings import Settings, load_settings
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/lensnet")
+#: Built training/test arrays (simulated stars, crops) are cached here between runs.
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lensnet"
+_CACHE_OPTION = typer.Option(
+    envvar="LENSNET_CACHE_DIR", help="Cache of built training and test arrays."
+)
 
 app = typer.Typer(
     name="lensnet",
@@ -155,18 +160,22 @@ def train(
     crops: Annotated[int, typer.Option(min=1, help="Training instances per star.")] = 3,
     hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
     threads: Annotated[
-        int, typer.Option(min=1, help="torch threads (results depend on it; artifact: 2).")
-    ] = 2,
+        int, typer.Option(min=1, help="torch threads (results depend on it; artifact: 1).")
+    ] = 1,
+    lr_decay: Annotated[
+        bool, typer.Option(help="Halve the learning rate after an epoch without progress.")
+    ] = False,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop after the epoch that passes this wall time.")
     ] = None,
-    out: Annotated[
-        Path, typer.Option(help="Folder for lensnet-v1.pt and model_card.json.")
-    ] = Path("model/artifacts"),
+    out: Annotated[Path, typer.Option(help="Folder for lensnet-v1.pt and model_card.json.")] = Path(
+        "model/artifacts"
+    ),
+    cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train LensNet on simulated seasons and export the TorchScript artifact."""
-    from model.dataset import CropConfig, cache_dir
+    from model.dataset import CropConfig
     from model.export import model_card, save
     from model.lensnet import LensNetConfig
     from model.train import TrainConfig
@@ -179,9 +188,10 @@ def train(
         crop=CropConfig(crops=crops),
         model=LensNetConfig(hidden=hidden),
         threads=threads,
+        lr_decay=lr_decay,
         max_minutes=max_minutes,
     )
-    model, history = train_model(config, cache=cache_dir(), progress=progress)
+    model, history = train_model(config, cache=cache, progress=progress)
     path = save(model, model_card(config, history, model), out)
     best = history.best_epoch
     typer.echo(
@@ -192,15 +202,68 @@ def train(
 
 
 @app.command()
-def evaluate(ctx: typer.Context) -> None:
-    """Evaluate a trained LensNet artifact on a held-out season."""
-    _later("evaluate", "LensNet")
+def evaluate(
+    ctx: typer.Context,
+    artifact: Annotated[
+        Path, typer.Option(help="TorchScript artifact; its model_card.json sits beside it.")
+    ] = Path("model/artifacts/lensnet-v1.pt"),
+    out: Annotated[
+        Path, typer.Option(help="Folder for report.md, metrics.json and the PNG plots.")
+    ] = Path("model/artifacts/evaluation"),
+    update_card: Annotated[
+        bool, typer.Option(help="Write the test metrics into the model card.")
+    ] = True,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads for inference.")] = 1,
+    cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Evaluate a trained LensNet artifact on its regenerated held-out test set."""
+    import torch
+
+    from model.evaluate import evaluate_artifact
+
+    torch.set_num_threads(threads)
+    metrics = evaluate_artifact(
+        artifact, out, cache=cache, progress=progress, update_card=update_card
+    )
+    for key in ("test_augmented", "test_full_visibility", "baseline_test_augmented"):
+        result = metrics[key]
+        typer.echo(
+            f"{key}: binary@0.45 {result['binary_balanced']['mean_accuracy']:.4f}, "
+            f"binary@0.955 {result['binary_high_purity']['mean_accuracy']:.4f}, "
+            f"3-class {result['three_class']['mean_accuracy']:.4f} "
+            f"({result['n_instances']} instances)"
+        )
+    typer.echo(f"report: {out / 'report.md'}")
 
 
 @app.command()
-def classify(ctx: typer.Context) -> None:
-    """Classify light curves from files with the shipped LensNet artifact."""
-    _later("classify", "LensNet")
+def classify(
+    ctx: typer.Context,
+    season_dir: Annotated[Path, typer.Argument(help="Season folder: one sub-folder per star.")],
+    as_of: Annotated[
+        float | None, typer.Option(help="Use only observations up to this full HJD.")
+    ] = None,
+    artifact: Annotated[
+        Path | None, typer.Option(help="TorchScript artifact (default: the shipped one).")
+    ] = None,
+    low_cadence: Annotated[
+        bool, typer.Option(help="Use the low-cadence AlertFinder rule (k=n=10, dchi2 400).")
+    ] = False,
+) -> None:
+    """Classify light curves from files with the shipped LensNet artifact (JSON lines)."""
+    import json
+    import math
+
+    from consumer.alertfinder import HIGH_CADENCE, LOW_CADENCE
+    from model.classify import classify_season
+    from model.export import ARTIFACT_NAME, ARTIFACTS_DIR, load_artifact
+
+    module, _ = load_artifact(artifact or ARTIFACTS_DIR / ARTIFACT_NAME)
+    rule = LOW_CADENCE if low_cadence else HIGH_CADENCE
+    as_of_hjd = math.inf if as_of is None else as_of
+    for record in classify_season(module, season_dir, as_of=as_of_hjd, rule=rule):
+        typer.echo(json.dumps(record))
 
 
 @alerts_app.command("tail")

@@ -1,0 +1,121 @@
+"""Offline scoring with the shipped artifact: .pysis files in, one JSON line per star out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from consumer.archive import Star
+from consumer.constants import HJD_OFFSET, SITES
+from model.classify import classify_season, score
+from model.export import load_artifact
+from model.features import collate, prepare
+from model.simulate import SimulationConfig, simulate_star
+
+PREFIX = {"CTIO": "KMTC", "SAAO": "KMTS", "SSO": "KMTA"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> None:
+    """Inference as the daemon runs it; two threads on a busy 2-core machine spin and crawl."""
+    torch.set_num_threads(1)
+
+
+def write_pysis(star: Star, folder: Path, *, limit: int | None = None) -> None:
+    """The star's I-band datasets as 8-column pySIS files (no PSF quality column)."""
+    folder.mkdir(parents=True)
+    for dataset in star.datasets:
+        keep = dataset.band == 0
+        rows = np.column_stack(
+            [
+                dataset.hjd[keep] - HJD_OFFSET,
+                dataset.flux[keep],
+                dataset.flux_err[keep],
+                np.full(keep.sum(), 18.0),
+                np.full(keep.sum(), 0.01),
+                dataset.fwhm[keep],
+                dataset.sky[keep],
+                dataset.airmass[keep],
+            ]
+        )[:limit]
+        name = f"{PREFIX[dataset.site]}{dataset.field:02d}_I.pysis"
+        np.savetxt(folder / name, rows, fmt="%.6f")
+
+
+@pytest.fixture(scope="module")
+def season(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("season")
+    config = SimulationConfig(n_stars=20, seed=11)
+    for index in range(3):
+        star, _ = simulate_star(config, index)
+        write_pysis(star, root / star.name)
+    short, _ = simulate_star(config, 3)
+    write_pysis(short, root / "short", limit=4)
+    (root / "labels.csv").write_text("not a star\n")
+    return root
+
+
+def test_pysis_season_is_scored_star_by_star(season: Path) -> None:
+    module, card = load_artifact()
+    records = list(classify_season(module, season))
+    scored = [r for r in records if r["status"] == "scored"]
+    assert len(scored) == 3
+    for record in scored:
+        assert 0.0 <= record["p_event"] <= 1.0
+        total = record["p_no"] + record["p_maybe"] + record["p_yes"]
+        assert total == pytest.approx(1.0, abs=1e-5)
+        assert record["label"] in ("NO", "MAYBE", "YES")
+        assert set(record["site_scores"]) == set(SITES)
+        assert set(record["trigger_sites"]) <= set(SITES)
+        json.dumps(record, allow_nan=False)
+    short = next(r for r in records if r.get("star") == "short")
+    assert short["status"] == "insufficient_data"
+    assert "fewer than 10" in short["reason"]
+    assert any(r["status"] == "skipped" and r["path"].endswith("labels.csv") for r in records)
+    assert card["thresholds"]["balanced"]["value"] == 0.45
+
+
+def test_batch_scores_do_not_depend_on_batch_order() -> None:
+    module, _ = load_artifact()
+    config = SimulationConfig(n_stars=20, seed=11)
+    candidates = [prepare(simulate_star(config, i)[0]) for i in range(4)]
+    together = score(module, candidates, batch_size=4)
+    reversed_ = score(module, candidates[::-1], batch_size=4)[::-1]
+    for a, b in zip(together, reversed_, strict=True):
+        assert a.p_event == pytest.approx(b.p_event, abs=1e-6)
+
+
+def test_extra_left_padding_does_not_change_the_score() -> None:
+    module, _ = load_artifact()
+    candidate = prepare(simulate_star(SimulationConfig(n_stars=20, seed=11), 5)[0])
+    x, lengths = collate([candidate])
+    padded = np.zeros((1, 3, x.shape[2] + 300, x.shape[3]), dtype=np.float32)
+    padded[:, :, 300:] = x
+    with torch.no_grad():
+        alone = module(torch.from_numpy(x), torch.from_numpy(lengths))
+        longer = module(torch.from_numpy(padded), torch.from_numpy(lengths))
+    for a, b in zip(alone, longer, strict=True):
+        assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_cli_classify_prints_json_lines(season: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "classify", str(season), "--as-of", "2461250"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    statuses = sorted(r["status"] for r in records)
+    assert statuses.count("scored") + statuses.count("insufficient_data") == 4
+    assert all(r["t_last"] <= 2461250 for r in records if r["status"] == "scored")
