@@ -50,12 +50,27 @@ kafka-stop:
 	deploy/local-kafka/kafka.sh stop $(KAFKA_DIR)
 
 DEMO_SEASON ?= /tmp/lensnet-demo-season
+# Prints the stars LensNet scores as events (p_event >= 0.45), highest first.
+define DEMO_TABLE
+import csv, json, sys
+truth = {int(r["star_id"]): r["label"] for r in csv.DictReader(open(sys.argv[1] + "/labels.csv"))}
+rows = [json.loads(line) for line in sys.stdin]
+scored = [r for r in rows if r.get("status") == "scored"]
+hits = sorted((r for r in scored if r["p_event"] >= 0.45), key=lambda r: -r["p_event"])
+print(f"{len(scored)} stars scored at the end of the season, {len(hits)} with p_event >= 0.45:")
+print(f"{'star':>12} {'LensNet':>8} {'p_event':>8} {'triggered':>9} {'dchi2':>10} {'truth':>6}")
+for r in hits[:25]:
+    print(f"{r['star_id']:>12} {r['label']:>8} {r['p_event']:8.3f} {str(r['triggered']):>9}"
+          f" {r['dchi2']:10.1f} {truth.get(r['star_id'], '?'):>6}")
+endef
+export DEMO_TABLE
 
 demo: install kafka-start
 	rm -rf $(DEMO_SEASON)
 	$(BIN)/lensnet simulate $(DEMO_SEASON) --stars 200 --seed 1
 	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet replay $(DEMO_SEASON)
 	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet topics describe
+	$(BIN)/lensnet classify $(DEMO_SEASON) | $(BIN)/python -c "$$DEMO_TABLE" $(DEMO_SEASON)
 	@echo "broker left running at $$(cat $(KAFKA_DIR)/bootstrap); stop it with: make kafka-stop"
 
 clean:
