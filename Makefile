@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: help install kafka-jars lint typecheck unit test demo kafka-start kafka-stop clean
 
 help:
-	@echo "make demo        start a local Kafka broker and run the broker on the embedded default"
+	@echo "make demo        local Kafka broker, simulate + replay a small season, score it with LensNet"
 	@echo "make test        install everything, then lint, type-check and run the whole suite"
 	@echo "make unit        the tests that need no broker (fast)"
 	@echo "make kafka-start / kafka-stop   a local KRaft broker in $(KAFKA_DIR)"
