@@ -396,6 +396,14 @@ def rising_batch(
     return RisingBatchResult(passed=passed, n_high=n_high, combination=combination)
 
 
+def dataset_medians(flux: npt.ArrayLike, dataset_offsets: npt.ArrayLike) -> FloatArray:
+    """(D,) median flux of each dataset of CSR input (NaN for an empty one): the ``baseline``
+    that :func:`rising_batch` accepts, in one compiled call."""
+    flux_ = _float_column("flux", flux)
+    offsets = _offsets("dataset_offsets", dataset_offsets, len(flux_), "points")
+    return kernels.dataset_medians(flux_, offsets)
+
+
 def fitted_line(datasets: Sequence[Dataset], result: TriggerResult) -> list[FloatArray]:
     """The reported broken line evaluated at every input point of every dataset.
 

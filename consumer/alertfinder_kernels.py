@@ -176,6 +176,19 @@ def _medians(
 
 
 @numba.njit(cache=True, error_model="numpy")
+def dataset_medians(flux: FloatArray, dataset_offsets: IntArray) -> FloatArray:
+    """(D,) median flux of every dataset (NaN for an empty one), equal to ``np.median``."""
+    n_datasets = len(dataset_offsets) - 1
+    longest = 0
+    for d in range(n_datasets):
+        longest = max(longest, dataset_offsets[d + 1] - dataset_offsets[d])
+    baseline = np.empty(n_datasets, dtype=np.float64)
+    buf = np.empty(longest, dtype=np.float64)
+    _medians(flux, dataset_offsets, 0, n_datasets, baseline, buf)
+    return baseline
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _tail(
     t: FloatArray,
     flux: FloatArray,

@@ -76,9 +76,33 @@ def _later(command: str, issue: str) -> None:
 
 
 @app.command()
-def run(ctx: typer.Context) -> None:
+def run(
+    ctx: typer.Context,
+    until_end: Annotated[
+        bool,
+        typer.Option(
+            "--until-end",
+            help="Exit 0 once the input is drained (replays, demos); default: run forever.",
+        ),
+    ] = False,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="Port of /healthz, /readyz, /metrics (0: any free port, -1: off)."),
+    ] = None,
+) -> None:
     """Run the broker daemon: consume photometry, trigger, classify, publish alerts."""
-    _later("run", "Daemon")
+    from consumer.daemon import Daemon
+
+    settings = _settings(ctx)
+    update: dict[str, object] = {}
+    if until_end:
+        update["stop_at_end"] = True
+    if http_port is not None:
+        update["http_port"] = http_port
+    if update:
+        daemon = settings.daemon.model_copy(update=update)
+        settings = settings.model_copy(update={"daemon": daemon})
+    raise typer.Exit(Daemon(settings).run())
 
 
 @app.command()

@@ -127,6 +127,102 @@ class ConsumerSettings(_Frozen):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
 
+class StateSettings(_Frozen):
+    """Per-partition star state: rolling buffers, checkpoints."""
+
+    #: Checkpoints (``partition-<n>/state.ckpt``) and, when memory-mapped, the arena files.
+    directory: Path = Path("lensnet-state")
+    capacity_per_site: int = Field(1500, ge=10, le=100_000)
+    #: Stars per partition; observations of further new stars go to the dead-letter topic.
+    max_stars_per_partition: int = Field(2_000_000, ge=1)
+    #: Keep the observation arena in memory-mapped files under ``directory`` (page cache bound).
+    memory_mapped: bool = False
+    #: Seconds between checkpoints of every owned partition (also written on revoke and exit).
+    checkpoint_interval_s: float = Field(300.0, gt=0)
+
+
+class RuleSettings(_Frozen):
+    """One AlertFinder rule: ``k`` of the last ``n`` points ``n_sigma`` high, then Δχ²."""
+
+    k: int = Field(5, ge=1)
+    n: int = Field(5, ge=1)
+    n_sigma: float = Field(3.0, ge=0)
+    dchi2_min: float = Field(250.0, ge=0)
+
+
+class LowCadenceRuleSettings(RuleSettings):
+    """The low-cadence default: 10 of the last 10 points, Δχ² >= 400."""
+
+    k: int = Field(10, ge=1)
+    n: int = Field(10, ge=1)
+    dchi2_min: float = Field(400.0, ge=0)
+
+
+class TriggerSettings(_Frozen):
+    """AlertFinder rules per field cadence (Kim et al. 2018)."""
+
+    #: Fields observed at high cadence (KMTNet BLG01-03 and their overlaps BLG41-43).
+    high_cadence_fields: tuple[int, ...] = (1, 2, 3, 41, 42, 43)
+    high_cadence: RuleSettings = RuleSettings()
+    low_cadence: LowCadenceRuleSettings = LowCadenceRuleSettings()
+    #: Recompute a star's cached median flux once this fraction of new points arrived.
+    baseline_refresh_fraction: float = Field(0.1, gt=0)
+    #: The trigger runs as of the end of each window of this many days of observation time
+    #: (aligned on HJD multiples) that a batch holds: a live batch spans one or two windows,
+    #: a replayed batch covering weeks is evaluated as the survey would have been, window by
+    #: window, not once at its end.
+    evaluation_days: float = Field(0.25, gt=0)
+
+
+class VettingSettings(_Frozen):
+    """Candidate vetting before LensNet (paper §3.3), per evaluation window (one batch)."""
+
+    #: A candidate with at least ``cluster_min_neighbours`` other candidates within
+    #: ``cluster_radius_px`` on the same field and chip is rejected (a varying bright star).
+    cluster_radius_px: float = Field(20.0, gt=0)
+    cluster_min_neighbours: int = Field(5, ge=1)
+    #: Candidates kept per field and per chip, lowest star ids first (paper: 20 000 and 800).
+    max_per_field: int = Field(20_000, ge=1)
+    max_per_chip: int = Field(800, ge=1)
+
+
+class ModelSettings(_Frozen):
+    """LensNet scoring of vetted candidates."""
+
+    #: TorchScript artifact; None = the one shipped in ``model/artifacts``.
+    path: Path | None = None
+    batch_size: int = Field(32, ge=1, le=4096)
+    #: torch intra-op threads (one per core the pod is given).
+    threads: int = Field(1, ge=1, le=256)
+    #: Publish an alert when the binary score reaches this (0.45 balanced, 0.955 high purity).
+    alert_threshold: float = Field(0.45, ge=0, le=1)
+    #: A candidate LensNet rejected is scored again only after this many days of new data.
+    rescore_days: float = Field(1.0, ge=0)
+
+
+class DaemonSettings(_Frozen):
+    """The ``lensnet run`` process."""
+
+    #: exactly_once: alerts and offsets in one Kafka transaction; at_least_once: produce,
+    #: flush, then commit (a crash in between republishes; alert ids are deterministic).
+    mode: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    #: Stable per instance (StatefulSet pod name): the transactional.id is ``<group>-<id>``.
+    instance_id: str = Field("0", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    http_host: str = "0.0.0.0"
+    #: /healthz, /readyz, /metrics; 0 picks a free port; -1 disables the server.
+    http_port: int = Field(8080, ge=-1, le=65535)
+    #: /healthz fails when the main loop made no progress for this long.
+    health_max_silence_s: float = Field(120.0, gt=0)
+    #: Longest the drain after SIGTERM may take before the process gives up and exits.
+    drain_timeout_s: float = Field(30.0, gt=0)
+    #: Attempts of retryable start-up work (broker reachable, topics, model file).
+    startup_attempts: int = Field(10, ge=1)
+    #: Exit 0 once every owned partition is consumed up to the high watermark seen at start
+    #: (replays, demos and tests); False runs forever.
+    stop_at_end: bool = False
+    transaction_timeout_ms: int = Field(60_000, ge=1000)
+
+
 class LogSettings(_Frozen):
     """structlog output: JSON lines off a TTY, a readable console renderer on one."""
 
@@ -152,6 +248,11 @@ class Settings(BaseSettings):
     producer: ProducerSettings = ProducerSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     log: LogSettings = LogSettings()
+    state: StateSettings = StateSettings()
+    trigger: TriggerSettings = TriggerSettings()
+    vetting: VettingSettings = VettingSettings()
+    model: ModelSettings = ModelSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @classmethod
     def settings_customise_sources(

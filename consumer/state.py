@@ -59,16 +59,17 @@ arena (rewrites the held segments back to back, O(records held)) once more than
 ``StoreConfig.compact_free_fraction`` (default 0.1) of it is free.
 
 Bytes per star (:meth:`StarStore.nbytes`): 14 x the sizes of its segments, plus
-:data:`OVERHEAD_BYTES_PER_STAR` = 79 (slot tables and the sorted ``star_id -> slot`` index);
-plus up to ``compact_free_fraction`` of free segments. At the defaults a full star takes
-3 x 1500 x 14 + 79 = 63 079 bytes (< 64 KiB), a star with ~900 points per site
-3 x 1024 x 14 + 79 = 43 087 bytes.
+:data:`OVERHEAD_BYTES_PER_STAR` = 152 (slot tables 63, the sorted ``star_id -> slot`` index 16,
+and the :data:`ANNOTATIONS` 73: position, trigger cache, alert bookkeeping); plus up to
+``compact_free_fraction`` of free segments. At the defaults a full star takes
+3 x 1500 x 14 + 152 = 63 152 bytes (< 64 KiB), a star with ~900 points per site
+3 x 1024 x 14 + 152 = 43 160 bytes.
 
 With ``StoreConfig.directory`` set (one directory per partition, see
 :meth:`StoreConfig.for_partition`) the arena columns are ``np.memmap`` views of sparse files
 there, grown by extending the file and remapping, so the OS page cache bounds the resident
 memory and a store larger than RAM still works (at disk speed when cold); per-star metadata
-(79 bytes a star) stays in RAM. Those files are scratch space, deleted on start: not a
+(152 bytes a star) stays in RAM. Those files are scratch space, deleted on start: not a
 checkpoint.
 
 Checkpoints
@@ -146,28 +147,48 @@ ARENA_COLUMNS: Final[dict[str, np.dtype[Any]]] = {
 }
 RECORD_BYTES: Final = sum(dtype.itemsize for dtype in ARENA_COLUMNS.values())
 
+#: Per-star annotations the store keeps for its callers (checkpointed with the buffers):
+#: name -> (dtype, trailing shape, fill value). Positions come from the latest observation of
+#: the star; the others are written by the daemon through :meth:`StarStore.put`.
+ANNOTATIONS: Final[dict[str, tuple[np.dtype[Any], tuple[int, ...], float]]] = {
+    "chip": (np.dtype(np.int8), (), -1),  # CCD chip 0-3
+    "ra": (np.dtype(np.float64), (), np.nan),  # deg
+    "dec": (np.dtype(np.float64), (), np.nan),  # deg
+    "x": (np.dtype(np.float32), (), np.nan),  # pixels on the chip
+    "y": (np.dtype(np.float32), (), np.nan),
+    # Trigger cache: median flux per site and field tag (the rising test's baseline), and the
+    # points held and offered since, to know when it is stale.
+    "baseline": (np.dtype(np.float32), (N_SITES, 2), np.nan),
+    "baseline_points": (np.dtype(np.int32), (), 0),
+    "fresh_points": (np.dtype(np.int32), (), 0),
+    # Alert bookkeeping: HJD of the published alert, of the last LensNet score.
+    "alerted_hjd": (np.dtype(np.float64), (), np.nan),
+    "scored_hjd": (np.dtype(np.float64), (), np.nan),
+}
+
 #: Per-star metadata arrays: name -> (dtype, trailing shape, fill value).
-_META: Final[dict[str, tuple[np.dtype[Any], tuple[int, ...], int]]] = {
+_META: Final[dict[str, tuple[np.dtype[Any], tuple[int, ...], float]]] = {
     "star_ids": (np.dtype(np.int64), (), 0),
     "fields": (np.dtype(np.int16), (2,), -1),
     "seg_offset": (np.dtype(np.int64), (N_SITES,), 0),
     "seg_class": (np.dtype(np.int8), (N_SITES,), -1),
     "seg_head": (np.dtype(np.int32), (N_SITES,), 0),
     "seg_count": (np.dtype(np.int32), (N_SITES,), 0),
+    **ANNOTATIONS,
 }
-#: Bytes of per-star metadata (slot tables), beside the observations: 63.
+#: Bytes of per-star metadata (slot tables 63, annotations 73), beside the observations: 136.
 META_BYTES_PER_STAR: Final = sum(
     dtype.itemsize * int(np.prod(shape)) for dtype, shape, _ in _META.values()
 )
 
-#: Bytes per star beside its observations: metadata plus the sorted-array index (16): 79.
+#: Bytes per star beside its observations: metadata plus the sorted-array index (16): 152.
 OVERHEAD_BYTES_PER_STAR: Final = META_BYTES_PER_STAR + 16
 
 _COMPACT_MIN_BYTES = 1 << 20
 
 CHECKPOINT_NAME: Final = "state.ckpt"
 _FORMAT = "lensnet-star-store"
-_VERSION = 1
+_VERSION = 2
 _END_MAGIC = b"LNSTORE1"
 _FOOTER = struct.Struct("<QI8s")  # footer JSON length, its CRC32, end marker
 _CHUNK = 1 << 24
@@ -474,6 +495,7 @@ class StarStore:
         group_offsets = np.zeros(len(slots) + 1, dtype=np.int64)
         np.cumsum(group_sizes[admitted], out=group_offsets[1:])
         self._reserve(site_index, slots, group_sizes[admitted])
+        self._annotate(obs, rows, slots, group_offsets)
 
         status = np.zeros(len(rows), dtype=np.int8)
         changed = np.zeros(len(slots), dtype=np.bool_)
@@ -679,6 +701,45 @@ class StarStore:
     def features(self, star_id: int) -> tuple[SiteSeries, ...]:
         """Decoded buffers of one star, one :class:`SiteSeries` per site (SITES order)."""
         return tuple(decode_records(records) for records in self.snapshot(star_id))
+
+    # -- annotations -------------------------------------------------------------------------
+
+    def get(self, name: str, star_ids: npt.ArrayLike) -> npt.NDArray[Any]:
+        """Values of the annotation ``name`` (see :data:`ANNOTATIONS`) for ``star_ids``: shape
+        (S, *trailing). Raises :class:`UnknownStarError` for a star not held."""
+        return self._meta[_annotation(name)][self._slots_of(star_ids)]
+
+    def put(self, name: str, star_ids: npt.ArrayLike, values: npt.ArrayLike) -> None:
+        """Set the annotation ``name`` of ``star_ids`` (values broadcast to (S, *trailing))."""
+        self._meta[_annotation(name)][self._slots_of(star_ids)] = values
+
+    def field_tags(self, star_ids: npt.ArrayLike) -> npt.NDArray[np.int16]:
+        """(S, 2) the field tags of each star (-1 where unused); a dataset's tag is one of them,
+        and ``TriggerInput.dataset_field`` says which."""
+        return self._meta["fields"][self._slots_of(star_ids)]
+
+    def _slots_of(self, star_ids: npt.ArrayLike) -> IntArray:
+        ids = np.ascontiguousarray(star_ids, dtype=np.int64).reshape(-1)
+        slots = self._lookup(ids)
+        if np.any(slots < 0):
+            raise UnknownStarError(f"star {int(ids[np.argmax(slots < 0)])} is not in the store")
+        return slots
+
+    def _annotate(
+        self, obs: Observations, rows: IntArray, slots: IntArray, group_offsets: IntArray
+    ) -> None:
+        """Positions from each star's latest row of the batch; count the points offered."""
+        if len(slots) == 0:
+            return
+        latest = rows[group_offsets[1:] - 1]
+        meta = self._meta
+        meta["chip"][slots] = obs.chip[latest].astype(np.int8)
+        for name in ("ra", "dec", "x", "y"):
+            meta[name][slots] = getattr(obs, name)[latest]
+        fresh = meta["fresh_points"]
+        fresh[slots] = np.minimum(
+            fresh[slots].astype(np.int64) + np.diff(group_offsets), np.iinfo(np.int32).max
+        )
 
     def _slot(self, star_id: int) -> int:
         slot = int(self._lookup(np.array([star_id], dtype=np.int64))[0])
@@ -980,6 +1041,12 @@ def quantise(obs: Observations) -> Observations:
 
 
 # -- file helpers ----------------------------------------------------------------------------
+
+
+def _annotation(name: str) -> str:
+    if name not in ANNOTATIONS:
+        raise KeyError(f"unknown annotation {name!r}; expected one of {', '.join(ANNOTATIONS)}")
+    return name
 
 
 def _site_index(site: int | str) -> int:

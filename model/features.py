@@ -120,6 +120,10 @@ class Candidate:
     t_last: float
     flux_scale: float
     n_removed: int
+    #: Per site, the series the features were made from (physical units) and the fitted broken
+    #: line at its points; None / empty where a site has no data. For alerts and plots.
+    series: tuple[SiteSeries | None, ...] = ()
+    lines: tuple[F64, ...] = ()
 
 
 def valid_mask(dataset: Dataset) -> B:
@@ -310,6 +314,8 @@ def prepare(
         t_last=t_last,
         flux_scale=flux_scale,
         n_removed=n_raw - sum(counts),
+        series=tuple(cleaned),
+        lines=tuple(lines),
     )
 
 

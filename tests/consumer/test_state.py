@@ -610,3 +610,36 @@ def test_membership_and_counts() -> None:
     assert "4" not in store
     assert store.counts(4) == (0, 2, 0)
     assert len(store) == 2
+
+
+# -- annotations -------------------------------------------------------------------------------
+
+
+def test_annotations_hold_latest_position_and_survive_checkpoint(tmp_path: Path) -> None:
+    store = StarStore(StoreConfig())
+    obs = make_obs([7, 7, 9], [T0 + 2, T0 + 1, T0])
+    xs = Observations.from_columns(
+        **{
+            **{name: getattr(obs, name) for name in obs.__dataclass_fields__},
+            "x": [10.0, 20.0, 30.0],
+            "chip": [1, 2, 3],
+        }
+    )
+    store.append("CTIO", xs)
+    # Star 7's latest row is the first one (T0 + 2).
+    assert store.get("x", [7, 9]).tolist() == [10.0, 30.0]
+    assert store.get("chip", [7, 9]).tolist() == [1, 3]
+    assert store.get("fresh_points", [7, 9]).tolist() == [2, 1]
+    assert np.isnan(store.get("alerted_hjd", [7])).all()
+    store.put("alerted_hjd", [9], T0)
+    store.put("baseline", [7], np.arange(6, dtype=np.float32).reshape(3, 2))
+    store.checkpoint(tmp_path, {"t": 1})
+    restored = StarStore.restore(tmp_path, StoreConfig())
+    assert restored is not None
+    back = restored[0]
+    assert back.get("alerted_hjd", [9]).tolist() == [T0]
+    assert back.get("baseline", [7]).tolist() == [[[0, 1], [2, 3], [4, 5]]]
+    with pytest.raises(UnknownStarError):
+        back.get("x", [8])
+    with pytest.raises(KeyError, match="unknown annotation"):
+        back.get("seg_offset", [7])

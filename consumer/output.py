@@ -1,0 +1,181 @@
+"""Stage: alerts and dead letters out, and the consumed offsets committed with them.
+
+Two modes, one interface (:class:`Output`): ``begin()``, ``alert()`` / ``dead_letter()`` for
+each output message, then ``commit(offsets, group_metadata)``.
+
+``exactly_once`` (:class:`TransactionalOutput`, the default)
+    Every batch is one Kafka transaction holding its alerts, its dead letters and the consumed
+    offsets (``send_offsets_to_transaction``), with a stable ``transactional.id`` per instance,
+    so a restarted instance fences its zombie and a ``read_committed`` subscriber sees each
+    alert exactly once. librdkafka's error classes are handled as they ask: a *retriable*
+    error retries the same call (bounded); an *abortable* one (``txn_requires_abort``) aborts
+    the transaction and raises :class:`TransactionAbortedError`, after which the caller rewinds its
+    input to the transaction start and restores its state; anything else is *fatal*
+    (:class:`KafkaClientError`, exit code 3) so the orchestrator restarts the process.
+``at_least_once``
+    Produce, wait for every delivery, then commit the offsets synchronously. A crash between
+    the two republishes the batch's alerts; their ids are deterministic, so readers can
+    deduplicate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from consumer.alert import Alert, encode_alert
+from consumer.exceptions import KafkaClientError, LensNetError
+from consumer.ingest import DeadLetter
+from consumer.kafka import make_producer, producer_config
+from consumer.keys import star_key
+from consumer.settings import Settings
+
+#: Attempts of a call that failed with a retriable error before it counts as fatal.
+RETRIES = 5
+
+
+class TransactionAbortedError(LensNetError):
+    """The batch's transaction was aborted: rewind the input and restore the state."""
+
+
+class Output(Protocol):
+    """Where a batch's alerts, dead letters and offsets go."""
+
+    def begin(self) -> None: ...
+
+    def alert(self, alert: Alert) -> None: ...
+
+    def dead_letter(self, letter: DeadLetter) -> None: ...
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None: ...
+
+    def close(self, timeout_s: float) -> None: ...
+
+
+class _Producing:
+    """Produce calls shared by both modes; delivery errors are collected and raised later."""
+
+    def __init__(self, producer: Producer, alerts_topic: str, dead_letter_topic: str) -> None:
+        self.producer = producer
+        self.alerts_topic = alerts_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.errors: list[KafkaError] = []
+
+    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self.errors.append(error)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=self._delivered
+                )
+                return
+            except BufferError:  # local queue full: serve delivery reports, then retry
+                self.producer.poll(0.1)
+            except KafkaException as error:
+                raise KafkaClientError.wrap(f"cannot produce to {topic}", error) from error
+
+    def alert(self, alert: Alert) -> None:
+        value, headers = encode_alert(alert)
+        self._produce(self.alerts_topic, star_key(alert.star_id), value, headers)
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self._produce(self.dead_letter_topic, letter.key, letter.value, letter.headers())
+
+    def close(self, timeout_s: float) -> None:
+        self.producer.flush(timeout_s)
+
+
+class TransactionalOutput(_Producing):
+    """Exactly-once output: one transaction per batch (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        transactional_id = f"{settings.consumer.group_id}-{settings.daemon.instance_id}"
+        config = producer_config(
+            settings.kafka, settings.producer, transactional_id=transactional_id
+        )
+        config["transaction.timeout.ms"] = settings.daemon.transaction_timeout_ms
+        super().__init__(make_producer(config), settings.topics.alerts, settings.topics.dead_letter)
+        self.transactional_id = transactional_id
+        self.timeout_s = settings.daemon.transaction_timeout_ms / 1000
+        self._call("init_transactions", self.producer.init_transactions, self.timeout_s)
+
+    def begin(self) -> None:
+        self.errors.clear()
+        self._call("begin_transaction", self.producer.begin_transaction)
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        if offsets:
+            self._call(
+                "send_offsets_to_transaction",
+                self.producer.send_offsets_to_transaction,
+                offsets,
+                group_metadata,
+                self.timeout_s,
+            )
+        self._call("commit_transaction", self.producer.commit_transaction, self.timeout_s)
+
+    def abort(self) -> None:
+        """Abort the open transaction (after an error outside the producer, e.g. a crash of a
+        stage); errors here are fatal."""
+        self._call("abort_transaction", self.producer.abort_transaction, self.timeout_s)
+
+    def _call(self, what: str, function: Any, *args: Any) -> None:
+        for attempt in range(RETRIES):
+            try:
+                function(*args)
+                return
+            except KafkaException as exception:
+                error = exception.args[0]
+                if error.txn_requires_abort():
+                    self._abort_after(what, error)
+                if error.retriable() and attempt + 1 < RETRIES:
+                    continue
+                raise KafkaClientError.wrap(f"{what} failed (fatal)", exception) from exception
+
+    def _abort_after(self, what: str, error: KafkaError) -> None:
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException as exception:
+            raise KafkaClientError.wrap(
+                f"abort after {what} failed (fatal)", exception
+            ) from exception
+        raise TransactionAbortedError(
+            f"{what}: {error.str()} ({error.name()}); transaction aborted"
+        )
+
+
+class AtLeastOnceOutput(_Producing):
+    """Produce, flush, then commit the offsets (see the module docstring)."""
+
+    def __init__(self, settings: Settings, consumer: Any) -> None:
+        super().__init__(
+            make_producer(producer_config(settings.kafka, settings.producer)),
+            settings.topics.alerts,
+            settings.topics.dead_letter,
+        )
+        self.consumer = consumer
+
+    def begin(self) -> None:
+        self.errors.clear()
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        remaining = self.producer.flush(60.0)
+        if remaining or self.errors:
+            detail = self.errors[0].str() if self.errors else f"{remaining} messages undelivered"
+            raise KafkaClientError(f"alert delivery failed: {detail}")
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as error:
+                raise KafkaClientError.wrap("offset commit failed", error) from error
+
+
+def make_output(settings: Settings, consumer: Any) -> TransactionalOutput | AtLeastOnceOutput:
+    """The output of the configured ``daemon.mode``."""
+    if settings.daemon.mode == "exactly_once":
+        return TransactionalOutput(settings)
+    return AtLeastOnceOutput(settings, consumer)

@@ -1,0 +1,162 @@
+"""Per-partition state ownership: open on assign, checkpoint on revoke, restore after aborts.
+
+Partition p of the three photometry topics is one unit (co-partitioning): one
+:class:`~consumer.state.StarStore`, one checkpoint ``<state.directory>/partition-<p>/state.ckpt``
+holding the store and the offsets of the three topic-partitions it covers.
+
+Opening a partition (:meth:`Partitions.open`) decides where consumption starts:
+
+- a checkpoint whose offsets are at or below the group's committed offsets: restore it and
+  start at its offsets;
+- no checkpoint (the partition moved to a new machine), or one that cannot be used (corrupt,
+  another format, or ahead of the committed offsets, i.e. holding uncommitted input): an empty
+  store, starting at the beginning of the topic.
+
+Either way the input from the start to the committed offsets is *replayed*: processed like
+any other input, into the state, with output (alerts, dead letters, offset commits)
+suppressed, because that output was already committed. A partition is *restored* once all
+three of its topic-partitions reached their committed offsets; the daemon is ready when all
+its partitions are. The store then equals what one uninterrupted consumer would hold (the
+store's content depends on the observations offered, not on their order or batching).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from consumer.exceptions import LensNetError
+from consumer.settings import StateSettings
+from consumer.state import CheckpointError, StarStore, StoreConfig
+
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass
+class PartitionState:
+    """One owned partition: its store, where replay ends, and how it was opened."""
+
+    partition: int
+    store: StarStore
+    #: Committed offset per photometry topic when assigned: below it, output is suppressed.
+    targets: dict[str, int]
+    source: Literal["checkpoint", "rebuild"]
+    opened_at: float = field(default_factory=time.monotonic)
+    restored_at: float | None = None
+    note: str = ""
+
+    @property
+    def restored(self) -> bool:
+        return self.restored_at is not None
+
+
+class Partitions:
+    """The partitions this process owns and their stores."""
+
+    def __init__(self, settings: StateSettings, topics: tuple[str, ...]) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.owned: dict[int, PartitionState] = {}
+        #: Next offset to process per (topic, partition); covers exactly what the stores hold.
+        self.positions: dict[TopicPartitionKey, int] = {}
+
+    def directory(self, partition: int) -> Path:
+        """Checkpoint folder of one partition."""
+        return self.settings.directory / f"partition-{partition}"
+
+    def store_config(self, partition: int) -> StoreConfig:
+        """The store settings of one partition (arena files beside its checkpoint if mapped)."""
+        return StoreConfig(
+            capacity_per_site=self.settings.capacity_per_site,
+            max_stars=self.settings.max_stars_per_partition,
+            directory=self.directory(partition) / "arena" if self.settings.memory_mapped else None,
+        )
+
+    def open(
+        self,
+        partition: int,
+        committed: Mapping[str, int],
+        beginning: Mapping[str, int],
+    ) -> tuple[PartitionState, dict[str, int]]:
+        """Own ``partition``: restore or create its store; returns it and the offset to start
+        consuming each photometry topic at.
+
+        Parameters
+        ----------
+        committed : topic -> the group's committed offset (negative: none).
+        beginning : topic -> the partition's low watermark (where a rebuild starts).
+        """
+        config = self.store_config(partition)
+        note = ""
+        try:
+            restored = StarStore.restore(self.directory(partition), config)
+        except CheckpointError as error:
+            restored, note = None, f"checkpoint unusable, rebuilding: {error}"
+        if restored is not None:
+            store, offsets = restored
+            ahead = [t for t in self.topics if offsets.get(t, 0) > max(committed.get(t, -1), 0)]
+            missing = [t for t in self.topics if t not in offsets]
+            if ahead or missing:
+                note = (
+                    f"checkpoint ahead of the committed offsets on {ahead}, rebuilding"
+                    if ahead
+                    else f"checkpoint lacks offsets of {missing}, rebuilding"
+                )
+                restored = None
+        if restored is None:
+            store = StarStore(config)
+            start = {t: beginning[t] for t in self.topics}
+            source: Literal["checkpoint", "rebuild"] = "rebuild"
+        else:
+            start = {t: max(offsets[t], beginning[t]) for t in self.topics}
+            source = "checkpoint"
+        targets = {t: max(committed.get(t, -1), start[t]) for t in self.topics}
+        state = PartitionState(partition, store, targets, source, note=note)
+        self.owned[partition] = state
+        for topic in self.topics:
+            self.positions[(topic, partition)] = start[topic]
+        self.update_restored(partition)
+        return state, start
+
+    def update_restored(self, partition: int) -> bool:
+        """Mark ``partition`` restored once every topic reached its target; True if it just
+        became so."""
+        state = self.owned[partition]
+        if state.restored:
+            return False
+        if all(self.positions[(t, partition)] >= state.targets[t] for t in self.topics):
+            state.restored_at = time.monotonic()
+            return True
+        return False
+
+    def replaying(self, topic: str, partition: int, offset: int) -> bool:
+        """True when the message at ``offset`` was already processed and committed."""
+        state = self.owned.get(partition)
+        return state is not None and offset < state.targets[topic]
+
+    def checkpoint(self, partition: int) -> Path:
+        """Write the partition's checkpoint with the offsets its store covers."""
+        state = self.owned[partition]
+        offsets = {t: self.positions[(t, partition)] for t in self.topics}
+        return state.store.checkpoint(self.directory(partition), offsets)
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition (after a checkpoint on revoke, or without one when lost)."""
+        self.owned.pop(partition, None)
+        for topic in self.topics:
+            self.positions.pop((topic, partition), None)
+
+    def store(self, partition: int) -> StarStore:
+        """The store of an owned partition."""
+        try:
+            return self.owned[partition].store
+        except KeyError as error:
+            raise LensNetError(f"partition {partition} is not owned by this process") from error
+
+    @property
+    def ready(self) -> bool:
+        """Every owned partition restored (and at least one owned)."""
+        return bool(self.owned) and all(s.restored for s in self.owned.values())

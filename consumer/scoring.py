@@ -1,0 +1,271 @@
+"""Stage: LensNet on vetted candidates, in batches, and the alerts it decides.
+
+Each candidate star's buffers are read back from the store (decoded to physical units), turned
+into the same :class:`~model.features.Candidate` that training and ``lensnet classify`` use
+(:func:`model.features.prepare`: cleaning, one dataset per site, outliers, fitted line,
+scaling), and scored by the TorchScript artifact in chunks of ``batch_size`` (one forward pass
+per chunk, sorted by length to limit padding).
+
+Alert policy: a star is alerted once (its ``alerted_hjd`` annotation is then set and the star
+never alerts again from this state). A candidate scored below ``alert_threshold`` is scored
+again only after ``rescore_days`` more days of data (``scored_hjd``), which bounds the model's
+load from persistent false positives such as variable stars.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from consumer.alert import (
+    Alert,
+    AlertFinderSummary,
+    Classification,
+    LightCurve,
+    alert_id_for,
+    now_utc,
+)
+from consumer.archive import Dataset, Star
+from consumer.constants import SITES
+from consumer.settings import ModelSettings
+from consumer.state import StarStore
+from consumer.trigger import Triggered
+from model.classify import Score, score
+from model.export import ARTIFACT_NAME, ARTIFACTS_DIR, load_artifact
+from model.features import Candidate, InsufficientDataError, prepare
+
+
+@dataclass
+class ScoringResult:
+    """What one scoring pass produced."""
+
+    alerts: list[tuple[Pending, Alert]] = field(default_factory=list)
+    scored: int = 0
+    below_threshold: int = 0
+    seconds: float = 0.0  # wall time of the model calls
+
+
+@dataclass
+class Selection:
+    """Why triggered stars were or were not sent to the model."""
+
+    pending: list[Pending] = field(default_factory=list)
+    insufficient: int = 0
+    waiting: int = 0  # scored recently and rejected: not scored again yet
+    already_alerted: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Pending:
+    """A candidate prepared as of its evaluation window, waiting for the model."""
+
+    partition: int
+    star_id: int
+    candidate: Candidate
+    rising: Triggered
+    position: int  # index of the star in ``rising``
+    suppressed: bool  # replaying committed input: decide, but publish nothing
+    newest_ms: int  # Kafka timestamp of the newest message behind it (latency metric)
+
+
+class Scorer:
+    """Holds the model; turns triggered stars into candidates, candidates into alerts.
+
+    :meth:`select` runs as of each evaluation window (it reads the store then);
+    :meth:`decide` scores everything selected so far in one batched pass, so a replayed batch
+    spanning many windows still makes few model calls.
+    """
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        path = settings.path or ARTIFACTS_DIR / ARTIFACT_NAME
+        self.module, self.card = load_artifact(Path(path))
+        self.model_version = str(self.card.get("version", Path(path).stem))
+        torch.set_num_threads(settings.threads)
+
+    def select(
+        self,
+        store: StarStore,
+        rising: Triggered,
+        keep: npt.NDArray[np.bool_],
+        *,
+        partition: int,
+        suppressed: bool = False,
+        newest_ms: int = -1,
+    ) -> Selection:
+        """Prepare the triggered, vetted (``keep``) stars of ``rising`` that are neither
+        alerted nor rejected within ``rescore_days``; marks them scored as of now."""
+        out = Selection()
+        chosen = np.flatnonzero(rising.triggered & keep)
+        if len(chosen) == 0:
+            return out
+        ids = rising.star_ids[chosen]
+        alerted = store.get("alerted_hjd", ids)
+        scored_at = store.get("scored_hjd", ids)
+        for position, star_id, done, last in zip(
+            chosen.tolist(), ids.tolist(), alerted.tolist(), scored_at.tolist(), strict=True
+        ):
+            if np.isfinite(done):
+                out.already_alerted += 1
+                continue
+            star = star_from_store(store, star_id)
+            t_last = max((float(d.hjd[-1]) for d in star.datasets if len(d)), default=np.nan)
+            if np.isfinite(last) and t_last < last + self.settings.rescore_days:
+                out.waiting += 1
+                continue
+            try:
+                candidate = prepare(star, rule=rising.rules[position])
+            except InsufficientDataError:
+                out.insufficient += 1
+                continue
+            store.put("scored_hjd", [star_id], candidate.t_last)
+            out.pending.append(
+                Pending(partition, star_id, candidate, rising, position, suppressed, newest_ms)
+            )
+        return out
+
+    def decide(self, stores: Mapping[int, StarStore], pending: list[Pending]) -> ScoringResult:
+        """Score ``pending`` (in chunks of ``batch_size``) and alert, in order, each star's
+        first candidate at or above ``alert_threshold``; marks those stars alerted. Candidates
+        of partitions no longer in ``stores`` are dropped."""
+        out = ScoringResult()
+        pending = [p for p in pending if p.partition in stores]
+        if not pending:
+            return out
+        started = time.perf_counter()
+        scores = score(self.module, [p.candidate for p in pending], self.settings.batch_size)
+        out.seconds = time.perf_counter() - started
+        out.scored = len(pending)
+        for item, result in zip(pending, scores, strict=True):
+            store = stores[item.partition]
+            if result.p_event < self.settings.alert_threshold:
+                out.below_threshold += 1
+                continue
+            if np.isfinite(store.get("alerted_hjd", [item.star_id])[0]):
+                continue  # an earlier window's candidate of this star already alerted
+            store.put("alerted_hjd", [item.star_id], item.candidate.t_last)
+            alert = self.alert(store, item.rising, item.position, item.candidate, result)
+            out.alerts.append((item, alert))
+        return out
+
+    def alert(
+        self,
+        store: StarStore,
+        rising: Triggered,
+        position: int,
+        candidate: Candidate,
+        result: Score,
+    ) -> Alert:
+        """The alert of one scored star: AlertFinder summary, scores, the light curve seen."""
+        star_id = int(rising.star_ids[position])
+        verdict, sites, fields = rising.summary(position)
+        rule = rising.rules[position]
+        primary = fields[0] if fields else int(store.field_tags([star_id])[0, 0])
+        return Alert(
+            alert_id=alert_id_for(star_id, candidate.t_last),
+            star_id=star_id,
+            field=primary,
+            chip=int(store.get("chip", [star_id])[0]),
+            ra=float(store.get("ra", [star_id])[0]),
+            dec=float(store.get("dec", [star_id])[0]),
+            trigger_hjd=candidate.t_last,
+            published_at=now_utc(),
+            alertfinder=AlertFinderSummary(
+                sites=sites,
+                fields=fields,
+                t_break=verdict.t_break,
+                slope=verdict.slope,
+                dchi2=verdict.dchi2,
+                n_high=verdict.n_high,
+                k=rule.k,
+                n=rule.n,
+            ),
+            lensnet=Classification(
+                model_version=self.model_version,
+                p_event=result.p_event,
+                p_no=result.p_class[0],
+                p_maybe=result.p_class[1],
+                p_yes=result.p_class[2],
+                site_scores=dict(zip(SITES, result.site_scores, strict=True)),
+            ),
+            light_curve=light_curve(candidate),
+        )
+
+
+def star_from_store(store: StarStore, star_id: int) -> Star:
+    """The star's buffers as an archive :class:`~consumer.archive.Star` (I band, one dataset
+    per site and field), the input :func:`model.features.prepare` takes."""
+    datasets = []
+    for site, series in zip(SITES, store.features(star_id), strict=True):
+        for tag in np.unique(series.field).tolist():
+            rows = series.field == tag
+            datasets.append(
+                Dataset(
+                    site=site,
+                    field=int(tag),
+                    hjd=series.hjd[rows],
+                    flux=series.flux[rows],
+                    flux_err=series.flux_err[rows],
+                    sky=series.sky[rows].astype(np.float32),
+                    fwhm=series.fwhm[rows].astype(np.float32),
+                    airmass=series.airmass[rows].astype(np.float32),
+                    psf_quality=series.psf_quality[rows].astype(np.float32),
+                    band=np.zeros(int(rows.sum()), dtype=np.uint8),
+                )
+            )
+    ids = [star_id]
+    return Star(
+        star_id=star_id,
+        name=str(star_id),
+        ra=float(store.get("ra", ids)[0]),
+        dec=float(store.get("dec", ids)[0]),
+        chip=int(store.get("chip", ids)[0]),
+        x=float(store.get("x", ids)[0]),
+        y=float(store.get("y", ids)[0]),
+        datasets=tuple(datasets),
+    )
+
+
+def light_curve(candidate: Candidate) -> LightCurve:
+    """The merged multi-site light curve the classifier saw, time-ordered, physical units."""
+    parts: list[dict[str, Any]] = []
+    for site, (series, line) in enumerate(zip(candidate.series, candidate.lines, strict=True)):
+        if series is None or len(series) == 0:
+            continue
+        n = len(series)
+        parts.append(
+            {
+                "site": np.full(n, site, dtype=np.uint8),
+                "field": np.full(n, series.field, dtype=np.int16),
+                "hjd": series.hjd,
+                "flux": series.flux,
+                "flux_err": series.flux_err,
+                "sky": series.sky.astype(np.float32),
+                "fwhm": series.fwhm.astype(np.float32),
+                "airmass": series.airmass.astype(np.float32),
+                "psf_quality": series.psf_quality.astype(np.float32),
+                "fitted": np.asarray(line, dtype=np.float64),
+            }
+        )
+    names = (
+        "site",
+        "field",
+        "hjd",
+        "flux",
+        "flux_err",
+        "sky",
+        "fwhm",
+        "airmass",
+        "psf_quality",
+        "fitted",
+    )
+    columns = {name: np.concatenate([p[name] for p in parts]) for name in names}
+    order = np.argsort(columns["hjd"], kind="stable")
+    return LightCurve(**{name: values[order] for name, values in columns.items()})

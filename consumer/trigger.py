@@ -1,0 +1,181 @@
+"""Stage: the AlertFinder on every star a batch changed, in two compiled calls.
+
+1. **Rising test** (:func:`consumer.alertfinder.rising_batch`) on the latest ``n`` points of
+   each dataset of every changed star, against each dataset's *cached* median flux (the
+   store's ``baseline`` annotation). Medians over whole buffers are most of the cost of the
+   test, and they move slowly, so a star's medians are recomputed (one compiled call for all
+   stale stars) only when it has none yet, a dataset has none (a site or field appeared), or
+   more than ``baseline_refresh_fraction`` of its held points arrived since.
+2. **Broken-line fit** (:func:`consumer.alertfinder.evaluate_batch`) on the whole buffers of
+   the stars that pass; it returns exact medians, which refresh the cache.
+
+The rule of a star follows its fields' cadence: a star with a dataset in any of
+``high_cadence_fields`` gets ``high_cadence``, others ``low_cadence``. The stage reads and
+writes only the store; no Kafka, no logging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from consumer.alertfinder import (
+    TriggerBatchResult,
+    TriggerResult,
+    TriggerRule,
+    dataset_medians,
+    evaluate_batch,
+    rising_batch,
+)
+from consumer.constants import SITES
+from consumer.settings import RuleSettings, TriggerSettings
+from consumer.state import StarStore, TriggerInput
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class Triggered:
+    """The stars of one evaluation that passed the rising test, and the full verdict on them.
+
+    ``input`` is the CSR input the verdict was computed on (whole buffers), so that dataset
+    ``j`` of star ``i`` is site ``input.dataset_site[input.star_offsets[i] + j]``.
+    """
+
+    star_ids: IntArray  # (R,) passed the rising test
+    result: TriggerBatchResult  # (R,)
+    input: TriggerInput
+    rules: tuple[TriggerRule, ...]  # (R,)
+
+    @property
+    def triggered(self) -> npt.NDArray[np.bool_]:
+        return self.result.triggered
+
+    def summary(self, index: int) -> tuple[TriggerResult, tuple[str, ...], tuple[int, ...]]:
+        """Star ``index``'s verdict, and the sites and fields of its reported combination."""
+        verdict = self.result.star(index)
+        first = int(self.input.star_offsets[index])
+        sites = tuple(SITES[int(self.input.dataset_site[first + j])] for j in verdict.datasets)
+        fields = tuple(int(self.input.dataset_field[first + j]) for j in verdict.datasets)
+        return verdict, sites, fields
+
+
+@dataclass(frozen=True, eq=False)
+class TriggerOutcome:
+    """What one evaluation did: stars evaluated, baselines refreshed, and the passers."""
+
+    evaluated: int
+    refreshed: int
+    rising: Triggered
+
+
+class TriggerStage:
+    """Runs the AlertFinder on changed stars of one :class:`StarStore`."""
+
+    def __init__(self, settings: TriggerSettings) -> None:
+        self.settings = settings
+        self._high_fields = np.array(settings.high_cadence_fields or (-99,), dtype=np.int64)
+        self._high = _rule(settings.high_cadence)
+        self._low = _rule(settings.low_cadence)
+        self._last = max(self._high.n, self._low.n)
+
+    def rule_for(self, dataset_field: npt.ArrayLike, star_offsets: IntArray) -> list[TriggerRule]:
+        """The rule of each star of CSR input: high cadence if any dataset's field is."""
+        high = np.isin(np.asarray(dataset_field, dtype=np.int64), self._high_fields)
+        cumulative = np.concatenate([[0], np.cumsum(high, dtype=np.int64)])
+        per_star = cumulative[star_offsets[1:]] - cumulative[star_offsets[:-1]] > 0
+        return [self._high if flag else self._low for flag in per_star.tolist()]
+
+    def run(self, store: StarStore, star_ids: npt.ArrayLike) -> TriggerOutcome:
+        """Rising test on ``star_ids`` (stars of ``store``), full fit on the passers."""
+        ids = np.unique(np.asarray(star_ids, dtype=np.int64))
+        tail = store.to_trigger_arrays(ids, last=self._last)
+        star_of, bit = _dataset_index(store, tail)
+        baseline = store.get("baseline", ids)  # (S, 3, 2)
+        per_dataset = baseline[star_of, tail.dataset_site, bit].astype(np.float64)
+        held = np.diff(tail.dataset_offsets) > 0
+        missing = np.zeros(len(ids), dtype=bool)
+        np.logical_or.at(missing, star_of, held & ~np.isfinite(per_dataset))
+        points = store.get("baseline_points", ids)
+        fresh = store.get("fresh_points", ids)
+        stale = missing | (points == 0) | (fresh > self.settings.baseline_refresh_fraction * points)
+        refreshed = int(stale.sum())
+        if refreshed:
+            self._refresh(store, ids[stale])
+            baseline = store.get("baseline", ids)
+            per_dataset = baseline[star_of, tail.dataset_site, bit].astype(np.float64)
+        rules = self.rule_for(tail.dataset_field, tail.star_offsets)
+        rising = rising_batch(
+            tail.t,
+            tail.flux,
+            tail.flux_err,
+            tail.dataset_offsets,
+            tail.star_offsets,
+            k=np.array([r.k for r in rules], dtype=np.int64),
+            n=np.array([r.n for r in rules], dtype=np.int64),
+            n_sigma=np.array([r.n_sigma for r in rules], dtype=np.float64),
+            baseline=np.nan_to_num(per_dataset, nan=0.0),
+            check=False,
+        )
+        passers = ids[rising.passed]
+        return TriggerOutcome(
+            evaluated=len(ids), refreshed=refreshed, rising=self.evaluate(store, passers)
+        )
+
+    def evaluate(self, store: StarStore, star_ids: IntArray) -> Triggered:
+        """The full AlertFinder on the whole buffers of ``star_ids``; refreshes their medians."""
+        full = store.to_trigger_arrays(star_ids)
+        rules = self.rule_for(full.dataset_field, full.star_offsets)
+        result = evaluate_batch(
+            full.t,
+            full.flux,
+            full.flux_err,
+            full.dataset_offsets,
+            full.star_offsets,
+            k=np.array([r.k for r in rules], dtype=np.int64),
+            n=np.array([r.n for r in rules], dtype=np.int64),
+            n_sigma=np.array([r.n_sigma for r in rules], dtype=np.float64),
+            dchi2_min=np.array([r.dchi2_min for r in rules], dtype=np.float64),
+            check=False,
+        )
+        _store_baselines(store, full, result.baseline)
+        return Triggered(star_ids=star_ids, result=result, input=full, rules=tuple(rules))
+
+    @staticmethod
+    def _refresh(store: StarStore, star_ids: IntArray) -> None:
+        full = store.to_trigger_arrays(star_ids)
+        _store_baselines(store, full, dataset_medians(full.flux, full.dataset_offsets))
+
+
+def _rule(settings: RuleSettings) -> TriggerRule:
+    return TriggerRule(
+        k=settings.k, n=settings.n, n_sigma=settings.n_sigma, dchi2_min=settings.dchi2_min
+    )
+
+
+def _dataset_index(store: StarStore, data: TriggerInput) -> tuple[IntArray, IntArray]:
+    """For each dataset: the position of its star in ``data.star_ids`` and which of the star's
+    two field tags it carries (0 or 1)."""
+    star_of = np.repeat(np.arange(len(data.star_ids)), np.diff(data.star_offsets))
+    if len(data.star_ids) == 0:
+        return star_of, np.zeros(0, dtype=np.int64)
+    tags = store.field_tags(data.star_ids)
+    second = tags[star_of, 1] == data.dataset_field
+    return star_of, second.astype(np.int64)
+
+
+def _store_baselines(
+    store: StarStore, data: TriggerInput, medians: npt.NDArray[np.float64]
+) -> None:
+    """Write per-dataset medians into the stars' baseline annotation; reset staleness."""
+    if len(data.star_ids) == 0:
+        return
+    star_of, bit = _dataset_index(store, data)
+    table = np.full((len(data.star_ids), len(SITES), 2), np.nan, dtype=np.float32)
+    table[star_of, data.dataset_site, bit] = medians
+    store.put("baseline", data.star_ids, table)
+    ends = data.dataset_offsets[data.star_offsets]
+    store.put("baseline_points", data.star_ids, np.diff(ends))
+    store.put("fresh_points", data.star_ids, 0)

@@ -1,0 +1,412 @@
+"""The daemon end to end on the real local broker: alerts, takeover, drain, poison input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumer.alert import Alert, AlertDecoder
+from consumer.constants import SITES
+from consumer.daemon import Daemon
+from consumer.ingest import REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE_TOPIC_HEADER
+from consumer.kafka import watermarks
+from consumer.photometry import Observations, PhotometryBatch, encode_batch
+from consumer.produce import PhotometryProducer
+from consumer.replay import ReplayOptions, replay
+from consumer.settings import DaemonSettings, Settings, StateSettings
+from consumer.state import StarStore, StoreConfig, store_differences
+from model.simulate import SimulationConfig, read_labels, write_season
+
+pytestmark = pytest.mark.kafka
+
+SEASON_START = 2_461_100.0  # flat stars: 60 days from here, inside the simulated season
+FLAT_IDS = range(9_000_000_000, 9_000_000_016)
+
+
+@pytest.fixture(scope="module")
+def season(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short simulated season: events, false positives and ordinary variables."""
+    out = tmp_path_factory.mktemp("daemon-season")
+    write_season(SimulationConfig(n_stars=40, seed=11), out, progress=False)
+    return out
+
+
+def flat_stars(epochs: int = 240, seed: int = 0) -> dict[str, Observations]:
+    """Constant stars with Gaussian noise, one batch per site: they must never alert."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s, site in enumerate(SITES):
+        hjd = SEASON_START + s * 0.3 + np.arange(epochs) * 0.25
+        ids = np.repeat(np.array(FLAT_IDS, dtype=np.int64), epochs)
+        n = len(ids)
+        out[site] = Observations.from_columns(
+            star_id=ids,
+            field=np.full(n, 2),
+            chip=np.full(n, 1),
+            ra=np.full(n, 268.0),
+            dec=np.full(n, -29.0),
+            x=rng.uniform(0, 9000, n),
+            y=rng.uniform(0, 9000, n),
+            hjd=np.tile(hjd, len(FLAT_IDS)),
+            band=np.zeros(n),
+            flux=rng.normal(5000.0, 50.0, n),
+            flux_err=np.full(n, 50.0),
+            sky=np.full(n, 800.0),
+            fwhm=np.full(n, 1.6),
+            airmass=np.full(n, 1.2),
+            psf_quality=np.full(n, 90.0),
+        )
+    return out
+
+
+def send_flat(settings: Settings) -> int:
+    with PhotometryProducer(settings.kafka, settings.topics, settings.producer) as producer:
+        total = 0
+        for site, obs in flat_stars().items():
+            producer.send(site, obs)
+            total += len(obs)
+    return total
+
+
+def daemon_settings(settings: Settings, state_dir: Path, instance: str = "0") -> Settings:
+    return settings.model_copy(
+        update={
+            "state": StateSettings(directory=state_dir),
+            "daemon": DaemonSettings(instance_id=instance, http_port=-1, drain_timeout_s=60.0),
+            "consumer": settings.consumer.model_copy(update={"batch_messages": 40}),
+        }
+    )
+
+
+class Running:
+    """A daemon on a thread; ``stores`` keeps every store it lets go of (last one wins)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.daemon = Daemon(settings)
+        self.stores: dict[int, StarStore] = {}
+        self.error: BaseException | None = None
+        drop = self.daemon.partitions.drop
+
+        def capture(partition: int) -> None:
+            state = self.daemon.partitions.owned.get(partition)
+            if state is not None:
+                self.stores[partition] = state.store
+            drop(partition)
+
+        self.daemon.partitions.drop = capture  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as error:
+            self.error = error
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self.daemon.stop()
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "daemon did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def ends(settings: Settings, consumer: Consumer) -> dict[tuple[str, int], int]:
+    return {
+        (topic, p): watermarks(consumer, TopicPartition(topic, p))[1]
+        for topic in settings.topics.photometry_topics()
+        for p in range(settings.topics.partitions)
+    }
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def caught_up(running: list[Running], end: dict[tuple[str, int], int]) -> bool:
+    """Every partition owned by one of the daemons, restored, and processed to ``end``."""
+    positions: dict[tuple[str, int], int] = {}
+    for r in running:
+        if r.error is not None:
+            raise r.error
+        if not r.daemon.partitions.ready:
+            return False
+        positions.update(r.daemon.partitions.positions)
+    return all(positions.get(key, -1) >= offset for key, offset in end.items())
+
+
+def read_alerts(settings: Settings, consumer: Consumer) -> list[Alert]:
+    """Every committed alert (read_committed), from the beginning."""
+    topic = settings.topics.alerts
+    parts = [TopicPartition(topic, p, 0) for p in range(settings.topics.alert_partitions)]
+    end = {tp.partition: watermarks(consumer, tp)[1] for tp in parts}
+    consumer.assign(parts)
+    decoder = AlertDecoder()
+    alerts: list[Alert] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for message in consumer.consume(200, 0.5):
+            assert message.error() is None
+            value: Any = message.value()
+            headers: Any = message.headers()
+            alerts.append(decoder.decode(value, headers))
+        positions = consumer.position(parts)
+        if all(tp.offset >= end[tp.partition] or end[tp.partition] == 0 for tp in positions):
+            break
+    return alerts
+
+
+@pytest.fixture
+def consumer(consumer_factory: Callable[..., Consumer]) -> Consumer:
+    return consumer_factory()
+
+
+def test_season_alerts_events_and_never_flat_stars(
+    season: Path,
+    topics_factory: Callable[..., Settings],
+    consumer: Consumer,
+    consumer_factory: Callable[..., Consumer],
+    tmp_path: Path,
+) -> None:
+    settings = topics_factory(partitions=4)
+    replay(settings, season, ReplayOptions(progress=False))
+    send_flat(settings)
+    end = ends(settings, consumer)
+    running = Running(daemon_settings(settings, tmp_path / "state"))
+    try:
+        wait_until(lambda: caught_up([running], end), 240, "the daemon to drain the season")
+    finally:
+        running.stop()
+    alerts = read_alerts(settings, consumer_factory())
+    labels = read_labels(season / "labels.csv")
+    events = {i for i, label in labels.items() if label.label == "YES"}
+    alerted = Counter(a.star_id for a in alerts)
+    print(
+        f"\n{len(alerts)} alerts: {len(alerted.keys() & events)} of {len(events)} events, "
+        f"labels {Counter(labels[i].label for i in alerted if i in labels)}"
+    )
+    assert not alerted.keys() & set(FLAT_IDS), "a flat star alerted"
+    assert max(alerted.values()) == 1, "a star alerted twice"
+    assert len({a.alert_id for a in alerts}) == len(alerts)
+    assert len(alerted.keys() & events) >= len(events) // 2
+    for alert in alerts:
+        assert alert.lensnet.p_event >= 0.45
+        assert len(alert.light_curve) >= 10
+        assert alert.alertfinder.dchi2 >= 250
+    group = consumer_factory(group_id=settings.consumer.group_id)
+    committed = group.committed([TopicPartition(t, p) for t, p in end], timeout=10)
+    # Offsets committed for exactly the input, nothing more, nothing less.
+    assert {(tp.topic, tp.partition): tp.offset for tp in committed} == end
+
+
+def test_second_daemon_takes_over_with_identical_state(
+    season: Path,
+    topics_factory: Callable[..., Settings],
+    consumer: Consumer,
+    tmp_path: Path,
+) -> None:
+    settings = topics_factory(partitions=4)
+    middle = SEASON_START + 60
+    replay(settings, season, ReplayOptions(stop_hjd=middle, progress=False))
+    send_flat(settings)
+    first = Running(daemon_settings(settings, tmp_path / "a", "a"))
+    try:
+        wait_until(lambda: caught_up([first], ends(settings, consumer)), 240, "daemon a")
+        # b joins mid-stream on another "machine" (no checkpoints): rebuilds from the topics.
+        second = Running(daemon_settings(settings, tmp_path / "b", "b"))
+        try:
+            wait_until(
+                lambda: (
+                    len(first.daemon.partitions.owned) == 2
+                    and len(second.daemon.partitions.owned) == 2
+                ),
+                120,
+                "the rebalance",
+            )
+            replay(settings, season, ReplayOptions(start_hjd=middle, progress=False))
+            end = ends(settings, consumer)
+            wait_until(lambda: caught_up([first, second], end), 240, "both daemons")
+        finally:
+            second.stop()
+        # a takes b's partitions back: restores its own (older) checkpoints and replays.
+        wait_until(lambda: caught_up([first], end), 240, "daemon a alone")
+    finally:
+        first.stop()
+    reference = Running(
+        daemon_settings(
+            settings.model_copy(
+                update={"consumer": settings.consumer.model_copy(update={"group_id": "ref"})}
+            ),
+            tmp_path / "ref",
+        )
+    )
+    try:
+        wait_until(lambda: caught_up([reference], end), 240, "the reference daemon")
+    finally:
+        reference.stop()
+    assert sorted(first.stores) == sorted(reference.stores) == [0, 1, 2, 3]
+    assert second.stores, "b never owned a partition"
+    for partition, store in reference.stores.items():
+        assert len(store) > 0
+        assert store_differences(first.stores[partition], store) == []
+    for partition, store in second.stores.items():  # b's state when it left equals too
+        assert len(store) == len(reference.stores[partition])
+
+
+def test_sigterm_drains_commits_and_checkpoints(
+    season: Path,
+    topics_factory: Callable[..., Settings],
+    consumer: Consumer,
+    consumer_factory: Callable[..., Consumer],
+    tmp_path: Path,
+) -> None:
+    settings = topics_factory(partitions=2)
+    replay(settings, season, ReplayOptions(progress=False))
+    end = ends(settings, consumer)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
+    env.update(
+        {
+            "LENSNET_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
+            "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
+            "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+            "LENSNET_TOPICS__PARTITIONS": "2",
+            "LENSNET_CONSUMER__GROUP_ID": settings.consumer.group_id,
+            "LENSNET_CONSUMER__BATCH_MESSAGES": "5",
+            "LENSNET_CONSUMER__SESSION_TIMEOUT_MS": "6000",
+            "LENSNET_STATE__DIRECTORY": str(tmp_path / "state"),
+            "LENSNET_DAEMON__HTTP_PORT": "0",
+            "LENSNET_LOG__FORMAT": "json",
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if '"event": "batch"' in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        rest, _ = process.communicate(timeout=60)
+        drain_s = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines += rest.splitlines()
+    log = "\n".join(lines)
+    assert process.returncode == 0, log[-3000:]
+    assert "signal received, draining" in log
+    assert '"event": "stopped"' in log
+    print(f"\ndrained and exited {drain_s:.1f} s after SIGTERM")
+    for partition in range(2):
+        assert (tmp_path / "state" / f"partition-{partition}" / "state.ckpt").exists()
+    # What was committed is exactly what the checkpoints cover, and a restart resumes there.
+    group = consumer_factory(group_id=settings.consumer.group_id)
+    committed = group.committed([TopicPartition(t, p) for t, p in end], timeout=10)
+    restored = {
+        p: StarStore.restore(tmp_path / "state" / f"partition-{p}", StoreConfig()) for p in range(2)
+    }
+    progressed = 0
+    for tp in committed:
+        checkpoint = restored[tp.partition]
+        assert checkpoint is not None
+        covered = checkpoint[1][tp.topic]
+        # Nothing consumed yet from a topic-partition: no commit, the checkpoint at its start.
+        assert covered == (tp.offset if tp.offset >= 0 else 0)
+        assert covered <= end[(tp.topic, tp.partition)]
+        progressed += covered > 0
+    assert progressed > 0
+
+
+def test_poison_messages_go_to_the_dead_letter_topic(
+    topics_factory: Callable[..., Settings],
+    consumer: Consumer,
+    consumer_factory: Callable[..., Consumer],
+    tmp_path: Path,
+) -> None:
+    settings = topics_factory(partitions=2)
+    good = flat_stars(epochs=60)
+    n_good = sum(len(obs) for obs in good.values())
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topic = settings.topics.photometry("CTIO")
+    rng = np.random.default_rng(1)
+    junk = [rng.bytes(int(rng.integers(0, 300))) for _ in range(20)]
+    valid = encode_batch(PhotometryBatch("CTIO", good["CTIO"].take(slice(0, 10))))
+    junk += [valid[: len(valid) // 2], encode_batch(PhotometryBatch("SAAO", good["SAAO"]))]
+    for value in junk:
+        producer.produce(topic, value=value, partition=0)
+    bad = good["SSO"].take(slice(0, 8))
+    flux = bad.flux.copy()
+    flux[:3] = np.nan
+    err = bad.flux_err.copy()
+    err[3:5] = -1.0
+    hjd = bad.hjd.copy()
+    hjd[5] = 2_600_000.0  # far future
+    poisoned = Observations(
+        **{
+            **{f: getattr(bad, f) for f in bad.__dataclass_fields__},
+            "flux": flux,
+            "flux_err": err,
+            "hjd": hjd,
+        }
+    )
+    producer.flush(10)
+    with PhotometryProducer(settings.kafka, settings.topics, settings.producer) as photometry:
+        for site, obs in good.items():
+            photometry.send(site, obs)
+        photometry.send("SSO", poisoned)
+    end = ends(settings, consumer)
+    running = Running(daemon_settings(settings, tmp_path / "state"))
+    try:
+        wait_until(lambda: caught_up([running], end), 120, "the daemon")
+    finally:
+        running.stop()
+    reasons: Counter[str] = Counter()
+    dlq = consumer_factory()
+    parts = [TopicPartition(settings.topics.dead_letter, p, 0) for p in range(1)]
+    dlq_end = watermarks(dlq, parts[0])[1]
+    dlq.assign(parts)
+    deadline = time.monotonic() + 30
+    sources = set()
+    while sum(reasons.values()) < dlq_end and time.monotonic() < deadline:
+        for message in dlq.consume(100, 0.5):
+            headers: dict[str, Any] = dict(message.headers() or [])
+            reasons[headers[REASON_HEADER].decode()] += 1
+            sources.add(headers[SOURCE_TOPIC_HEADER].decode())
+            assert int(headers[SOURCE_OFFSET_HEADER]) >= 0
+    print(f"\ndead letters by reason: {dict(reasons)}")
+    assert reasons["undecodable"] == len(junk)
+    assert reasons["non_finite"] == 1
+    assert reasons["bad_flux_err"] == 1
+    assert reasons["bad_time"] == 1
+    held = sum(
+        sum(store.counts(int(i))) for store in running.stores.values() for i in store.star_ids
+    )
+    assert held == n_good  # every valid observation is in the state (the 2 valid poisoned
+    # rows repeat good ones: duplicates, ignored)
+    assert topic in sources
