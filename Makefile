@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: help install kafka-jars lint typecheck unit test demo kafka-start kafka-stop clean
 
 help:
-	@echo "make demo        local Kafka broker, simulate + replay a small season, score it with LensNet"
+	@echo "make demo        local Kafka broker, replay a simulated season through the daemon, print its alerts"
 	@echo "make test        install everything, then lint, type-check and run the whole suite"
 	@echo "make unit        the tests that need no broker (fast)"
 	@echo "make kafka-start / kafka-stop   a local KRaft broker in $(KAFKA_DIR)"
@@ -49,28 +49,23 @@ kafka-start: kafka-jars
 kafka-stop:
 	deploy/local-kafka/kafka.sh stop $(KAFKA_DIR)
 
-DEMO_SEASON ?= /tmp/lensnet-demo-season
-# Prints the stars LensNet scores as events (p_event >= 0.45), highest first.
-define DEMO_TABLE
-import csv, json, sys
-truth = {int(r["star_id"]): r["label"] for r in csv.DictReader(open(sys.argv[1] + "/labels.csv"))}
-rows = [json.loads(line) for line in sys.stdin]
-scored = [r for r in rows if r.get("status") == "scored"]
-hits = sorted((r for r in scored if r["p_event"] >= 0.45), key=lambda r: -r["p_event"])
-print(f"{len(scored)} stars scored at the end of the season, {len(hits)} with p_event >= 0.45:")
-print(f"{'star':>12} {'LensNet':>8} {'p_event':>8} {'triggered':>9} {'dchi2':>10} {'truth':>6}")
-for r in hits[:25]:
-    print(f"{r['star_id']:>12} {r['label']:>8} {r['p_event']:8.3f} {str(r['triggered']):>9}"
-          f" {r['dchi2']:10.1f} {truth.get(r['star_id'], '?'):>6}")
-endef
-export DEMO_TABLE
+DEMO_DIR ?= /tmp/lensnet-demo
+DEMO_ENV = LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) \
+	LENSNET_STATE__DIRECTORY=$(DEMO_DIR)/state LENSNET_CONSUMER__GROUP_ID=lensnet-demo-$$(date +%s)
 
+# The main job on one machine: broker, topics, a simulated season replayed through the
+# per-site topics, the daemon run until the season is drained, and the alerts it published.
 demo: install kafka-start
-	rm -rf $(DEMO_SEASON)
-	$(BIN)/lensnet simulate $(DEMO_SEASON) --stars 200 --seed 1
-	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet replay $(DEMO_SEASON)
-	LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) $(BIN)/lensnet topics describe
-	$(BIN)/lensnet classify $(DEMO_SEASON) | $(BIN)/python -c "$$DEMO_TABLE" $(DEMO_SEASON)
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(BIN)/lensnet simulate $(DEMO_DIR)/season --stars 200 --seed 1
+	$(DEMO_ENV) $(BIN)/lensnet topics create
+	$(DEMO_ENV) $(BIN)/lensnet replay $(DEMO_DIR)/season
+	@echo "lensnet run --until-end (log: $(DEMO_DIR)/daemon.log) ..."
+	@$(DEMO_ENV) sh -c 'start=$$(date -u +%Y-%m-%dT%H:%M:%S); \
+	  $(BIN)/lensnet run --until-end --http-port 0 > $(DEMO_DIR)/daemon.log && \
+	  tail -n 1 $(DEMO_DIR)/daemon.log && \
+	  $(BIN)/lensnet alerts tail --from $$start --until-end'
+	@echo "truth of every star: $(DEMO_DIR)/season/labels.csv"
 	@echo "broker left running at $$(cat $(KAFKA_DIR)/bootstrap); stop it with: make kafka-stop"
 
 clean:

@@ -39,12 +39,6 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(alerts_app, name="alerts")
 
 
-class NotAvailableYetError(LensNetError):
-    """A subcommand whose stage has not been built yet."""
-
-    exit_code = 2
-
-
 def _settings(ctx: typer.Context) -> Settings:
     settings = ctx.obj
     assert isinstance(settings, Settings)
@@ -67,12 +61,6 @@ def _main(
     settings = load_settings(secrets_dir)
     configure_logging(settings.log)
     ctx.obj = settings
-
-
-def _later(command: str, issue: str) -> None:
-    raise NotAvailableYetError(
-        f"`lensnet {command}` is not available yet (arrives with the {issue} issue)"
-    )
 
 
 @app.command()
@@ -291,9 +279,76 @@ def classify(
 
 
 @alerts_app.command("tail")
-def alerts_tail(ctx: typer.Context) -> None:
-    """Live table of alerts with filters."""
-    _later("alerts tail", "Subscribers")
+def alerts_tail(
+    ctx: typer.Context,
+    start: Annotated[
+        str, typer.Option("--from", help="earliest, latest, committed, or an ISO time (UTC).")
+    ] = "latest",
+    until_end: Annotated[
+        bool, typer.Option("--until-end", help="Exit once the alerts published so far are read.")
+    ] = False,
+    min_score: Annotated[float, typer.Option(help="Only alerts with p_event >= this.")] = 0.0,
+    label: Annotated[
+        str | None, typer.Option(help="Only alerts of this 3-class label (YES, MAYBE, NO).")
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Consumer group (acknowledges what it printed).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per alert.")] = False,
+) -> None:
+    """Table (or JSON lines) of alerts: time, star, sites, dchi2, binary score, class."""
+    import json
+    from datetime import UTC, datetime
+
+    from consumer.subscribe import AlertSubscriber, Start
+
+    settings = _settings(ctx)
+    begin: Start
+    if start in ("earliest", "latest", "committed"):
+        begin = start  # type: ignore[assignment]
+    else:
+        try:
+            begin = datetime.fromisoformat(start).replace(tzinfo=UTC)
+        except ValueError as error:
+            raise typer.BadParameter(f"--from {start!r}: not a keyword or an ISO time") from error
+    header = f"{'published (UTC)':19} {'star':>12} {'sites':14} {'dchi2':>9} {'p_event':>7} label"
+    shown = 0
+    with AlertSubscriber(
+        settings.kafka, settings.topics.alerts, group_id=group, start=begin, stop_at_end=until_end
+    ) as alerts:
+        for alert in alerts:
+            if alert.lensnet.p_event < min_score or (label and alert.lensnet.label != label):
+                continue
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        {
+                            "alert_id": alert.alert_id,
+                            "star_id": alert.star_id,
+                            "published_at": alert.published_at.isoformat(),
+                            "trigger_hjd": alert.trigger_hjd,
+                            "sites": list(alert.alertfinder.sites),
+                            "dchi2": alert.alertfinder.dchi2,
+                            "p_event": alert.lensnet.p_event,
+                            "label": alert.lensnet.label,
+                            "field": alert.field,
+                        }
+                    )
+                )
+            else:
+                if shown == 0:
+                    typer.echo(header)
+                typer.echo(
+                    f"{alert.published_at:%Y-%m-%d %H:%M:%S} {alert.star_id:>12} "
+                    f"{'+'.join(dict.fromkeys(alert.alertfinder.sites)):14} "
+                    f"{alert.alertfinder.dchi2:>9.0f} "
+                    f"{alert.lensnet.p_event:>7.3f} {alert.lensnet.label}"
+                )
+            shown += 1
+            if group is not None:
+                alerts.ack(alert)
+    if not as_json:
+        typer.echo(f"{shown} alerts")
 
 
 @topics_app.command("create")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -151,24 +154,31 @@ def caught_up(running: list[Running], end: dict[tuple[str, int], int]) -> bool:
     return all(positions.get(key, -1) >= offset for key, offset in end.items())
 
 
-def read_alerts(settings: Settings, consumer: Consumer) -> list[Alert]:
-    """Every committed alert (read_committed), from the beginning."""
-    topic = settings.topics.alerts
-    parts = [TopicPartition(topic, p, 0) for p in range(settings.topics.alert_partitions)]
+def read_topic(consumer: Consumer, topic: str, partitions: int) -> list[Any]:
+    """Every committed message of a topic (read_committed), from the beginning."""
+    parts = [TopicPartition(topic, p, 0) for p in range(partitions)]
     end = {tp.partition: watermarks(consumer, tp)[1] for tp in parts}
     consumer.assign(parts)
-    decoder = AlertDecoder()
-    alerts: list[Alert] = []
+    messages: list[Any] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for message in consumer.consume(200, 0.5):
             assert message.error() is None
-            value: Any = message.value()
-            headers: Any = message.headers()
-            alerts.append(decoder.decode(value, headers))
-        positions = consumer.position(parts)
-        if all(tp.offset >= end[tp.partition] or end[tp.partition] == 0 for tp in positions):
+            messages.append(message)
+        # The position passes transaction markers too, so it reaches the high watermark.
+        if all(tp.offset >= end[tp.partition] for tp in consumer.position(parts)):
             break
+    return messages
+
+
+def read_alerts(settings: Settings, consumer: Consumer) -> list[Alert]:
+    """Every committed alert, decoded."""
+    decoder = AlertDecoder()
+    alerts = []
+    for message in read_topic(consumer, settings.topics.alerts, settings.topics.alert_partitions):
+        value: Any = message.value()
+        headers: Any = message.headers()
+        alerts.append(decoder.decode(value, headers))
     return alerts
 
 
@@ -269,6 +279,15 @@ def test_second_daemon_takes_over_with_identical_state(
         assert len(store) == len(reference.stores[partition])
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+
+
 def test_sigterm_drains_commits_and_checkpoints(
     season: Path,
     topics_factory: Callable[..., Settings],
@@ -304,11 +323,21 @@ def test_sigterm_drains_commits_and_checkpoints(
     )
     assert process.stdout is not None
     lines: list[str] = []
+    port = None
     try:
         for line in process.stdout:
             lines.append(line)
+            if '"event": "started"' in line:
+                port = json.loads(line)["http_port"]
             if '"event": "batch"' in line:
                 break
+        assert port is not None
+        assert http_get(port, "/healthz") == (200, "ok\n")
+        assert http_get(port, "/readyz") == (200, "ok\n")  # fresh group: nothing to replay
+        status, metrics = http_get(port, "/metrics")
+        assert status == 200
+        assert "lensnet_observations_total" in metrics
+        assert "lensnet_transactions_total" in metrics
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         rest, _ = process.communicate(timeout=60)
@@ -343,7 +372,9 @@ def test_sigterm_drains_commits_and_checkpoints(
     assert progressed > 0
 
 
+@pytest.mark.parametrize("mode", ["exactly_once", "at_least_once"])
 def test_poison_messages_go_to_the_dead_letter_topic(
+    mode: str,
     topics_factory: Callable[..., Settings],
     consumer: Consumer,
     consumer_factory: Callable[..., Consumer],
@@ -381,24 +412,23 @@ def test_poison_messages_go_to_the_dead_letter_topic(
             photometry.send(site, obs)
         photometry.send("SSO", poisoned)
     end = ends(settings, consumer)
-    running = Running(daemon_settings(settings, tmp_path / "state"))
+    configured = daemon_settings(settings, tmp_path / "state")
+    daemon = configured.daemon.model_copy(update={"mode": mode})
+    running = Running(configured.model_copy(update={"daemon": daemon}))
     try:
         wait_until(lambda: caught_up([running], end), 120, "the daemon")
     finally:
         running.stop()
     reasons: Counter[str] = Counter()
-    dlq = consumer_factory()
-    parts = [TopicPartition(settings.topics.dead_letter, p, 0) for p in range(1)]
-    dlq_end = watermarks(dlq, parts[0])[1]
-    dlq.assign(parts)
-    deadline = time.monotonic() + 30
     sources = set()
-    while sum(reasons.values()) < dlq_end and time.monotonic() < deadline:
-        for message in dlq.consume(100, 0.5):
-            headers: dict[str, Any] = dict(message.headers() or [])
-            reasons[headers[REASON_HEADER].decode()] += 1
-            sources.add(headers[SOURCE_TOPIC_HEADER].decode())
-            assert int(headers[SOURCE_OFFSET_HEADER]) >= 0
+    letters = read_topic(
+        consumer_factory(), settings.topics.dead_letter, settings.topics.alert_partitions
+    )
+    for message in letters:
+        headers: dict[str, Any] = dict(message.headers() or [])
+        reasons[headers[REASON_HEADER].decode()] += 1
+        sources.add(headers[SOURCE_TOPIC_HEADER].decode())
+        assert int(headers[SOURCE_OFFSET_HEADER]) >= 0
     print(f"\ndead letters by reason: {dict(reasons)}")
     assert reasons["undecodable"] == len(junk)
     assert reasons["non_finite"] == 1
