@@ -64,7 +64,8 @@ demo: install kafka-start
 	@$(DEMO_ENV) sh -c 'start=$$(date -u +%Y-%m-%dT%H:%M:%S); \
 	  $(BIN)/lensnet run --until-end --http-port 0 > $(DEMO_DIR)/daemon.log && \
 	  tail -n 1 $(DEMO_DIR)/daemon.log && \
-	  $(BIN)/lensnet alerts tail --from $$start --until-end'
+	  $(BIN)/lensnet alerts tail --from $$start --until-end && \
+	  $(BIN)/lensnet alerts plot $(DEMO_DIR)/plots --from $$start --label YES --min-score 0.955'
 	@echo "truth of every star: $(DEMO_DIR)/season/labels.csv"
 	@echo "broker left running at $$(cat $(KAFKA_DIR)/bootstrap); stop it with: make kafka-stop"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -278,77 +278,197 @@ def classify(
         typer.echo(json.dumps(record))
 
 
+_FROM = typer.Option("--from", help="earliest, latest, committed, or an ISO time (UTC).")
+_MIN_SCORE = typer.Option(help="Only alerts with p_event >= this.")
+_LABEL = typer.Option(help="Only alerts of this 3-class label (YES, MAYBE, NO).")
+_SITE = typer.Option(help="Only alerts whose trigger used this site (repeatable).")
+_FIELD = typer.Option(help="Only alerts of this KMTNet field.")
+_STAR = typer.Option(help="Only stars whose id matches this shell pattern, e.g. '41*'.")
+_GROUP = typer.Option(help="Consumer group; acknowledges what it handled, resumes after it.")
+
+
+def _start(value: str) -> Any:
+    from datetime import UTC, datetime
+
+    if value in ("earliest", "latest", "committed"):
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise typer.BadParameter(f"--from {value!r}: not a keyword or an ISO time") from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _alert_filter(
+    min_score: float, label: str | None, site: list[str] | None, field: int | None, star: str | None
+) -> Any:
+    from consumer.constants import SITES
+    from consumer.subscribe import AlertFilter
+
+    sites = tuple(s.upper() for s in site or [])
+    unknown = [s for s in sites if s not in SITES]
+    if unknown:
+        raise typer.BadParameter(f"--site {unknown[0]}: expected one of {', '.join(SITES)}")
+    return AlertFilter(min_score=min_score, label=label, sites=sites, field=field, star=star)
+
+
 @alerts_app.command("tail")
 def alerts_tail(
     ctx: typer.Context,
-    start: Annotated[
-        str, typer.Option("--from", help="earliest, latest, committed, or an ISO time (UTC).")
-    ] = "latest",
+    start: Annotated[str, _FROM] = "latest",
     until_end: Annotated[
         bool, typer.Option("--until-end", help="Exit once the alerts published so far are read.")
     ] = False,
-    min_score: Annotated[float, typer.Option(help="Only alerts with p_event >= this.")] = 0.0,
-    label: Annotated[
-        str | None, typer.Option(help="Only alerts of this 3-class label (YES, MAYBE, NO).")
-    ] = None,
-    group: Annotated[
-        str | None, typer.Option(help="Consumer group (acknowledges what it printed).")
-    ] = None,
+    min_score: Annotated[float, _MIN_SCORE] = 0.0,
+    label: Annotated[str | None, _LABEL] = None,
+    site: Annotated[list[str] | None, _SITE] = None,
+    field: Annotated[int | None, _FIELD] = None,
+    star: Annotated[str | None, _STAR] = None,
+    group: Annotated[str | None, _GROUP] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per alert.")] = False,
 ) -> None:
     """Table (or JSON lines) of alerts: time, star, sites, dchi2, binary score, class."""
     import json
-    from datetime import UTC, datetime
 
-    from consumer.subscribe import AlertSubscriber, Start
+    from consumer.subscribe import AlertSubscriber
 
     settings = _settings(ctx)
-    begin: Start
-    if start in ("earliest", "latest", "committed"):
-        begin = start  # type: ignore[assignment]
-    else:
-        try:
-            begin = datetime.fromisoformat(start).replace(tzinfo=UTC)
-        except ValueError as error:
-            raise typer.BadParameter(f"--from {start!r}: not a keyword or an ISO time") from error
+    wanted = _alert_filter(min_score, label, site, field, star)
     header = f"{'published (UTC)':19} {'star':>12} {'sites':14} {'dchi2':>9} {'p_event':>7} label"
     shown = 0
     with AlertSubscriber(
-        settings.kafka, settings.topics.alerts, group_id=group, start=begin, stop_at_end=until_end
+        settings.kafka,
+        settings.topics.alerts,
+        group_id=group,
+        start=_start(start),
+        stop_at_end=until_end,
     ) as alerts:
         for alert in alerts:
-            if alert.lensnet.p_event < min_score or (label and alert.lensnet.label != label):
-                continue
-            if as_json:
-                typer.echo(
-                    json.dumps(
-                        {
-                            "alert_id": alert.alert_id,
-                            "star_id": alert.star_id,
-                            "published_at": alert.published_at.isoformat(),
-                            "trigger_hjd": alert.trigger_hjd,
-                            "sites": list(alert.alertfinder.sites),
-                            "dchi2": alert.alertfinder.dchi2,
-                            "p_event": alert.lensnet.p_event,
-                            "label": alert.lensnet.label,
-                            "field": alert.field,
-                        }
+            if wanted(alert):
+                if as_json:
+                    typer.echo(json.dumps(alert_summary(alert)))
+                else:
+                    if shown == 0:
+                        typer.echo(header)
+                    typer.echo(
+                        f"{alert.published_at:%Y-%m-%d %H:%M:%S} {alert.star_id:>12} "
+                        f"{'+'.join(dict.fromkeys(alert.alertfinder.sites)):14} "
+                        f"{alert.alertfinder.dchi2:>9.0f} "
+                        f"{alert.lensnet.p_event:>7.3f} {alert.lensnet.label}"
                     )
-                )
-            else:
-                if shown == 0:
-                    typer.echo(header)
-                typer.echo(
-                    f"{alert.published_at:%Y-%m-%d %H:%M:%S} {alert.star_id:>12} "
-                    f"{'+'.join(dict.fromkeys(alert.alertfinder.sites)):14} "
-                    f"{alert.alertfinder.dchi2:>9.0f} "
-                    f"{alert.lensnet.p_event:>7.3f} {alert.lensnet.label}"
-                )
-            shown += 1
+                shown += 1
             if group is not None:
                 alerts.ack(alert)
     if not as_json:
         typer.echo(f"{shown} alerts")
+
+
+def alert_summary(alert: Any) -> dict[str, Any]:
+    """The JSON line of one alert in ``alerts tail --json`` (no light curve)."""
+    return {
+        "alert_id": alert.alert_id,
+        "star_id": alert.star_id,
+        "published_at": alert.published_at.isoformat(),
+        "trigger_hjd": alert.trigger_hjd,
+        "field": alert.field,
+        "chip": alert.chip,
+        "ra": alert.ra,
+        "dec": alert.dec,
+        "sites": list(dict.fromkeys(alert.alertfinder.sites)),
+        "dchi2": alert.alertfinder.dchi2,
+        "t_break": alert.alertfinder.t_break,
+        "p_event": alert.lensnet.p_event,
+        "label": alert.lensnet.label,
+        "p_yes": alert.lensnet.p_yes,
+        "p_maybe": alert.lensnet.p_maybe,
+        "p_no": alert.lensnet.p_no,
+        "model_version": alert.lensnet.model_version,
+        "n_points": len(alert.light_curve),
+    }
+
+
+@alerts_app.command("plot")
+def alerts_plot(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the PNGs (one per alert).")],
+    alert_id: Annotated[
+        str | None, typer.Option("--id", help="Only the alert with this id.")
+    ] = None,
+    start: Annotated[str, _FROM] = "earliest",
+    min_score: Annotated[float, _MIN_SCORE] = 0.0,
+    label: Annotated[str | None, _LABEL] = None,
+    site: Annotated[list[str] | None, _SITE] = None,
+    field: Annotated[int | None, _FIELD] = None,
+    star: Annotated[str | None, _STAR] = None,
+    days_before: Annotated[float, typer.Option(help="Days shown before the trigger.")] = 60.0,
+) -> None:
+    """PNG of each alert's multi-site light curve, fitted line and trigger (reads to the end)."""
+    from tqdm import tqdm
+
+    from consumer.plot import file_name, plot_alert
+    from consumer.subscribe import AlertSubscriber
+
+    settings = _settings(ctx)
+    wanted = _alert_filter(min_score, label, site, field, star)
+    written = 0
+    with AlertSubscriber(
+        settings.kafka, settings.topics.alerts, start=_start(start), stop_at_end=True
+    ) as alerts:
+        for alert in tqdm(alerts, desc="alerts", unit=" alert", disable=None):
+            if alert_id is not None and alert.alert_id != alert_id:
+                continue
+            if wanted(alert):
+                plot_alert(alert, out_dir / file_name(alert), days_before=days_before)
+                written += 1
+    if alert_id is not None and written == 0:
+        raise typer.BadParameter(f"--id {alert_id}: no such alert in {settings.topics.alerts}")
+    typer.echo(f"{written} PNGs in {out_dir}")
+
+
+@alerts_app.command("stats")
+def alerts_stats(
+    ctx: typer.Context,
+    start: Annotated[str, _FROM] = "earliest",
+    group: Annotated[
+        str | None, typer.Option(help="Also show how far behind this consumer group is.")
+    ] = None,
+) -> None:
+    """Counts of the alerts per class, field and score bin; a group's lag."""
+    import itertools
+    from collections import Counter
+
+    from consumer.subscribe import AlertSubscriber
+
+    settings = _settings(ctx)
+    labels: Counter[str] = Counter()
+    fields: Counter[int] = Counter()
+    bins: Counter[str] = Counter()
+    edges = (0.0, 0.45, 0.8, 0.955, 1.0001)
+    with AlertSubscriber(
+        settings.kafka, settings.topics.alerts, start=_start(start), stop_at_end=True
+    ) as alerts:
+        for alert in alerts:
+            labels[alert.lensnet.label] += 1
+            fields[alert.field] += 1
+            for low, high in itertools.pairwise(edges):
+                if low <= alert.lensnet.p_event < high:
+                    bins[f"[{low:.3g}, {min(high, 1.0):.3g}{']' if high > 1 else ')'}"] += 1
+    total = sum(labels.values())
+    typer.echo(f"{total} alerts in {settings.topics.alerts}")
+    typer.echo("by class:  " + "  ".join(f"{k} {v}" for k, v in sorted(labels.items())))
+    typer.echo("by score:  " + "  ".join(f"{k} {bins[k]}" for k in sorted(bins)))
+    typer.echo(
+        "by field:  "
+        + "  ".join(f"BLG{k:02d} {v}" for k, v in sorted(fields.items(), key=lambda kv: -kv[1]))
+    )
+    if group is not None:
+        with AlertSubscriber(settings.kafka, settings.topics.alerts, group_id=group) as reader:
+            lag = reader.lag()
+        detail = ", ".join(f"p{p} {n}" for p, n in sorted(lag.items()))
+        typer.echo(
+            f"group {group}: {sum(lag.values())} offsets behind ({detail}; transaction markers "
+            "take offsets too, so this bounds the unacknowledged alerts from above)"
+        )
 
 
 @topics_app.command("create")

@@ -18,8 +18,10 @@ begins: ``"earliest"``, ``"latest"``, ``"committed"`` (committed offsets, else e
 
 from __future__ import annotations
 
+import fnmatch
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -39,6 +41,32 @@ from consumer.kafka import base_config, make_consumer
 from consumer.settings import KafkaSettings
 
 Start = Literal["earliest", "latest", "committed"] | datetime
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Which alerts a subscriber wants; an unset criterion matches everything.
+
+    ``star`` is a shell-style pattern on the star id (``"41*"``); ``sites`` keeps alerts whose
+    triggering combination includes every one of them.
+    """
+
+    min_score: float = 0.0
+    label: str | None = None
+    sites: tuple[str, ...] = ()
+    field: int | None = None
+    star: str | None = None
+
+    def __call__(self, alert: Alert) -> bool:
+        if alert.lensnet.p_event < self.min_score:
+            return False
+        if self.label is not None and alert.lensnet.label != self.label.upper():
+            return False
+        if self.sites and not set(self.sites) <= set(alert.alertfinder.sites):
+            return False
+        if self.field is not None and alert.field != self.field:
+            return False
+        return self.star is None or fnmatch.fnmatchcase(str(alert.star_id), self.star)
 
 
 class AlertSubscriber:
@@ -141,6 +169,19 @@ class AlertSubscriber:
             )
         except KafkaException as error:
             raise KafkaClientError.wrap("cannot commit the acknowledged alert", error) from error
+
+    def lag(self) -> dict[int, int]:
+        """Offsets this group is behind, per partition of the alert topic: high watermark
+        minus committed offset (the whole partition when nothing is committed). An upper
+        bound on the unacknowledged alerts: each transaction's commit marker takes an offset."""
+        metadata = self.consumer.list_topics(self.topic, timeout=30).topics[self.topic]
+        parts = [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
+        committed = self.consumer.committed(parts, timeout=30)
+        out = {}
+        for tp in committed:
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=30)
+            out[tp.partition] = high - (tp.offset if tp.offset >= 0 else low)
+        return out
 
     def close(self) -> None:
         """Leave the group."""
