@@ -36,6 +36,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from consumer.alerted import published_alerts
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.health import Health, HealthServer, Metrics
 from consumer.ingest import DeadLetter, IngestResult, Part, ingest, sites_by_topic
@@ -232,8 +233,7 @@ class Daemon:
             [TopicPartition(t, p) for p in partitions for t in self.topics], timeout=30
         )
         committed_by = {(tp.topic, tp.partition): tp.offset for tp in committed}
-        for tp in assigned:
-            tp.offset = OFFSET_BEGINNING
+        published = self._published(partitions)
         starts: dict[tuple[str, int], int] = {}
         for partition in partitions:
             beginning = {
@@ -243,6 +243,7 @@ class Daemon:
                 partition,
                 {t: committed_by.get((t, partition), -1) for t in self.topics},
                 beginning,
+                published[partition],
             )
             starts.update({(t, partition): offset for t, offset in start.items()})
             log.info(
@@ -250,6 +251,7 @@ class Daemon:
                 partition=partition,
                 source=state.source,
                 stars=len(state.store),
+                alerted=len(state.alerted),
                 start=start,
                 replay_until=state.targets,
                 note=state.note or None,
@@ -365,8 +367,8 @@ class Daemon:
         self._decide(report)
         report.rejected = sum(result.rejected.values())
         for letter in letters:
-            if letter.partition in replayed:
-                continue
+            if self.partitions.replaying(letter.topic, letter.partition, letter.offset):
+                continue  # dead-lettered when it was first processed
             self.output.dead_letter(letter)
             report.dead_letters += 1
             self.metrics.dead_letters.labels(reason=letter.reason).inc()
@@ -388,6 +390,8 @@ class Daemon:
         assert self.scorer is not None
         evaluations: dict[int, Triggered] = {}
         for partition, ids in changed.items():
+            if partition in replayed:
+                continue  # its alerts were decided before; the alert topic says which
             store = self.partitions.store(partition)
             outcome = self.trigger.run(store, np.concatenate(ids))
             evaluations[partition] = outcome.rising
@@ -485,6 +489,7 @@ class Daemon:
             [TopicPartition(t, p) for p in owned for t in self.topics], timeout=30
         )
         committed_by = {(tp.topic, tp.partition): tp.offset for tp in committed}
+        published = self._published(owned)
         for partition in owned:
             self.partitions.drop(partition)
             beginning = {
@@ -494,10 +499,17 @@ class Daemon:
                 partition,
                 {t: committed_by.get((t, partition), -1) for t in self.topics},
                 beginning,
+                published[partition],
             )
             for topic, offset in start.items():
                 self.consumer.seek(TopicPartition(topic, partition, offset))
         self._update_ready()
+
+    def _published(self, partitions: list[int]) -> dict[int, dict[int, float]]:
+        """Stars of these partitions with a committed alert (the alert-once rule's truth)."""
+        return published_alerts(
+            self.settings.kafka, self.settings.topics.alerts, self.n_partitions, partitions
+        )
 
     def checkpoint_all(self) -> None:
         """Checkpoint every owned partition (their stores match the committed offsets)."""

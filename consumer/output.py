@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.alert import Alert, encode_alert
+from consumer.alerted import TRIGGER_HEADER
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.ingest import DeadLetter
 from consumer.kafka import make_producer, producer_config
@@ -80,6 +81,7 @@ class _Producing:
 
     def alert(self, alert: Alert) -> None:
         value, headers = encode_alert(alert)
+        headers.append((TRIGGER_HEADER, repr(alert.trigger_hjd).encode()))
         self._produce(self.alerts_topic, star_key(alert.star_id), value, headers)
 
     def dead_letter(self, letter: DeadLetter) -> None:

@@ -12,12 +12,14 @@ Opening a partition (:meth:`Partitions.open`) decides where consumption starts:
   another format, or ahead of the committed offsets, i.e. holding uncommitted input): an empty
   store, starting at the beginning of the topic.
 
-Either way the input from the start to the committed offsets is *replayed*: processed like
-any other input, into the state, with output (alerts, dead letters, offset commits)
-suppressed, because that output was already committed. A partition is *restored* once all
-three of its topic-partitions reached their committed offsets; the daemon is ready when all
-its partitions are. The store then equals what one uninterrupted consumer would hold (the
-store's content depends on the observations offered, not on their order or batching).
+Either way the input from the start to the committed offsets is *replayed*: appended to the
+state with the trigger and output (alerts, dead letters, offset commits) skipped, because that
+output was already committed. A partition is *restored* once all three of its
+topic-partitions reached their committed offsets; the daemon is ready when all its partitions
+are. The store then equals what one uninterrupted consumer would hold (the store's content
+depends on the observations offered, not on their order or batching), and the stars with a
+committed alert on the alert topic (:mod:`consumer.alerted`, read when the partition is
+opened) are marked alerted, so the alert-once rule holds across restarts and machines.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class PartitionState:
     #: Committed offset per photometry topic when assigned: below it, output is suppressed.
     targets: dict[str, int]
     source: Literal["checkpoint", "rebuild"]
+    #: star id -> trigger HJD of its committed alerts, marked in the store once restored.
+    alerted: dict[int, float] = field(default_factory=dict)
     opened_at: float = field(default_factory=time.monotonic)
     restored_at: float | None = None
     note: str = ""
@@ -80,6 +84,7 @@ class Partitions:
         partition: int,
         committed: Mapping[str, int],
         beginning: Mapping[str, int],
+        alerted: Mapping[int, float] | None = None,
     ) -> tuple[PartitionState, dict[str, int]]:
         """Own ``partition``: restore or create its store; returns it and the offset to start
         consuming each photometry topic at.
@@ -88,6 +93,7 @@ class Partitions:
         ----------
         committed : topic -> the group's committed offset (negative: none).
         beginning : topic -> the partition's low watermark (where a rebuild starts).
+        alerted : star id -> trigger HJD of the partition's committed alerts.
         """
         config = self.store_config(partition)
         note = ""
@@ -114,7 +120,9 @@ class Partitions:
             start = {t: max(offsets[t], beginning[t]) for t in self.topics}
             source = "checkpoint"
         targets = {t: max(committed.get(t, -1), start[t]) for t in self.topics}
-        state = PartitionState(partition, store, targets, source, note=note)
+        state = PartitionState(
+            partition, store, targets, source, alerted=dict(alerted or {}), note=note
+        )
         self.owned[partition] = state
         for topic in self.topics:
             self.positions[(topic, partition)] = start[topic]
@@ -128,6 +136,10 @@ class Partitions:
         if state.restored:
             return False
         if all(self.positions[(t, partition)] >= state.targets[t] for t in self.topics):
+            known = [star for star in state.alerted if star in state.store]
+            if known:
+                state.store.put("alerted_hjd", known, [state.alerted[s] for s in known])
+            state.alerted = {}
             state.restored_at = time.monotonic()
             return True
         return False

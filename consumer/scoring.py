@@ -7,7 +7,8 @@ scaling), and scored by the TorchScript artifact in chunks of ``batch_size`` (on
 per chunk, sorted by length to limit padding).
 
 Alert policy: a star is alerted once (its ``alerted_hjd`` annotation is then set and the star
-never alerts again from this state). A candidate scored below ``alert_threshold`` is scored
+never alerts again; a partition taken over from a checkpoint or rebuilt gets the annotation
+from the alert topic, :mod:`consumer.alerted`). A candidate scored below ``alert_threshold`` is scored
 again only after ``rescore_days`` more days of data (``scored_hjd``), which bounds the model's
 load from persistent false positives such as variable stars.
 """
