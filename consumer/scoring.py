@@ -8,9 +8,9 @@ per chunk, sorted by length to limit padding).
 
 Alert policy: a star is alerted once (its ``alerted_hjd`` annotation is then set and the star
 never alerts again; a partition taken over from a checkpoint or rebuilt gets the annotation
-from the alert topic, :mod:`consumer.alerted`). A candidate scored below ``alert_threshold`` is scored
-again only after ``rescore_days`` more days of data (``scored_hjd``), which bounds the model's
-load from persistent false positives such as variable stars.
+from the alert topic, :mod:`consumer.alerted`). A candidate scored below ``alert_threshold``
+is scored again only after ``rescore_days`` more days of data (``scored_hjd``), which bounds
+the model's load from persistent false positives such as variable stars.
 """
 
 from __future__ import annotations
