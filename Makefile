@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KAFKA_DIR ?= $(or $(LOCAL_KAFKA_DIR),/tmp/lensnet-kafka)
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka-jars lint typecheck unit test demo kafka-start kafka-stop clean
+.PHONY: help install kafka-jars deploy-tools lint typecheck unit test demo kafka-start kafka-stop clean
 
 help:
 	@echo "make demo        local Kafka broker, replay a simulated season through the daemon, print its alerts"
@@ -30,6 +30,11 @@ install: $(STAMP)
 kafka-jars:
 	deploy/local-kafka/kafka.sh fetch
 
+# kustomize and the CRDs the manifest tests validate against (tests/deploy), built and fetched
+# once per machine into ~/.cache/lensnet-tools (deploy/tools.sh).
+deploy-tools:
+	deploy/tools.sh all
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -40,7 +45,7 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -m "not kafka" $(PYTEST_ARGS)
 
-test: install kafka-jars lint typecheck
+test: install kafka-jars deploy-tools lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 kafka-start: kafka-jars
