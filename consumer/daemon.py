@@ -127,6 +127,8 @@ class Daemon:
         self.scorer = self._retrying("load the model", lambda: Scorer(self.settings.model))
         self.n_partitions = self._retrying("check the photometry topics", self._check_topics)
         config = consumer_config(self.settings.kafka, self.settings.consumer)
+        if daemon.static_membership:
+            config["group.instance.id"] = f"{self.settings.consumer.group_id}-{daemon.instance_id}"
         self.consumer = make_consumer(config)
         self.output = self._retrying(
             "start the producer", lambda: make_output(self.settings, self.consumer)

@@ -221,6 +221,9 @@ class DaemonSettings(_Frozen):
     #: (replays, demos and tests); False runs forever.
     stop_at_end: bool = False
     transaction_timeout_ms: int = Field(60_000, ge=1000)
+    #: Static group membership (``group.instance.id`` = ``<group>-<instance_id>``): a restarted
+    #: instance takes its partitions back without a rebalance, within the session timeout.
+    static_membership: bool = True
 
 
 class LogSettings(_Frozen):

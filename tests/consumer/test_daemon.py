@@ -83,12 +83,14 @@ def send_flat(settings: Settings) -> int:
     return total
 
 
-def daemon_settings(settings: Settings, state_dir: Path, instance: str = "0") -> Settings:
+def daemon_settings(
+    settings: Settings, state_dir: Path, instance: str = "0", batch_messages: int = 40
+) -> Settings:
     return settings.model_copy(
         update={
             "state": StateSettings(directory=state_dir),
             "daemon": DaemonSettings(instance_id=instance, http_port=-1, drain_timeout_s=60.0),
-            "consumer": settings.consumer.model_copy(update={"batch_messages": 40}),
+            "consumer": settings.consumer.model_copy(update={"batch_messages": batch_messages}),
         }
     )
 
