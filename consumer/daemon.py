@@ -33,6 +33,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
 )
 
@@ -78,6 +79,7 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.log = log.bind(instance=settings.daemon.instance_id)
         self.metrics = Metrics()
         self.health = Health()
         self.topics = settings.topics.photometry_topics()
@@ -139,7 +141,7 @@ class Daemon:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        log.info(
+        self.log.info(
             "started",
             mode=daemon.mode,
             group=self.settings.consumer.group_id,
@@ -182,7 +184,7 @@ class Daemon:
                 self.output = None
             if self.server is not None:
                 self.server.stop()
-            log.info("stopped", alerts_published=self.alerts_published)
+            self.log.info("stopped", alerts_published=self.alerts_published)
         finally:
             timer.cancel()
 
@@ -194,11 +196,11 @@ class Daemon:
         self._signals += 1
         if self._signals > 1:
             os._exit(130)
-        log.info("signal received, draining", signal=signal.Signals(signum).name)
+        self.log.info("signal received, draining", signal=signal.Signals(signum).name)
         self.stop()
 
     def _drain_overrun(self) -> None:
-        log.error("drain took longer than daemon.drain_timeout_s, exiting")
+        self.log.error("drain took longer than daemon.drain_timeout_s, exiting")
         os._exit(1)
 
     def _retrying(self, what: str, function: Any) -> Any:
@@ -210,7 +212,7 @@ class Daemon:
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
             error = outcome.exception() if outcome else None
-            log.warning(
+            self.log.warning(
                 f"cannot {what} yet, retrying", attempt=state.attempt_number, error=str(error)
             )
 
@@ -248,7 +250,7 @@ class Daemon:
                 published[partition],
             )
             starts.update({(t, partition): offset for t, offset in start.items()})
-            log.info(
+            self.log.info(
                 "partition assigned",
                 partition=partition,
                 source=state.source,
@@ -268,13 +270,15 @@ class Daemon:
             if partition in self.partitions.owned:
                 self._checkpoint(partition)
                 self.partitions.drop(partition)
-                log.info("partition revoked", partition=partition)
+                self.log.info("partition revoked", partition=partition)
         self._update_ready()
 
     def _on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
         for partition in sorted({tp.partition for tp in lost}):
             self.partitions.drop(partition)
-            log.warning("partition lost (no checkpoint, nothing committed)", partition=partition)
+            self.log.warning(
+                "partition lost (no checkpoint, nothing committed)", partition=partition
+            )
         self._update_ready()
 
     def _update_ready(self) -> None:
@@ -292,6 +296,9 @@ class Daemon:
         """Process one batch of photometry messages inside one output transaction."""
         started = time.perf_counter()
         result = ingest(messages, self.decoder, self.site_of_topic, self.n_partitions)
+        # Partitions with input already processed and committed in this batch make no alerts
+        # (their decisions were published, or not, the first time); the stars they changed are
+        # evaluated when the replay completes.
         replayed = {
             m.partition()
             for m in messages
@@ -310,7 +317,7 @@ class Daemon:
             self.output.commit(offsets, self.consumer.consumer_group_metadata())
         except TransactionAbortedError as error:
             self.metrics.transactions.labels(outcome="aborted").inc()
-            log.warning("transaction aborted, rewinding", error=str(error))
+            self.log.warning("transaction aborted, rewinding", error=str(error))
             self.rewind(sorted({p for _, p in result.positions}))
             return BatchReport()
         except BaseException:
@@ -318,7 +325,7 @@ class Daemon:
                 try:
                     self.output.abort()
                 except LensNetError:
-                    log.exception("abort failed")
+                    self.log.exception("abort failed")
             raise
         self.metrics.transactions.labels(outcome="committed").inc()
         for key, offset in result.positions.items():
@@ -329,12 +336,12 @@ class Daemon:
                 state = self.partitions.owned[partition]
                 seconds = (state.restored_at or 0.0) - state.opened_at
                 self.metrics.restore_seconds.observe(seconds)
-                log.info("partition restored", partition=partition, seconds=round(seconds, 3))
+                self.log.info("partition restored", partition=partition, seconds=round(seconds, 3))
         self._update_ready()
         elapsed = time.perf_counter() - started
         self.metrics.batches.inc()
         self.metrics.batch_seconds.observe(elapsed)
-        log.info("batch", ms=round(1000 * elapsed, 1), **report.__dict__)
+        self.log.info("batch", ms=round(1000 * elapsed, 1), **report.__dict__)
         return report
 
     def _stages(self, result: IngestResult, replayed: set[int]) -> BatchReport:
@@ -365,7 +372,12 @@ class Daemon:
                     if len(rows):
                         letters.append(_state_letter(part, observations, rows, reason))
                         self.metrics.observations_rejected.labels(reason=reason).inc(len(rows))
+            for partition, ids in changed.items():
+                self.partitions.mark_alerted(partition, ids)
+            for partition in replayed & changed.keys():
+                self.partitions.owned[partition].changed_in_replay.extend(changed[partition])
             self._evaluate(changed, replayed, newest, report)
+        self._finish_replays(result, replayed, newest, report)
         self._decide(report)
         report.rejected = sum(result.rejected.values())
         for letter in letters:
@@ -380,6 +392,36 @@ class Daemon:
                 self.metrics.stars.labels(partition=str(partition)).set(len(store))
                 self.metrics.state_bytes.labels(partition=str(partition)).set(store.nbytes())
         return report
+
+    def _finish_replays(
+        self,
+        result: IngestResult,
+        replayed: set[int],
+        newest: dict[int, int],
+        report: BatchReport,
+    ) -> None:
+        """A partition whose replay this batch completes: mark the stars with a committed
+        alert, then run the trigger on every star the replay changed, as of now (a star that
+        rose while its partition moved is not missed)."""
+        for partition in sorted(replayed):
+            state = self.partitions.owned.get(partition)
+            if state is None:
+                continue
+            reached = all(
+                max(
+                    self.partitions.positions[(t, partition)],
+                    result.positions.get((t, partition), -1),
+                )
+                >= state.targets[t]
+                for t in self.topics
+            )
+            if not reached:
+                continue
+            self.partitions.apply_alerted(partition)
+            ids = state.changed_in_replay
+            state.changed_in_replay = []
+            if ids:
+                self._evaluate({partition: [np.unique(np.concatenate(ids))]}, set(), newest, report)
 
     def _evaluate(
         self,
@@ -438,7 +480,7 @@ class Daemon:
             self.metrics.alerts.labels(label=alert.lensnet.label).inc()
             if item.newest_ms > 0:
                 self.metrics.alert_latency.observe(time.time() - item.newest_ms / 1000)
-            log.info(
+            self.log.info(
                 "alert",
                 alert_id=alert.alert_id,
                 star_id=alert.star_id,
@@ -508,9 +550,20 @@ class Daemon:
         self._update_ready()
 
     def _published(self, partitions: list[int]) -> dict[int, dict[int, float]]:
-        """Stars of these partitions with a committed alert (the alert-once rule's truth)."""
-        return published_alerts(
-            self.settings.kafka, self.settings.topics.alerts, self.n_partitions, partitions
+        """Stars of these partitions with a committed alert (the alert-once rule's truth);
+        retried while the broker is unreachable (e.g. restarting)."""
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
+            stop=stop_after_delay(self.settings.daemon.transaction_timeout_ms / 1000),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            reraise=True,
+        )
+        return retrying(
+            published_alerts,
+            self.settings.kafka,
+            self.settings.topics.alerts,
+            self.n_partitions,
+            partitions,
         )
 
     def checkpoint_all(self) -> None:
@@ -523,7 +576,7 @@ class Daemon:
         started = time.perf_counter()
         path = self.partitions.checkpoint(partition)
         self.metrics.checkpoints.inc()
-        log.info(
+        self.log.info(
             "checkpoint",
             partition=partition,
             path=str(path),
@@ -539,7 +592,7 @@ class Daemon:
             return False
         if error.fatal():
             raise KafkaClientError.wrap("consumer failed (fatal)", error)
-        log.warning("consumer error", error=error.str(), code=error.name())
+        self.log.warning("consumer error", error=error.str(), code=error.name())
         return False
 
     def _idle(self) -> None:
@@ -566,7 +619,7 @@ class Daemon:
             self.metrics.lag.labels(topic=topic, partition=str(partition)).set(lag)
             drained &= lag == 0
         if stop_at_end and drained and self.partitions.ready:
-            log.info("input drained, stopping (daemon.stop_at_end)")
+            self.log.info("input drained, stopping (daemon.stop_at_end)")
             self.stop()
 
 

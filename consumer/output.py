@@ -8,9 +8,10 @@ each output message, then ``commit(offsets, group_metadata)``.
     offsets (``send_offsets_to_transaction``), with a stable ``transactional.id`` per instance,
     so a restarted instance fences its zombie and a ``read_committed`` subscriber sees each
     alert exactly once. librdkafka's error classes are handled as they ask: a *retriable*
-    error retries the same call (bounded); an *abortable* one (``txn_requires_abort``) aborts
-    the transaction and raises :class:`TransactionAbortedError`, after which the caller rewinds its
-    input to the transaction start and restores its state; anything else is *fatal*
+    error retries the same call with back-off, up to the transaction timeout; an *abortable*
+    one (``txn_requires_abort``) aborts the transaction and raises
+    :class:`TransactionAbortedError`, after which the caller rewinds its input to the
+    transaction start and restores its state; anything else is *fatal*
     (:class:`KafkaClientError`, exit code 3) so the orchestrator restarts the process.
 ``at_least_once``
     Produce, wait for every delivery, then commit the offsets synchronously. A crash between
@@ -20,8 +21,13 @@ each output message, then ``commit(offsets, group_metadata)``.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from typing import Any, Protocol
 
+import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.alert import Alert, encode_alert
@@ -32,8 +38,11 @@ from consumer.kafka import make_producer, producer_config
 from consumer.keys import star_key
 from consumer.settings import Settings
 
-#: Attempts of a call that failed with a retriable error before it counts as fatal.
-RETRIES = 5
+#: A transactional call still blocked this long after its own timeout ends the process.
+WATCHDOG_GRACE_S = 30.0
+#: Longest pause between retries of a transactional call that failed with a retriable error
+#: (they are retried until the transaction timeout, then count as fatal).
+RETRY_MAX_DELAY_S = 2.0
 
 
 class TransactionAbortedError(LensNetError):
@@ -126,7 +135,14 @@ class TransactionalOutput(_Producing):
         self._call("abort_transaction", self.producer.abort_transaction, self.timeout_s)
 
     def _call(self, what: str, function: Any, *args: Any) -> None:
-        for attempt in range(RETRIES):
+        """Call a transactional API, retrying retriable errors with back-off for up to the
+        transaction timeout (a broker restarting), aborting on abortable ones."""
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.1
+        while True:
+            watchdog = threading.Timer(self.timeout_s + WATCHDOG_GRACE_S, _hung, (what,))
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 function(*args)
                 return
@@ -134,9 +150,13 @@ class TransactionalOutput(_Producing):
                 error = exception.args[0]
                 if error.txn_requires_abort():
                     self._abort_after(what, error)
-                if error.retriable() and attempt + 1 < RETRIES:
+                if error.retriable() and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(2 * delay, RETRY_MAX_DELAY_S)
                     continue
                 raise KafkaClientError.wrap(f"{what} failed (fatal)", exception) from exception
+            finally:
+                watchdog.cancel()
 
     def _abort_after(self, what: str, error: KafkaError) -> None:
         try:
@@ -148,6 +168,17 @@ class TransactionalOutput(_Producing):
         raise TransactionAbortedError(
             f"{what}: {error.str()} ({error.name()}); transaction aborted"
         )
+
+
+def _hung(what: str) -> None:
+    """A transactional call outlived its own timeout (librdkafka can block on a coordinator
+    that went away: confluentinc/librdkafka#5456, #5511). Exit with the Kafka error code so
+    the orchestrator restarts the process; the restart fences and aborts the transaction."""
+    structlog.get_logger("lensnet.output").error(
+        f"{what} blocked past the transaction timeout; exiting for a restart"
+    )
+    logging.shutdown()
+    os._exit(KafkaClientError.exit_code)
 
 
 class AtLeastOnceOutput(_Producing):

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from consumer.exceptions import LensNetError
 from consumer.settings import StateSettings
@@ -48,6 +48,8 @@ class PartitionState:
     source: Literal["checkpoint", "rebuild"]
     #: star id -> trigger HJD of its committed alerts, marked in the store once restored.
     alerted: dict[int, float] = field(default_factory=dict)
+    #: Star ids (arrays) the replay changed: evaluated together when the replay completes.
+    changed_in_replay: list[Any] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
     restored_at: float | None = None
     note: str = ""
@@ -124,6 +126,7 @@ class Partitions:
             partition, store, targets, source, alerted=dict(alerted or {}), note=note
         )
         self.owned[partition] = state
+        self.apply_alerted(partition, keep_unknown=True)  # stars already in a restored store
         for topic in self.topics:
             self.positions[(topic, partition)] = start[topic]
         self.update_restored(partition)
@@ -136,13 +139,32 @@ class Partitions:
         if state.restored:
             return False
         if all(self.positions[(t, partition)] >= state.targets[t] for t in self.topics):
-            known = [star for star in state.alerted if star in state.store]
-            if known:
-                state.store.put("alerted_hjd", known, [state.alerted[s] for s in known])
-            state.alerted = {}
+            self.apply_alerted(partition)
+            state.changed_in_replay = []
             state.restored_at = time.monotonic()
             return True
         return False
+
+    def mark_alerted(self, partition: int, changed: list[Any]) -> None:
+        """Mark the stars among ``changed`` (arrays of star ids just appended) that have a
+        committed alert; called as stars appear in a rebuilt store."""
+        state = self.owned[partition]
+        if not state.alerted:
+            return
+        for ids in changed:
+            known = [star for star in ids.tolist() if star in state.alerted]
+            if known:
+                state.store.put("alerted_hjd", known, [state.alerted.pop(s) for s in known])
+
+    def apply_alerted(self, partition: int, *, keep_unknown: bool = False) -> None:
+        """Mark the partition's stars in the store that have a committed alert; the others
+        are kept for :meth:`mark_alerted` when ``keep_unknown`` (else forgotten)."""
+        state = self.owned[partition]
+        known = [star for star in state.alerted if star in state.store]
+        if known:
+            state.store.put("alerted_hjd", known, [state.alerted.pop(s) for s in known])
+        if not keep_unknown:
+            state.alerted = {}
 
     def replaying(self, topic: str, partition: int, offset: int) -> bool:
         """True when the message at ``offset`` was already processed and committed."""
