@@ -272,7 +272,13 @@ class AlertDecoder:
             raise
         except Exception as error:  # schema resolution and truncation raise assorted types
             raise DecodeError(f"cannot decode alert: {type(error).__name__}: {error}") from error
-        return alert_from_record(record)
+        try:
+            return alert_from_record(record)
+        except (ValueError, OverflowError, KeyError, TypeError) as error:
+            # Values the Avro types allow but the alert does not (e.g. a field beyond int16).
+            raise DecodeError(
+                f"impossible alert values: {type(error).__name__}: {error}"
+            ) from error
 
 
 def now_utc() -> datetime:

@@ -52,6 +52,8 @@ class AvroSchema:
             canonical = to_parsing_canonical_form(parsed)
         except Exception as error:  # fastavro raises several unrelated types here
             raise SchemaError(f"invalid Avro schema {definition.get('name')!r}: {error}") from error
+        if not isinstance(parsed, dict) or "name" not in parsed:
+            raise SchemaError("an Avro schema here must be a named type (record, enum, fixed)")
         return cls(
             name=str(parsed["name"]),
             version=str(definition.get("version", "")),
@@ -67,8 +69,8 @@ class AvroSchema:
         """Parse a schema from its JSON text."""
         try:
             definition = json.loads(text)
-        except ValueError as error:
-            raise SchemaError(f"schema is not JSON: {error}") from error
+        except (ValueError, RecursionError) as error:  # RecursionError: hostile nesting
+            raise SchemaError(f"schema is not JSON: {type(error).__name__}") from error
         if not isinstance(definition, dict):
             raise SchemaError("schema JSON must be an object")
         return cls.from_definition(definition)
