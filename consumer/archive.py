@@ -79,6 +79,10 @@ NATIVE_DECIMALS: Final = {
 }
 #: Magnitude of a source of flux 1 when converting ``HJD mag mag_err`` files (I ~ 19 -> 6300).
 MAG_ZERO_POINT: Final = 28.0
+#: Magnitudes outside this range are not photometry (and would overflow the conversion).
+MAG_RANGE: Final = (-20.0, 50.0)
+#: Largest float32: auxiliary columns are stored as float32.
+FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 #: Times below this are HJD - 2450000; at or above FULL_HJD_MIN they are full HJD.
 OFFSET_HJD_MAX: Final = 100_000.0
 FULL_HJD_MIN: Final = 2_400_000.0
@@ -333,6 +337,12 @@ def _read_columns(path: Path, text: str) -> Dataset:
     fwhm, sky, airmass = missing, missing, missing
     if first_count == 3:
         mag, mag_err = table[:, 1], table[:, 2]
+        absurd = np.flatnonzero(np.isinf(mag) | (mag < MAG_RANGE[0]) | (mag > MAG_RANGE[1]))
+        if len(absurd):
+            row = int(absurd[0])
+            raise ArchiveError(
+                f"{path}: data row {row + 1} has magnitude {mag[row]}, outside {MAG_RANGE}"
+            )
         flux = 10.0 ** (0.4 * (MAG_ZERO_POINT - mag))
         flux_err = flux * (0.4 * math.log(10.0)) * mag_err
     else:
@@ -357,8 +367,8 @@ def _read_columns(path: Path, text: str) -> Dataset:
 def _first_data_line(text: str) -> tuple[int, int]:
     """(1-based line number, column count) of the first data line; (0, 0) when there is none."""
     for number, line in enumerate(io.StringIO(text), start=1):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
+        stripped = line.split("#", 1)[0].strip()  # a trailing comment is not a column
+        if stripped:
             return number, len(stripped.split())
     return 0, 0
 
@@ -469,6 +479,9 @@ def _data_line_number(body: str, row: int, line_offset: int) -> int:
 def _to_full_hjd(path: Path, times: F64) -> F64:
     if len(times) == 0:
         return times
+    infinite = np.flatnonzero(~np.isfinite(times))
+    if len(infinite):
+        raise ArchiveError(f"{path}: data row {infinite[0] + 1} has time {times[infinite[0]]}")
     if np.all(times < OFFSET_HJD_MAX):
         return times + HJD_OFFSET
     if np.all(times >= FULL_HJD_MIN):
@@ -480,7 +493,7 @@ def _to_full_hjd(path: Path, times: F64) -> F64:
 
 
 def _check_hjd_full(path: Path, hjd: F64, body: str, line_offset: int) -> None:
-    bad = ~(hjd >= FULL_HJD_MIN)
+    bad = ~(hjd >= FULL_HJD_MIN) | ~np.isfinite(hjd)
     if np.any(bad):
         row = int(np.flatnonzero(bad)[0])
         raise ArchiveError(
@@ -493,6 +506,13 @@ def _sorted_dataset(
     site: str, field_number: int, source: str, **columns: npt.NDArray[Any]
 ) -> Dataset:
     hjd = columns["hjd"]
+    for name in ("sky", "fwhm", "airmass", "psf_quality"):
+        values = np.asarray(columns[name], dtype=np.float64)
+        beyond = np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)
+        if np.any(beyond):
+            raise ArchiveError(
+                f"{source}: {name} {values[np.argmax(beyond)]} is beyond the float32 range"
+            )
     # Files are nearly always sorted already; then skip the argsort and the gathers.
     order: npt.NDArray[np.intp] | slice = (
         slice(None) if np.all(hjd[1:] >= hjd[:-1]) else np.argsort(hjd, kind="stable")
@@ -512,14 +532,23 @@ def _sorted_dataset(
     )
 
 
+#: Ranges of integer metadata: what the Observations columns (i8 star id, u1 chip, i2 field)
+#: can hold; -1 means unknown.
+_INT_RANGES: Final = {"star_id": (-(2**63), 2**63 - 1), "chip": (-1, 255), "field": (-1, 2**15 - 1)}
+
+
 def _int_metadata(path: Path, metadata: dict[str, str], key: str, default: int) -> int:
     value = metadata.get(key)
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ArchiveError(f"{path}: metadata '{key}: {value}' is not an integer") from None
+    low, high = _INT_RANGES.get(key, (-(2**63), 2**63 - 1))
+    if not low <= number <= high:
+        raise ArchiveError(f"{path}: metadata '{key}: {value}' is outside [{low}, {high}]")
+    return number
 
 
 def _float_metadata(path: Path, metadata: dict[str, str], key: str) -> float:
@@ -546,6 +575,22 @@ def read_star(directory: Path) -> Star:
     return star
 
 
+def _check_star_metadata(
+    path: Path, metadata: dict[str, str], earlier: dict[str, tuple[str, Path]]
+) -> None:
+    """A file's star-level metadata: readable, in range, and agreeing with earlier files."""
+    for key in ("star_id", "chip"):
+        _int_metadata(path, metadata, key, -1)
+    for key in ("ra", "dec", "x", "y"):
+        _float_metadata(path, metadata, key)
+    for key in ("star_id", "ra", "dec", "chip", "x", "y"):
+        if key in metadata and key in earlier and earlier[key][0] != metadata[key]:
+            raise ArchiveError(
+                f"{path}: metadata '{key}: {metadata[key]}' disagrees with "
+                f"'{key}: {earlier[key][0]}' in {earlier[key][1]}"
+            )
+
+
 def _read_star(
     directory: Path, *, skip_bad_files: bool
 ) -> tuple[Star | None, list[tuple[str, str]]]:
@@ -562,6 +607,7 @@ def _read_star(
             continue
         try:
             dataset, metadata = read_dataset(path)
+            _check_star_metadata(path, metadata, star_metadata)
         except ArchiveError as error:
             if not skip_bad_files:
                 raise
@@ -569,14 +615,8 @@ def _read_star(
             continue
         datasets.append(dataset)
         for key in ("star_id", "ra", "dec", "chip", "x", "y"):
-            if key not in metadata:
-                continue
-            earlier = star_metadata.setdefault(key, (metadata[key], path))
-            if earlier[0] != metadata[key]:
-                raise ArchiveError(
-                    f"{path}: metadata '{key}: {metadata[key]}' disagrees with "
-                    f"'{key}: {earlier[0]}' in {earlier[1]}"
-                )
+            if key in metadata:
+                star_metadata.setdefault(key, (metadata[key], path))
     if not datasets:
         return None, skipped
     values = {key: value for key, (value, _) in star_metadata.items()}

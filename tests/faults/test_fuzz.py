@@ -26,11 +26,9 @@ timeout, so a hang fails too. Examples per run (``max_examples``):
   800, small seasons of valid, mutated and garbage files read with and without
   ``skip_bad_files`` 300.
 
-Known bugs these tests found are pinned by the strict xfail tests at the end of the module.
-The fuzz properties discard (``hypothesis.reject``) exactly the examples that hit one of them,
-recognised by the exception and the function it comes from, so they keep looking for new
-failures; when a bug is fixed its xfail test passes (and fails as strict), and the matching
-filter here should go.
+The ten bugs these tests found (three in the alert decoder, seven in the archive reader) are
+fixed; the tests at the end of the module pin each of them. One gap stays open and is
+discarded (``hypothesis.reject``) by the star check: chip x/y metadata beyond float32.
 """
 
 from __future__ import annotations
@@ -51,9 +49,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 
-import consumer.alert
-import consumer.archive
-import consumer.schemas
 from consumer.alert import (
     CONTENT_TYPE_HEADER,
     LABELS,
@@ -477,14 +472,6 @@ STRUCTURAL_SKIPS: Final = frozenset(
     }
 )
 #: Known bugs: RuntimeWarnings (errors under pytest) by the archive function they come from.
-KNOWN_ARCHIVE_WARNINGS: Final = frozenset(
-    {
-        ("_to_full_hjd", "All-NaN slice encountered"),
-        ("_sorted_dataset", "overflow encountered in cast"),
-        ("_read_columns", "overflow encountered in power"),
-        ("_read_columns", "invalid value encountered in multiply"),
-    }
-)
 #: Rows kept of each simulated file, so a mutation often hits the header or metadata.
 BASE_ROWS: Final = 25
 
@@ -584,11 +571,6 @@ def archive_bases(tmp_path_factory: pytest.TempPathFactory) -> tuple[ArchiveBase
     return tuple(bases)
 
 
-def reject_if_known_warning(warning: RuntimeWarning) -> None:
-    if (innermost(warning, consumer.archive), str(warning)) in KNOWN_ARCHIVE_WARNINGS:
-        reject()
-
-
 def check_dataset(dataset: Dataset, path: Path, native: bool) -> None:
     n = len(dataset)
     assert dataset.site in SITES
@@ -598,15 +580,13 @@ def check_dataset(dataset: Dataset, path: Path, native: bool) -> None:
         assert column.dtype == dtype, name
         assert column.shape == (n,), name
     assert np.all((dataset.band == 0) | (dataset.band == 1))
-    assert not np.any(np.isnan(dataset.hjd)), "a NaN time was accepted"
+    assert np.all(np.isfinite(dataset.hjd)), "a NaN or infinite time was accepted"
     assert np.all(dataset.hjd[1:] >= dataset.hjd[:-1]), "not time-sorted"
     if native:
         assert np.all(dataset.hjd >= FULL_HJD_MIN)
     else:
         assert np.all(np.isnan(dataset.psf_quality))
         assert len(set(dataset.band.tolist())) <= 1
-    if not np.all(np.isfinite(dataset.hjd)):
-        reject()  # known bug: infinite times are accepted (xfail test below)
 
 
 def read_file(path: Path, content: bytes) -> None:
@@ -617,9 +597,6 @@ def read_file(path: Path, content: bytes) -> None:
     except ArchiveError as error:
         event("refused")
         message = str(error)
-    except RuntimeWarning as warning:
-        reject_if_known_warning(warning)
-        raise
     else:
         event("read")
         native = content.startswith(NATIVE_MAGIC.encode())
@@ -643,7 +620,7 @@ def fits_observations(star: Star) -> bool:
 def check_star(star: Star) -> None:
     """A star read from a season streams as Observations without losing its metadata."""
     if not fits_observations(star):
-        reject()  # known bug: metadata is not range-checked (xfail test below)
+        reject()  # x / y beyond float32: not range-checked yet (open)
     batches = to_observations(star)
     assert set(batches) == {d.site for d in star.datasets}
     for site, observations in batches.items():
@@ -869,12 +846,6 @@ def write_layout(root: Path, layout: dict[str, bytes | None]) -> None:
             path.write_bytes(content)
 
 
-def is_known_star_metadata_error(error: ArchiveError) -> bool:
-    """Known bug: star-level metadata is checked outside the skip (xfail test below)."""
-    names = frames_in(error, consumer.archive)
-    return "_read_star" in names and "read_dataset" not in names
-
-
 @settings(FUZZ, max_examples=300)
 @given(data=st.data())
 def test_iter_season_skips_and_reports_every_bad_file(
@@ -885,16 +856,7 @@ def test_iter_season_skips_and_reports_every_bad_file(
         root = Path(tmp) / "season"
         write_layout(root, layout)
         report = ReadReport()
-        try:
-            stars = list(iter_season(root, report, skip_bad_files=True))
-        except ArchiveError as error:
-            if is_known_star_metadata_error(error):
-                reject()
-            raise
-        except RuntimeWarning as warning:
-            reject_if_known_warning(warning)
-            raise
-
+        stars = list(iter_season(root, report, skip_bad_files=True))
         assert report.n_stars == len(stars)
         assert report.n_files == sum(len(star.datasets) for star in stars)
         assert report.n_observations == sum(len(d) for star in stars for d in star.datasets)
@@ -929,7 +891,7 @@ def test_iter_season_skips_and_reports_every_bad_file(
             assert [d.source for star in strict for d in star.datasets] == read
 
 
-# ------------------------------------------------------- known bugs found by the fuzz tests
+# ------------------------------------ bugs the fuzz tests found, fixed: regression tests
 
 
 def test_alert_field_beyond_int16_is_a_decode_error() -> None:
@@ -964,17 +926,11 @@ def write_text(directory: Path, name: str, text: str) -> Path:
 NATIVE_HEAD: Final = f"{NATIVE_MAGIC}\n# star_id: 7\n# site: CTIO\n{','.join(NATIVE_COLUMNS)}\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeWarning,
-    reason="bug: _to_full_hjd's error message calls np.nanmin on all-NaN times",
-)
-def test_known_all_nan_times_are_an_archive_error(tmp_path: Path) -> None:
+def test_all_nan_times_are_an_archive_error(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError):
         read_dataset(write_text(tmp_path, "KMTC01.dat", "nan 19.0 0.01\n"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: infinite times are accepted as HJD")
 @pytest.mark.parametrize(
     ("name", "text"),
     [
@@ -982,37 +938,23 @@ def test_known_all_nan_times_are_an_archive_error(tmp_path: Path) -> None:
         pytest.param("x.csv", NATIVE_HEAD + "inf,0,1,1,1,1,1,1\n", id="native-plus-inf"),
     ],
 )
-def test_known_infinite_times_are_an_archive_error(tmp_path: Path, name: str, text: str) -> None:
+def test_infinite_times_are_an_archive_error(tmp_path: Path, name: str, text: str) -> None:
     with pytest.raises(ArchiveError):
         read_dataset(write_text(tmp_path, name, text))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeWarning,
-    reason="bug: sky/fwhm/airmass/psf_quality beyond float32 overflow in a cast (warning, inf)",
-)
-def test_known_values_beyond_float32_are_an_archive_error(tmp_path: Path) -> None:
+def test_values_beyond_float32_are_an_archive_error(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError):
         read_dataset(write_text(tmp_path, "x.csv", NATIVE_HEAD + "2461000,0,1,1,1e300,1,1,1\n"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeWarning,
-    reason="bug: magnitudes to flux overflow (mag < -742) or give inf*0 (mag -inf, err 0)",
-)
 @pytest.mark.parametrize("row", ["8000 -1000 0.01", "8000 -inf 0"])
-def test_known_extreme_magnitudes_are_an_archive_error(tmp_path: Path, row: str) -> None:
+def test_extreme_magnitudes_are_an_archive_error(tmp_path: Path, row: str) -> None:
     with pytest.raises(ArchiveError):
         read_dataset(write_text(tmp_path, "KMTC01.dat", row + "\n"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a trailing comment on the first data line is counted as columns",
-)
-def test_known_trailing_comment_on_the_first_row_is_ignored(tmp_path: Path) -> None:
+def test_trailing_comment_on_the_first_row_is_ignored(tmp_path: Path) -> None:
     dataset, _ = read_dataset(write_text(tmp_path, "KMTC01.dat", "8000 19.0 0.01 # note\n"))
     assert dataset.hjd.tolist() == [HJD_OFFSET + 8000]
 
@@ -1020,11 +962,6 @@ def test_known_trailing_comment_on_the_first_row_is_ignored(tmp_path: Path) -> N
 ROW: Final = "2461000,0,1,1,1,1,1,1\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ArchiveError,
-    reason="bug: star-level metadata (star_id/ra/dec/chip/x/y) is checked outside the skip",
-)
 @pytest.mark.parametrize(
     "files",
     [
@@ -1046,9 +983,7 @@ ROW: Final = "2461000,0,1,1,1,1,1,1\n"
         ),
     ],
 )
-def test_known_skip_bad_files_skips_bad_star_metadata(
-    tmp_path: Path, files: dict[str, str]
-) -> None:
+def test_skip_bad_files_skips_bad_star_metadata(tmp_path: Path, files: dict[str, str]) -> None:
     star = tmp_path / "season" / "7"
     star.mkdir(parents=True)
     for name, text in files.items():
@@ -1058,21 +993,15 @@ def test_known_skip_bad_files_skips_bad_star_metadata(
     assert [Path(path).name for path, _ in report.skipped] == ["CTIO_BLG02.csv"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: star_id/chip/field metadata beyond the Observations dtypes is accepted",
-)
 @pytest.mark.parametrize(
     ("key", "value"), [("star_id", str(2**64)), ("chip", "300"), ("field", "40000")]
 )
-def test_known_out_of_range_metadata_is_an_archive_error(
-    tmp_path: Path, key: str, value: str
-) -> None:
+def test_out_of_range_metadata_is_an_archive_error(tmp_path: Path, key: str, value: str) -> None:
     head = NATIVE_HEAD.replace("# site", f"# {key}: {value}\n# site")
     if key == "star_id":
         head = head.replace("# star_id: 7\n", "")
     write_text(tmp_path, "CTIO_BLG01.csv", head + "2461000,0,1,1,1,1,1,1\n")
-    # Today: read_star accepts it; to_observations then raises OverflowError (star_id) or
-    # silently wraps the value (chip 300 -> 44, field 40000 -> -25536).
+    # Found by fuzzing: read_star accepted it; to_observations then raised OverflowError
+    # (star_id) or silently wrapped the value (chip 300 -> 44, field 40000 -> -25536).
     with pytest.raises(ArchiveError):
         read_star(tmp_path)
