@@ -98,6 +98,8 @@ class Daemon:
         self._last_lag = 0.0
         self._signals = 0
         self._pending: list[Pending] = []
+        #: False while a batch is between its first state change and its commit.
+        self._consistent = True
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -174,19 +176,27 @@ class Daemon:
         timer.start()
         try:
             if self.consumer is not None:
-                self.checkpoint_all()
+                if self._consistent:  # never checkpoint the state of a failed batch
+                    self.checkpoint_all()
                 for partition in list(self.partitions.owned):
                     self.partitions.drop(partition)
-                self.consumer.close()
+                self._quietly("close the consumer", self.consumer.close)
                 self.consumer = None
             if self.output is not None:
-                self.output.close(5.0)
+                self._quietly("flush the producer", self.output.close, 5.0)
                 self.output = None
             if self.server is not None:
                 self.server.stop()
             self.log.info("stopped", alerts_published=self.alerts_published)
         finally:
             timer.cancel()
+
+    def _quietly(self, what: str, function: Any, *args: Any) -> None:
+        """Shut-down steps after a failure must not hide it (or its exit code)."""
+        try:
+            function(*args)
+        except Exception as error:  # librdkafka raises KafkaException after fatal errors
+            self.log.warning(f"cannot {what} cleanly", error=str(error))
 
     def stop(self) -> None:
         """Ask the loop to finish its batch and exit (thread-safe)."""
@@ -305,6 +315,7 @@ class Daemon:
             if self.partitions.replaying(m.topic(), m.partition(), m.offset())
         }
         self.output.begin()
+        self._consistent = False
         try:
             report = self._stages(result, replayed)
             offsets = [
@@ -319,6 +330,7 @@ class Daemon:
             self.metrics.transactions.labels(outcome="aborted").inc()
             self.log.warning("transaction aborted, rewinding", error=str(error))
             self.rewind(sorted({p for _, p in result.positions}))
+            self._consistent = True
             return BatchReport()
         except BaseException:
             if isinstance(self.output, TransactionalOutput):
@@ -327,6 +339,7 @@ class Daemon:
                 except LensNetError:
                     self.log.exception("abort failed")
             raise
+        self._consistent = True
         self.metrics.transactions.labels(outcome="committed").inc()
         for key, offset in result.positions.items():
             if key[1] in self.partitions.owned:
@@ -435,7 +448,7 @@ class Daemon:
         evaluations: dict[int, Triggered] = {}
         for partition, ids in changed.items():
             if partition in replayed:
-                continue  # its alerts were decided before; the alert topic says which
+                continue  # decided the first time; evaluated again when the replay completes
             store = self.partitions.store(partition)
             outcome = self.trigger.run(store, np.concatenate(ids))
             evaluations[partition] = outcome.rising

@@ -14,7 +14,8 @@ Opening a partition (:meth:`Partitions.open`) decides where consumption starts:
 
 Either way the input from the start to the committed offsets is *replayed*: appended to the
 state with the trigger and output (alerts, dead letters, offset commits) skipped, because that
-output was already committed. A partition is *restored* once all three of its
+output was already committed; the stars a replay changed are evaluated once it completes. A
+partition is *restored* once all three of its
 topic-partitions reached their committed offsets; the daemon is ready when all its partitions
 are. The store then equals what one uninterrupted consumer would hold (the store's content
 depends on the observations offered, not on their order or batching), and the stars with a

@@ -256,6 +256,9 @@ def test_broker_restarts_clean_and_hard(
     group = local_consumer(settings.consumer.group_id)
 
     def committed() -> int:
+        if daemons[-1].poll() is not None:  # the orchestrator's job: restart what exited
+            exits.append(daemons[-1].returncode)
+            daemons.append(start())
         try:
             parts = group.committed([TopicPartition(t, p) for t, p in end], timeout=5)
         except Exception:  # the broker is down: no progress to report
@@ -272,7 +275,7 @@ def test_broker_restarts_clean_and_hard(
             [sys.executable, "-m", "consumer.cli", "run"], env=env, stdout=log, stderr=log
         )
 
-    process = start()
+    daemons = [start()]
     outages = []
     total = sum(end.values())
     try:
@@ -300,11 +303,9 @@ def test_broker_restarts_clean_and_hard(
         deadline = time.monotonic() + 400
         while committed() < total:
             assert time.monotonic() < deadline, "the daemon did not finish after the restarts"
-            if process.poll() is not None:  # the orchestrator's job: restart what exited
-                exits.append(process.returncode)
-                process = start()
             time.sleep(0.5)
     finally:
+        process = daemons[-1]
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=90)
