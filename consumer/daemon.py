@@ -242,7 +242,15 @@ class Daemon:
     # -- rebalance callbacks ---------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
-        partitions = sorted({tp.partition for tp in assigned})
+        starts = self._open(consumer, sorted({tp.partition for tp in assigned}))
+        for tp in assigned:
+            tp.offset = starts.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(assigned)
+        self._update_ready()
+
+    def _open(self, consumer: Consumer, partitions: list[int]) -> dict[tuple[str, int], int]:
+        """Own ``partitions``: restore or rebuild each store, with the stars that already
+        alerted; returns where to start consuming each (topic, partition)."""
         committed = consumer.committed(
             [TopicPartition(t, p) for p in partitions for t in self.topics], timeout=30
         )
@@ -261,7 +269,7 @@ class Daemon:
             )
             starts.update({(t, partition): offset for t, offset in start.items()})
             self.log.info(
-                "partition assigned",
+                "partition opened",
                 partition=partition,
                 source=state.source,
                 stars=len(state.store),
@@ -270,10 +278,7 @@ class Daemon:
                 replay_until=state.targets,
                 note=state.note or None,
             )
-        for tp in assigned:
-            tp.offset = starts.get((tp.topic, tp.partition), OFFSET_BEGINNING)
-        consumer.assign(assigned)
-        self._update_ready()
+        return starts
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
         for partition in sorted({tp.partition for tp in revoked}):
@@ -542,24 +547,10 @@ class Daemon:
         rebuild it) and seek its input back, replaying up to the committed offsets."""
         assert self.consumer is not None
         owned = [p for p in partitions if p in self.partitions.owned]
-        committed = self.consumer.committed(
-            [TopicPartition(t, p) for p in owned for t in self.topics], timeout=30
-        )
-        committed_by = {(tp.topic, tp.partition): tp.offset for tp in committed}
-        published = self._published(owned)
         for partition in owned:
             self.partitions.drop(partition)
-            beginning = {
-                t: watermarks(self.consumer, TopicPartition(t, partition))[0] for t in self.topics
-            }
-            _, start = self.partitions.open(
-                partition,
-                {t: committed_by.get((t, partition), -1) for t in self.topics},
-                beginning,
-                published[partition],
-            )
-            for topic, offset in start.items():
-                self.consumer.seek(TopicPartition(topic, partition, offset))
+        for (topic, partition), offset in self._open(self.consumer, owned).items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
         self._update_ready()
 
     def _published(self, partitions: list[int]) -> dict[int, dict[int, float]]:

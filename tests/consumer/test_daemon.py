@@ -95,6 +95,37 @@ def daemon_settings(
     )
 
 
+def daemon_env(
+    settings: Settings,
+    state: Path,
+    *,
+    batch_messages: int,
+    http_port: int = -1,
+    **extra: str,
+) -> dict[str, str]:
+    """Environment of a ``lensnet run`` subprocess with these settings (no inherited LENSNET_*);
+    ``extra`` maps further variables, e.g. ``LENSNET_STATE__CHECKPOINT_INTERVAL_S="0.5"``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
+    env.update(
+        {
+            "LENSNET_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
+            "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
+            "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+            "LENSNET_TOPICS__PARTITIONS": str(settings.topics.partitions),
+            "LENSNET_TOPICS__ALERT_PARTITIONS": str(settings.topics.alert_partitions),
+            "LENSNET_CONSUMER__GROUP_ID": settings.consumer.group_id,
+            "LENSNET_CONSUMER__BATCH_MESSAGES": str(batch_messages),
+            "LENSNET_CONSUMER__SESSION_TIMEOUT_MS": "6000",
+            "LENSNET_STATE__DIRECTORY": str(state),
+            "LENSNET_DAEMON__HTTP_PORT": str(http_port),
+            "LENSNET_LOG__FORMAT": "json",
+            **extra,
+        }
+    )
+    return env
+
+
 class Running:
     """A daemon on a thread; ``stores`` keeps every store it lets go of (last one wins)."""
 
@@ -307,22 +338,7 @@ def test_sigterm_drains_commits_and_checkpoints(
     settings = topics_factory(partitions=2)
     replay(settings, season, ReplayOptions(progress=False))
     end = ends(settings, consumer)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
-    env.update(
-        {
-            "LENSNET_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
-            "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
-            "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
-            "LENSNET_TOPICS__PARTITIONS": "2",
-            "LENSNET_CONSUMER__GROUP_ID": settings.consumer.group_id,
-            "LENSNET_CONSUMER__BATCH_MESSAGES": "5",
-            "LENSNET_CONSUMER__SESSION_TIMEOUT_MS": "6000",
-            "LENSNET_STATE__DIRECTORY": str(tmp_path / "state"),
-            "LENSNET_DAEMON__HTTP_PORT": "0",
-            "LENSNET_LOG__FORMAT": "json",
-        }
-    )
+    env = daemon_env(settings, tmp_path / "state", batch_messages=5, http_port=0)
     process = subprocess.Popen(
         [sys.executable, "-m", "consumer.cli", "run"],
         env=env,

@@ -16,7 +16,6 @@ checks against one uninterrupted daemon on a copy of the same input:
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -24,7 +23,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -37,6 +35,7 @@ from tests.consumer.test_daemon import (
     FLAT_IDS,
     Running,
     caught_up,
+    daemon_env,
     daemon_settings,
     ends,
     read_alerts,
@@ -49,29 +48,6 @@ pytestmark = pytest.mark.kafka
 
 KILLS = 20
 BATCH = 4  # messages per consumed batch: many small transactions to kill in the middle of
-
-
-def daemon_env(settings: Settings, state: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
-    env.update(
-        {
-            "LENSNET_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
-            "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
-            "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
-            "LENSNET_TOPICS__PARTITIONS": str(settings.topics.partitions),
-            "LENSNET_TOPICS__ALERT_PARTITIONS": str(settings.topics.alert_partitions),
-            "LENSNET_CONSUMER__GROUP_ID": settings.consumer.group_id,
-            "LENSNET_CONSUMER__BATCH_MESSAGES": str(BATCH),
-            "LENSNET_CONSUMER__SESSION_TIMEOUT_MS": "6000",
-            "LENSNET_STATE__DIRECTORY": str(state),
-            # Checkpoint often so kills also land mid-checkpoint.
-            "LENSNET_STATE__CHECKPOINT_INTERVAL_S": "0.5",
-            "LENSNET_DAEMON__HTTP_PORT": "-1",
-            "LENSNET_LOG__FORMAT": "json",
-        }
-    )
-    return env
 
 
 def kill_during_processing(env: dict[str, str], rng: random.Random) -> tuple[int, int]:
@@ -132,7 +108,10 @@ def test_kill_9_loop_loses_and_doubles_nothing(
         runs[name] = settings
     killed = runs["killed"]
     state = tmp_path_factory.mktemp("kill-state")
-    env = daemon_env(killed, state)
+    # Checkpoint often so kills also land mid-checkpoint.
+    env = daemon_env(
+        killed, state, batch_messages=BATCH, LENSNET_STATE__CHECKPOINT_INTERVAL_S="0.5"
+    )
     rng = random.Random(20261121)
     started = time.monotonic()
     processed_batches = 0

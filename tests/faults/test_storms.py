@@ -41,6 +41,7 @@ from tests.consumer.test_daemon import (
     FLAT_IDS,
     Running,
     caught_up,
+    daemon_env,
     daemon_settings,
     ends,
     flat_stars,
@@ -49,7 +50,7 @@ from tests.consumer.test_daemon import (
     send_flat,
     wait_until,
 )
-from tests.faults.test_kill import daemon_env, no_open_transactions
+from tests.faults.test_kill import no_open_transactions
 
 pytestmark = pytest.mark.kafka
 
@@ -272,8 +273,13 @@ def test_broker_restarts_clean_and_hard(
             return -1
         return sum(max(tp.offset, 0) for tp in parts)
 
-    env = daemon_env(settings, tmp_path / "state")
-    env["LENSNET_DAEMON__TRANSACTION_TIMEOUT_MS"] = "10000"
+    env = daemon_env(
+        settings,
+        tmp_path / "state",
+        batch_messages=4,
+        LENSNET_STATE__CHECKPOINT_INTERVAL_S="0.5",
+        LENSNET_DAEMON__TRANSACTION_TIMEOUT_MS="10000",
+    )
     log = (tmp_path / "daemon.log").open("w")
     exits: list[int] = []
 
