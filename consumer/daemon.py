@@ -16,11 +16,12 @@ start-up work (broker, topics, model file).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -38,6 +39,7 @@ from tenacity import (
 )
 
 from consumer.alerted import published_alerts
+from consumer.align import Aligner
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.health import Health, HealthServer, Metrics
 from consumer.ingest import DeadLetter, IngestResult, Part, ingest, sites_by_topic
@@ -83,7 +85,8 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health()
         self.topics = settings.topics.photometry_topics()
-        self.partitions = Partitions(settings.state, self.topics)
+        self.partitions = Partitions(settings.state, self.topics, settings.trigger.evaluation_days)
+        self.aligner = Aligner(self.topics, settings.consumer.max_held_messages)
         self.decoder = PhotometryDecoder()
         self.site_of_topic = sites_by_topic(self.topics)
         self.trigger = TriggerStage(settings.trigger)
@@ -162,8 +165,18 @@ class Daemon:
         self.health.beat()
         self.metrics.last_progress.set_to_current_time()
         good = [m for m in messages if self._usable(m)]
+        ready = IngestResult()
         if good:
-            self.process(good)
+            decoded = ingest(good, self.decoder, self.site_of_topic, self.n_partitions)
+            for site, count in decoded.observations.items():
+                self.metrics.observations.labels(site=site).inc(count)
+            for reason, count in decoded.rejected.items():
+                self.metrics.observations_rejected.labels(reason=reason).inc(count)
+            ready = self.aligner.add(good, decoded)
+        ready.merge(self.aligner.release(self._high))
+        self._flow()
+        if ready.messages or self._windows_due():
+            self.process(ready)
         else:
             self._idle()
         if time.monotonic() - self._last_checkpoint > self.settings.state.checkpoint_interval_s:
@@ -268,6 +281,7 @@ class Daemon:
                 published[partition],
             )
             starts.update({(t, partition): offset for t, offset in start.items()})
+            self.aligner.open(partition, start)
             self.log.info(
                 "partition opened",
                 partition=partition,
@@ -282,6 +296,7 @@ class Daemon:
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
         for partition in sorted({tp.partition for tp in revoked}):
+            self._let_go(partition)
             if partition in self.partitions.owned:
                 self._checkpoint(partition)
                 self.partitions.drop(partition)
@@ -290,11 +305,46 @@ class Daemon:
 
     def _on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
         for partition in sorted({tp.partition for tp in lost}):
+            self._let_go(partition)
             self.partitions.drop(partition)
             self.log.warning(
                 "partition lost (no checkpoint, nothing committed)", partition=partition
             )
         self._update_ready()
+
+    def _let_go(self, partition: int) -> None:
+        """Forget the messages held for ``partition`` and resume what was paused (a pause
+        would outlive the assignment)."""
+        paused = self.aligner.drop(partition)
+        if paused and self.consumer is not None:
+            self._quietly(
+                "resume partitions",
+                self.consumer.resume,
+                [TopicPartition(t, p) for t, p in paused],
+            )
+
+    def _high(self, topic: str, partition: int) -> int:
+        """High watermark of the consumer's last fetch response (negative: none yet)."""
+        assert self.consumer is not None
+        return int(
+            self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1]
+        )
+
+    def _flow(self) -> None:
+        """Pause topic-partitions the aligner holds too much of; resume drained ones."""
+        assert self.consumer is not None
+        pause, resume = self.aligner.flow()
+        if pause:
+            self.consumer.pause([TopicPartition(t, p) for t, p in pause])
+        if resume:
+            self.consumer.resume([TopicPartition(t, p) for t, p in resume])
+
+    def _windows_due(self) -> bool:
+        """A restored partition has an unevaluated window and all of its data is in."""
+        return self.settings.trigger.evaluate_when_caught_up and any(
+            state.unevaluated and state.restored and self.aligner.caught_up(p, self._high)
+            for p, state in self.partitions.owned.items()
+        )
 
     def _update_ready(self) -> None:
         if self.partitions.ready:
@@ -307,18 +357,16 @@ class Daemon:
 
     # -- the batch -------------------------------------------------------------------------------
 
-    def process(self, messages: list[Any]) -> BatchReport:
-        """Process one batch of photometry messages inside one output transaction."""
+    def process(self, result: IngestResult) -> BatchReport:
+        """Process one batch of decoded photometry messages (in the aligner's order) inside
+        one output transaction."""
         started = time.perf_counter()
-        result = ingest(messages, self.decoder, self.site_of_topic, self.n_partitions)
         # Partitions with input already processed and committed in this batch make no alerts
-        # (their decisions were published, or not, the first time); the stars they changed are
-        # evaluated when the replay completes.
-        replayed = {
-            m.partition()
-            for m in messages
-            if self.partitions.replaying(m.topic(), m.partition(), m.offset())
-        }
+        # (their decisions were published, or not, the first time).
+        sources = [(i.topic, i.partition, i.offset) for i in result.parts] + [
+            (i.topic, i.partition, i.offset) for i in result.dead_letters
+        ]
+        replayed = {p for t, p, o in sources if self.partitions.replaying(t, p, o)}
         self.output.begin()
         self._consistent = False
         try:
@@ -366,15 +414,12 @@ class Daemon:
         """Everything between decoding and output, for one batch."""
         assert self.scorer is not None
         report = BatchReport(messages=result.messages, replayed_partitions=sorted(replayed))
-        for site, count in result.observations.items():
-            self.metrics.observations.labels(site=site).inc(count)
-        for reason, count in result.rejected.items():
-            self.metrics.observations_rejected.labels(reason=reason).inc(count)
         letters = list(result.dead_letters)
         newest: dict[int, int] = {}
         for part in result.parts:
             newest[part.partition] = max(newest.get(part.partition, -1), part.timestamp_ms)
-        for window in _windows(result.parts, self.settings.trigger.evaluation_days):
+        for key, window in _windows(result.parts, self.settings.trigger.evaluation_days):
+            self._close_windows(key, window, newest, report)
             changed: dict[int, list[Any]] = defaultdict(list)
             for part, observations in window:
                 if part.partition not in self.partitions.owned:
@@ -392,12 +437,24 @@ class Daemon:
                         self.metrics.observations_rejected.labels(reason=reason).inc(len(rows))
             for partition, ids in changed.items():
                 self.partitions.mark_alerted(partition, ids)
-            for partition in replayed & changed.keys():
-                self.partitions.owned[partition].changed_in_replay.extend(changed[partition])
-            self._evaluate(changed, replayed, newest, report)
-        self._finish_replays(result, replayed, newest, report)
+                state = self.partitions.owned[partition]
+                if state.open_window is None or state.open_window < key:
+                    state.open_window = key
+                state.unevaluated.extend(ids)  # late data joins the open window
+        done = self._finish_replays(result, replayed)
+        caught_up = {
+            p: state.unevaluated
+            for p, state in self.partitions.owned.items()
+            if p in done
+            and state.unevaluated
+            and self.settings.trigger.evaluate_when_caught_up
+            and self.aligner.caught_up(p, self._high)
+        }
+        for state in (self.partitions.owned[p] for p in caught_up):
+            state.unevaluated = []  # the window stays open: newer rows re-evaluate the star
+        self._evaluate(caught_up, newest, report)
         self._decide(report)
-        report.rejected = sum(result.rejected.values())
+        report.rejected = sum(letter.rows for letter in result.dead_letters)
         for letter in letters:
             if self.partitions.replaying(letter.topic, letter.partition, letter.offset):
                 continue  # dead-lettered when it was first processed
@@ -411,21 +468,12 @@ class Daemon:
                 self.metrics.state_bytes.labels(partition=str(partition)).set(store.nbytes())
         return report
 
-    def _finish_replays(
-        self,
-        result: IngestResult,
-        replayed: set[int],
-        newest: dict[int, int],
-        report: BatchReport,
-    ) -> None:
-        """A partition whose replay this batch completes: mark the stars with a committed
-        alert, then run the trigger on every star the replay changed, as of now (a star that
-        rose while its partition moved is not missed)."""
-        for partition in sorted(replayed):
-            state = self.partitions.owned.get(partition)
-            if state is None:
-                continue
-            reached = all(
+    def _finish_replays(self, result: IngestResult, replayed: set[int]) -> set[int]:
+        """Owned partitions whose replay is complete once this batch commits; those it
+        completes get their committed alerts marked."""
+        done = set()
+        for partition, state in self.partitions.owned.items():
+            reached = state.restored or all(
                 max(
                     self.partitions.positions[(t, partition)],
                     result.positions.get((t, partition), -1),
@@ -433,30 +481,59 @@ class Daemon:
                 >= state.targets[t]
                 for t in self.topics
             )
-            if not reached:
+            if reached:
+                done.add(partition)
+                if partition in replayed:
+                    self.partitions.apply_alerted(partition)
+        return done
+
+    def _close_windows(
+        self,
+        key: int,
+        window: list[tuple[Part, Observations]],
+        newest: dict[int, int],
+        report: BatchReport,
+    ) -> None:
+        """Rows of window ``key`` arrived: evaluate the earlier windows they close (one pass
+        over every partition they close). Where the closing rows are a replay, whoever
+        committed them decided already: the trigger and the selection run again, for the
+        state they keep (cached medians, when each star was last scored), but not the model."""
+        closing: dict[int, list[Any]] = {}
+        replayed: set[int] = set()
+        for part, _ in window:
+            state = self.partitions.owned.get(part.partition)
+            if state is None or state.open_window is None or state.open_window >= key:
                 continue
-            self.partitions.apply_alerted(partition)
-            ids = state.changed_in_replay
-            state.changed_in_replay = []
-            if ids:
-                self._evaluate({partition: [np.unique(np.concatenate(ids))]}, set(), newest, report)
+            if self.partitions.replaying(part.topic, part.partition, part.offset):
+                replayed.add(part.partition)
+            closing[part.partition] = state.unevaluated
+        for partition in closing:
+            state = self.partitions.owned[partition]
+            state.unevaluated, state.open_window = [], None
+        for replay in (False, True):
+            changed = {p: ids for p, ids in closing.items() if ids and (p in replayed) == replay}
+            if changed:
+                self._evaluate(changed, newest, report, replay=replay)
 
     def _evaluate(
         self,
         changed: dict[int, list[Any]],
-        replayed: set[int],
         newest: dict[int, int],
         report: BatchReport,
+        *,
+        replay: bool = False,
     ) -> None:
-        """Trigger, vetting, LensNet and alert output for the stars one window changed."""
+        """Trigger, vetting and LensNet selection for the stars one window changed (their
+        store as of the window's end); the selected wait in ``_pending`` for :meth:`_decide`
+        (dropped for a ``replay``: only the state the selection leaves is wanted)."""
         assert self.scorer is not None
         evaluations: dict[int, Triggered] = {}
         for partition, ids in changed.items():
-            if partition in replayed:
-                continue  # decided the first time; evaluated again when the replay completes
             store = self.partitions.store(partition)
             outcome = self.trigger.run(store, np.concatenate(ids))
             evaluations[partition] = outcome.rising
+            if replay:
+                continue
             report.stars_changed += outcome.evaluated
             report.rising += len(outcome.rising.star_ids)
             report.triggered += int(outcome.rising.triggered.sum())
@@ -472,10 +549,10 @@ class Daemon:
                 rising,
                 keep[partition],
                 partition=partition,
-                suppressed=partition in replayed,
                 newest_ms=newest.get(partition, -1),
             )
-            self._pending.extend(selection.pending)
+            if not replay:
+                self._pending.extend(selection.pending)
         if len(self._pending) >= MAX_PENDING:
             self._decide(report)
 
@@ -490,8 +567,6 @@ class Daemon:
         if scoring.scored:
             self.metrics.lensnet_seconds.observe(scoring.seconds)
         for item, alert in scoring.alerts:
-            if item.suppressed:
-                continue
             self.output.alert(alert)
             report.alerts += 1
             self.alerts_published += 1
@@ -548,6 +623,7 @@ class Daemon:
         assert self.consumer is not None
         owned = [p for p in partitions if p in self.partitions.owned]
         for partition in owned:
+            self._let_go(partition)
             self.partitions.drop(partition)
         for (topic, partition), offset in self._open(self.consumer, owned).items():
             self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -627,22 +703,30 @@ class Daemon:
             self.stop()
 
 
-def _windows(parts: list[Part], days: float) -> list[list[tuple[Part, Observations]]]:
-    """The batch's observations cut into evaluation windows (HJD multiples of ``days``), in
-    time order; each window lists (message, its rows in the window)."""
-    windows: dict[int, list[tuple[Part, Observations]]] = defaultdict(list)
+def _windows(parts: list[Part], days: float) -> list[tuple[int, list[tuple[Part, Observations]]]]:
+    """The batch's messages by evaluation window (``floor(HJD / days)`` of a message's first
+    row), ascending; each partition's messages keep their (merge) order, so a message whose
+    window is earlier than its predecessor's (late data) stays where it is."""
+    queues: dict[int, deque[Part]] = defaultdict(deque)
     for part in parts:
-        window = np.floor(part.observations.hjd / days).astype(np.int64)
-        if window.min() == window.max():
-            windows[int(window[0])].append((part, part.observations))
-            continue
-        order = np.argsort(window, kind="stable")
-        rows = part.observations.take(order)
-        keys, starts = np.unique(window[order], return_index=True)
-        ends = [*starts[1:].tolist(), len(order)]
-        for key, start, end in zip(keys.tolist(), starts.tolist(), ends, strict=True):
-            windows[key].append((part, rows.take(slice(start, end))))
-    return [windows[key] for key in sorted(windows)]
+        queues[part.partition].append(part)
+    out: list[tuple[int, list[tuple[Part, Observations]]]] = []
+    while queues:
+        key = min(_window(q[0], days) for q in queues.values())
+        group = []
+        for partition in list(queues):
+            queue = queues[partition]
+            while queue and _window(queue[0], days) == key:
+                part = queue.popleft()
+                group.append((part, part.observations))
+            if not queue:
+                del queues[partition]
+        out.append((key, group))
+    return out
+
+
+def _window(part: Part, days: float) -> int:
+    return math.floor(float(part.observations.hjd.min()) / days)
 
 
 def _state_letter(part: Part, observations: Observations, rows: Any, reason: str) -> DeadLetter:

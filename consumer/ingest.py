@@ -115,6 +115,20 @@ class IngestResult:
     v_band: int = 0
     messages: int = 0
 
+    def merge(self, later: IngestResult) -> None:
+        """Append the messages of ``later`` (which follow these in each topic-partition)."""
+        self.parts.extend(later.parts)
+        self.dead_letters.extend(later.dead_letters)
+        self.positions.update(later.positions)
+        for counts, more in (
+            (self.observations, later.observations),
+            (self.rejected, later.rejected),
+        ):
+            for name, count in more.items():
+                counts[name] = counts.get(name, 0) + count
+        self.v_band += later.v_band
+        self.messages += later.messages
+
 
 def max_hjd(now_s: float | None = None) -> float:
     """Latest believable HJD: the wall-clock date plus one day."""

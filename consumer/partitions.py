@@ -14,22 +14,26 @@ Opening a partition (:meth:`Partitions.open`) decides where consumption starts:
 
 Either way the input from the start to the committed offsets is *replayed*: appended to the
 state with the trigger and output (alerts, dead letters, offset commits) skipped, because that
-output was already committed; the stars a replay changed are evaluated once it completes. A
-partition is *restored* once all three of its
-topic-partitions reached their committed offsets; the daemon is ready when all its partitions
-are. The store then equals what one uninterrupted consumer would hold (the store's content
-depends on the observations offered, not on their order or batching), and the stars with a
-committed alert on the alert topic (:mod:`consumer.alerted`, read when the partition is
-opened) are marked alerted, so the alert-once rule holds across restarts and machines.
+output was already committed (the windows it closed were evaluated by whoever committed it; the
+window still open at the committed offsets is evaluated when it closes). A partition is
+*restored* once all three of its topic-partitions reached their committed offsets; the daemon
+is ready when all its partitions are. The store then equals what one uninterrupted consumer
+would hold (the store's content depends on the observations offered, not on their order or
+batching), and the stars with a committed alert on the alert topic (:mod:`consumer.alerted`,
+read when the partition is opened) are marked alerted, so the alert-once rule holds across
+restarts and machines.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from consumer.exceptions import LensNetError
 from consumer.settings import StateSettings
@@ -49,8 +53,10 @@ class PartitionState:
     source: Literal["checkpoint", "rebuild"]
     #: star id -> trigger HJD of its committed alerts, marked in the store once restored.
     alerted: dict[int, float] = field(default_factory=dict)
-    #: Star ids (arrays) the replay changed: evaluated together when the replay completes.
-    changed_in_replay: list[Any] = field(default_factory=list)
+    #: The evaluation window (``floor(HJD / trigger.evaluation_days)``) the newest data fell
+    #: in, and the star ids (arrays) it changed: evaluated once the window closes.
+    open_window: int | None = None
+    unevaluated: list[Any] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
     restored_at: float | None = None
     note: str = ""
@@ -63,9 +69,12 @@ class PartitionState:
 class Partitions:
     """The partitions this process owns and their stores."""
 
-    def __init__(self, settings: StateSettings, topics: tuple[str, ...]) -> None:
+    def __init__(
+        self, settings: StateSettings, topics: tuple[str, ...], window_days: float = 0.25
+    ) -> None:
         self.settings = settings
         self.topics = topics
+        self.window_days = window_days
         self.owned: dict[int, PartitionState] = {}
         #: Next offset to process per (topic, partition); covers exactly what the stores hold.
         self.positions: dict[TopicPartitionKey, int] = {}
@@ -126,12 +135,25 @@ class Partitions:
         state = PartitionState(
             partition, store, targets, source, alerted=dict(alerted or {}), note=note
         )
+        if source == "checkpoint":
+            self._reopen_window(state)
         self.owned[partition] = state
         self.apply_alerted(partition, keep_unknown=True)  # stars already in a restored store
         for topic in self.topics:
             self.positions[(topic, partition)] = start[topic]
         self.update_restored(partition)
         return state, start
+
+    def _reopen_window(self, state: PartitionState) -> None:
+        """A checkpoint does not keep which stars the open window changed: take every star
+        with an observation in the window of the newest one held (a star evaluated twice on
+        the same rows decides the same, it is not missed)."""
+        newest = state.store.latest()
+        if len(newest) == 0 or not np.isfinite(newest.max()):
+            return
+        key = math.floor(float(newest.max()) / self.window_days)
+        state.open_window = key
+        state.unevaluated = [state.store.star_ids[newest >= key * self.window_days]]
 
     def update_restored(self, partition: int) -> bool:
         """Mark ``partition`` restored once every topic reached its target; True if it just
@@ -141,7 +163,6 @@ class Partitions:
             return False
         if all(self.positions[(t, partition)] >= state.targets[t] for t in self.topics):
             self.apply_alerted(partition)
-            state.changed_in_replay = []
             state.restored_at = time.monotonic()
             return True
         return False

@@ -19,6 +19,7 @@ writes into the same topics between an interrupted run and its resumption defeat
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,7 +58,9 @@ class ReplayOptions:
     ``max_rate``: cap in observations per second (``None`` = no cap); ``start_hjd`` /
     ``stop_hjd``: keep observations with start <= HJD < stop; ``slice_days``: width of the time
     slices sent together when paced by ``speed`` (one slice of every site is produced before
-    the next).
+    the next); ``window_days``: no message straddles an HJD multiple of it, as no message of
+    the survey (one exposure each) does; keep it the daemon's ``trigger.evaluation_days``,
+    which evaluates a message's stars in the window of its first row.
     """
 
     speed: float | None = None
@@ -65,6 +68,7 @@ class ReplayOptions:
     start_hjd: float | None = None
     stop_hjd: float | None = None
     slice_days: float = 0.02
+    window_days: float = 0.25
     progress: bool = True
 
 
@@ -198,26 +202,31 @@ def _reader_config(settings: Settings) -> dict[str, object]:
 
 
 def _slices(
-    hjd: npt.NDArray[np.float64], slice_days: float | None, max_rows: int
+    hjd: npt.NDArray[np.float64], slice_days: float | None, max_rows: int, window_days: float
 ) -> Iterator[tuple[int, int]]:
-    """Row ranges [start, stop) sent together.
+    """Row ranges [start, stop) sent together; none straddles an HJD multiple of
+    ``window_days``.
 
-    With ``slice_days`` (paced replay): consecutive time slices of that width, so sites
-    interleave as the survey's did. Without (as fast as possible): runs of ``max_rows`` rows,
-    large enough to fill whole messages; order within each partition is the same either way.
+    With ``slice_days`` (paced replay): consecutive time slices of that width (HJD multiples),
+    so sites interleave as the survey's did. Without (as fast as possible): runs of at most
+    ``max_rows`` rows, large enough to fill whole messages; order within each partition is the
+    same either way.
     """
     if len(hjd) == 0:
         return
-    if slice_days is None:
-        starts = np.arange(0, len(hjd), max_rows)
-        yield from zip(
-            starts.tolist(), np.minimum(starts + max_rows, len(hjd)).tolist(), strict=True
-        )
-        return
-    bins = np.floor((hjd - hjd[0]) / slice_days).astype(np.int64)
-    edges = np.flatnonzero(np.diff(bins)) + 1
-    bounds = np.concatenate([[0], edges, [len(hjd)]])
-    yield from zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+    cuts = np.floor(hjd / window_days).astype(np.int64)
+    if slice_days is not None:
+        cuts = cuts * (int(np.ceil(window_days / slice_days)) + 1) + np.floor(
+            (hjd - np.floor(hjd / window_days) * window_days) / slice_days
+        ).astype(np.int64)
+    edges = np.flatnonzero(np.diff(cuts)) + 1
+    bounds = np.concatenate([[0], edges, [len(hjd)]]).tolist()
+    for start, stop in itertools.pairwise(bounds):
+        if slice_days is not None:
+            yield start, stop
+            continue
+        for first in range(start, stop, max_rows):
+            yield first, min(first + max_rows, stop)
 
 
 def replay(settings: Settings, season_dir: Path, options: ReplayOptions) -> ReplaySummary:
@@ -268,7 +277,9 @@ def replay(settings: Settings, season_dir: Path, options: ReplayOptions) -> Repl
         max_rows = settings.producer.batch_observations * settings.topics.partitions * len(SITES)
         if options.max_rate:
             max_rows = max(1, min(max_rows, int(options.max_rate / 10)))
-        for start, stop in _slices(obs.hjd, options.slice_days if paced else None, max_rows):
+        for start, stop in _slices(
+            obs.hjd, options.slice_days if paced else None, max_rows, options.window_days
+        ):
             _pace(options, started, float(obs.hjd[0]), float(obs.hjd[start]), summary.sent)
             rows = np.arange(start, stop)[pending[start:stop]]
             for code, site_name in enumerate(SITES):

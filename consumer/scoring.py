@@ -72,7 +72,6 @@ class Pending:
     candidate: Candidate
     rising: Triggered
     position: int  # index of the star in ``rising``
-    suppressed: bool  # replaying committed input: decide, but publish nothing
     newest_ms: int  # Kafka timestamp of the newest message behind it (latency metric)
 
 
@@ -98,7 +97,6 @@ class Scorer:
         keep: npt.NDArray[np.bool_],
         *,
         partition: int,
-        suppressed: bool = False,
         newest_ms: int = -1,
     ) -> Selection:
         """Prepare the triggered, vetted (``keep``) stars of ``rising`` that are neither
@@ -127,9 +125,7 @@ class Scorer:
                 out.insufficient += 1
                 continue
             store.put("scored_hjd", [star_id], candidate.t_last)
-            out.pending.append(
-                Pending(partition, star_id, candidate, rising, position, suppressed, newest_ms)
-            )
+            out.pending.append(Pending(partition, star_id, candidate, rising, position, newest_ms))
         return out
 
     def decide(self, stores: Mapping[int, StarStore], pending: list[Pending]) -> ScoringResult:

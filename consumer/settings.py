@@ -121,6 +121,9 @@ class ConsumerSettings(_Frozen):
     group_id: str = "lensnet-daemon"
     #: Messages per ``consume(num_messages=...)`` call.
     batch_messages: int = Field(500, ge=1, le=100_000)
+    #: Messages of one topic-partition held back while another site's topic catches up in
+    #: time (:mod:`consumer.align`); past it the topic-partition is paused until it drains.
+    max_held_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(1.0, gt=0)
     session_timeout_ms: int = Field(45_000, ge=1000)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
@@ -167,11 +170,15 @@ class TriggerSettings(_Frozen):
     low_cadence: LowCadenceRuleSettings = LowCadenceRuleSettings()
     #: Recompute a star's cached median flux once this fraction of new points arrived.
     baseline_refresh_fraction: float = Field(0.1, gt=0)
-    #: The trigger runs as of the end of each window of this many days of observation time
-    #: (aligned on HJD multiples) that a batch holds: a live batch spans one or two windows,
-    #: a replayed batch covering weeks is evaluated as the survey would have been, window by
-    #: window, not once at its end.
+    #: The trigger runs on the stars a window of this many days of observation time (aligned
+    #: on HJD multiples) changed, once the window closes: when rows of a later window arrive
+    #: for the partition. A replayed season is so evaluated as the survey would have been,
+    #: window by window, however it is cut into batches.
     evaluation_days: float = Field(0.25, gt=0)
+    #: Also evaluate the open window whenever a partition has read everything there is (live
+    #: data: no waiting for the window to close). Off, every decision is a function of the
+    #: input alone (the fault tests compare runs that way); on, the latency is a batch's.
+    evaluate_when_caught_up: bool = True
 
 
 class VettingSettings(_Frozen):

@@ -417,6 +417,24 @@ class StarStore:
         """(S,) ids of the stars held, in order of admission."""
         return self._meta["star_ids"][: self._n_stars].copy()
 
+    def latest(self) -> npt.NDArray[np.float64]:
+        """(S,) HJD of each held star's newest observation (any site), in ``star_ids`` order."""
+        n = self._n_stars
+        meta = self._meta
+        count = meta["seg_count"][:n].astype(np.int64)  # (S, sites)
+        cls = meta["seg_class"][:n].astype(np.int64)
+        size = np.where(count > 0, self._class_sizes[np.maximum(cls, 0)], 1)
+        index = meta["seg_offset"][:n] + (meta["seg_head"][:n] + count - 1) % size
+        seconds = self._arena.columns["t"][np.where(count > 0, index, 0)].astype(np.float64)
+        newest = np.where(count > 0, HJD_OFFSET + seconds / 86400.0, -np.inf).max(
+            axis=1, initial=-np.inf
+        )
+        return np.asarray(newest, dtype=np.float64)
+
+    def stars_since(self, hjd: float) -> IntArray:
+        """Ids of the stars with an observation at or after ``hjd``."""
+        return self.star_ids[self.latest() >= hjd]
+
     def nbytes(self) -> int:
         """Bytes of the state: arena segments handed out (held or on a free list), per-star
         metadata and index (:data:`OVERHEAD_BYTES_PER_STAR` each) and the free lists."""

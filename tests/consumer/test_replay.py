@@ -80,15 +80,25 @@ def read_back(settings: Settings, consumer: Consumer) -> tuple[Counter[Row], boo
     return rows, ordered
 
 
-def test_slices_cover_every_row_once() -> None:
-    hjd = np.sort(np.random.default_rng(0).uniform(0, 3, 1000))
-    assert list(_slices(hjd, None, 400)) == [(0, 400), (400, 800), (800, 1000)]
-    bounds = list(_slices(hjd, 0.1, 400))
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("slice_days", [None, 0.1, 0.02])
+def test_slices_cover_every_row_once_and_never_straddle_a_window(
+    seed: int, slice_days: float | None
+) -> None:
+    rng = np.random.default_rng(seed)
+    hjd = 2_461_000.0 + np.sort(rng.uniform(0, 3, int(rng.integers(1, 2000))))
+    bounds = list(_slices(hjd, slice_days, 400, 0.25))
     assert bounds[0][0] == 0
-    assert bounds[-1][1] == 1000
+    assert bounds[-1][1] == len(hjd)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     for start, stop in bounds:
-        assert hjd[stop - 1] - hjd[start] < 0.1
+        assert stop > start
+        window = np.floor(hjd[start:stop] / 0.25)
+        assert window.min() == window.max()
+        if slice_days is None:
+            assert stop - start <= 400
+        else:
+            assert hjd[stop - 1] - hjd[start] < slice_days
 
 
 def test_load_season_is_in_global_time_order(season: Path) -> None:
