@@ -84,13 +84,23 @@ def send_flat(settings: Settings) -> int:
 
 
 def daemon_settings(
-    settings: Settings, state_dir: Path, instance: str = "0", batch_messages: int = 40
+    settings: Settings,
+    state_dir: Path,
+    instance: str = "0",
+    batch_messages: int = 40,
+    *,
+    comparable: bool = False,
 ) -> Settings:
+    """Daemon settings for a test; ``comparable``: decisions depend on the input alone
+    (``trigger.evaluate_when_caught_up`` off), so runs with and without faults compare."""
     return settings.model_copy(
         update={
             "state": StateSettings(directory=state_dir),
             "daemon": DaemonSettings(instance_id=instance, http_port=-1, drain_timeout_s=60.0),
             "consumer": settings.consumer.model_copy(update={"batch_messages": batch_messages}),
+            "trigger": settings.trigger.model_copy(
+                update={"evaluate_when_caught_up": not comparable}
+            ),
         }
     )
 
@@ -213,6 +223,24 @@ def read_alerts(settings: Settings, consumer: Consumer) -> list[Alert]:
         headers: Any = message.headers()
         alerts.append(decoder.decode(value, headers))
     return alerts
+
+
+def decision_differences(alerts: list[Alert], reference: list[Alert]) -> list[str]:
+    """How two runs' alert decisions differ: stars alerted by one only, or at another trigger
+    time (the first alert of a star counts; duplicates are checked separately)."""
+    mine = {a.star_id: a for a in reversed(alerts)}
+    theirs = {a.star_id: a for a in reversed(reference)}
+    out = []
+    for star in sorted(mine.keys() | theirs.keys()):
+        here, there = mine.get(star), theirs.get(star)
+        if here is not None and there is not None and here.trigger_hjd == there.trigger_hjd:
+            continue
+        out.append(
+            f"star {star}: "
+            + (f"reference at {there.trigger_hjd:.5f}" if there else "reference none")
+            + (f", here at {here.trigger_hjd:.5f}" if here else ", here none")
+        )
+    return out
 
 
 @pytest.fixture
