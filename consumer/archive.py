@@ -582,7 +582,11 @@ def _check_star_metadata(
     for key in ("star_id", "chip"):
         _int_metadata(path, metadata, key, -1)
     for key in ("ra", "dec", "x", "y"):
-        _float_metadata(path, metadata, key)
+        value = _float_metadata(path, metadata, key)
+        if key in ("x", "y") and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise ArchiveError(
+                f"{path}: metadata '{key}: {metadata[key]}' is beyond the float32 range"
+            )
     for key in ("star_id", "ra", "dec", "chip", "x", "y"):
         if key in metadata and key in earlier and earlier[key][0] != metadata[key]:
             raise ArchiveError(
