@@ -171,6 +171,16 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 12,
     crops: Annotated[int, typer.Option(min=1, help="Training instances per star.")] = 3,
     hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout in the trunk.")] = 0.1,
+    weight_decay: Annotated[
+        float, typer.Option(min=0.0, help="Decoupled weight decay (AdamW); 0: Adam.")
+    ] = 0.0,
+    cosine: Annotated[
+        bool, typer.Option(help="Anneal the learning rate to 0 over --epochs (half cosine).")
+    ] = False,
+    patience: Annotated[
+        int, typer.Option(min=1, help="Stop after this many epochs without progress.")
+    ] = 3,
     threads: Annotated[
         int, typer.Option(min=1, help="torch threads (results depend on it; artifact: 1).")
     ] = 1,
@@ -198,9 +208,12 @@ def train(
         seed=seed,
         epochs=epochs,
         crop=CropConfig(crops=crops),
-        model=LensNetConfig(hidden=hidden),
+        model=LensNetConfig(hidden=hidden, dropout=dropout),
         threads=threads,
         lr_decay=lr_decay,
+        cosine=cosine,
+        weight_decay=weight_decay,
+        patience=patience,
         max_minutes=max_minutes,
     )
     model, history = train_model(config, cache=cache, progress=progress)

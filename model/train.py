@@ -52,6 +52,8 @@ class TrainConfig:
     learning_rate : Adam step size.
     patience : stop after this many epochs without a better validation loss.
     lr_decay : halve the learning rate after an epoch without a better validation loss.
+    cosine : anneal the learning rate to zero over ``epochs`` along a half cosine, per step.
+    weight_decay : decoupled weight decay (AdamW); 0 is plain Adam.
     threads : ``torch.set_num_threads`` during training.
     max_minutes : stop after the epoch that passes this wall time (None: no limit).
     """
@@ -65,6 +67,8 @@ class TrainConfig:
     learning_rate: float = 3e-3
     patience: int = 3
     lr_decay: bool = False
+    cosine: bool = False
+    weight_decay: float = 0.0
     threads: int = 1
     max_minutes: float | None = None
 
@@ -209,13 +213,24 @@ def train(
         class_weights(train_set.label, 3),
         class_weights((train_set.label > 0).astype(np.int64), 2),
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimiser: torch.optim.Optimizer
+    if config.weight_decay > 0:
+        optimiser = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+    else:
+        optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    n_batches = math.ceil(len(train_set) / config.batch_size)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.epochs * n_batches)
+        if config.cosine
+        else None
+    )
     history = History()
     best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
     started = time.monotonic()
     model.train()
     for epoch in range(config.epochs):
-        n_batches = math.ceil(len(train_set) / config.batch_size)
         bar = tqdm(
             batches(train_set, config.batch_size, rng),
             total=n_batches,
@@ -233,6 +248,8 @@ def train(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
+            if schedule is not None:
+                schedule.step()
             total += loss.item() * len(index)
             correct += int(((binary > 0) == (label > 0)).sum())
             count += len(index)
