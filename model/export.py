@@ -23,11 +23,14 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
 from model.lensnet import LensNet
+
+if TYPE_CHECKING:
+    from model.train import TrainConfig
 
 ARTIFACT_NAME: Final = "lensnet-v1.pt"
 CARD_NAME: Final = "model_card.json"
@@ -76,6 +79,22 @@ def load_artifact(path: Path = ARTIFACTS_DIR / ARTIFACT_NAME) -> tuple[Any, dict
     return module, card
 
 
+def training_command(config: TrainConfig) -> str:
+    """The ``lensnet train`` command line that reproduces a run of ``config``."""
+    words = [
+        f"lensnet train --stars {config.n_stars} --seed {config.seed}",
+        f"--epochs {config.epochs} --patience {config.patience} --crops {config.crop.crops}",
+        f"--hidden {config.model.hidden} --dropout {config.model.dropout:g}",
+        f"--weight-decay {config.weight_decay:g}",
+        "--cosine" if config.cosine else "--no-cosine",
+        "--lr-decay" if config.lr_decay else "--no-lr-decay",
+        f"--threads {config.threads}",
+    ]
+    if config.max_minutes is not None:
+        words.append(f"--max-minutes {config.max_minutes:g}")
+    return " ".join([*words, "--out model/artifacts"])
+
+
 def model_card(config: Any, history: Any, model: LensNet) -> dict[str, Any]:
     """The card of a freshly trained model (``config``: a :class:`model.train.TrainConfig`,
     ``history``: its :class:`model.train.History`); test-set metrics are added by
@@ -105,11 +124,7 @@ def model_card(config: Any, history: Any, model: LensNet) -> dict[str, Any]:
         },
         "model_config": asdict(model_config_of(model)),
         "training": {
-            "command": (
-                f"lensnet train --stars {config.n_stars} --seed {config.seed} "
-                f"--epochs {len(history.train_loss)} --threads {config.threads} "
-                f"{'--lr-decay' if config.lr_decay else '--no-lr-decay'} --out model/artifacts"
-            ),
+            "command": training_command(config),
             "config": asdict(config),
             "simulator": asdict(config.simulation),
             "history": asdict(history),
