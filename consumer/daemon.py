@@ -103,6 +103,8 @@ class Daemon:
         self._pending: list[Pending] = []
         #: False while a batch is between its first state change and its commit.
         self._consistent = True
+        #: Partitions the current batch evaluated (their stores hold its decisions).
+        self._evaluated: set[int] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -370,6 +372,7 @@ class Daemon:
         self.output.begin()
         self._consistent = False
         try:
+            self._evaluated = set()
             report = self._stages(result, replayed)
             offsets = [
                 TopicPartition(topic, partition, offset)
@@ -382,7 +385,10 @@ class Daemon:
         except TransactionAbortedError as error:
             self.metrics.transactions.labels(outcome="aborted").inc()
             self.log.warning("transaction aborted, rewinding", error=str(error))
-            self.rewind(sorted({p for _, p in result.positions}))
+            # Every partition whose state the batch changed: its messages, and windows it
+            # evaluated without messages (caught up) whose selections and alert marks the
+            # abort voids.
+            self.rewind(sorted({p for _, p in result.positions} | self._evaluated))
             self._consistent = True
             return BatchReport()
         except BaseException:
@@ -528,6 +534,7 @@ class Daemon:
         (dropped for a ``replay``: only the state the selection leaves is wanted)."""
         assert self.scorer is not None
         evaluations: dict[int, Triggered] = {}
+        self._evaluated.update(changed)
         for partition, ids in changed.items():
             store = self.partitions.store(partition)
             outcome = self.trigger.run(store, np.concatenate(ids))
