@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from confluent_kafka import TopicPartition
 
-from consumer.daemon import Daemon
+from consumer.daemon import BatchReport, Daemon
+from consumer.ingest import IngestResult
 from consumer.kafka import make_admin, make_consumer, watermarks
 from consumer.logs import configure_logging
 from consumer.replay import ReplayOptions, replay
@@ -92,10 +93,10 @@ class Recorded:
         histogram.observe = keep  # type: ignore[method-assign,assignment]
         process = self.daemon.process
 
-        def timed(messages: list[Any]) -> Any:
+        def timed(result: IngestResult) -> BatchReport:
             if self.first_batch is None:
                 self.first_batch = time.perf_counter()
-            return process(messages)
+            return process(result)
 
         self.daemon.process = timed  # type: ignore[method-assign]
         self.rows = 0
