@@ -6,6 +6,7 @@ refusing, 130 interrupted. Errors print one line to stderr naming what is wrong.
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -159,28 +160,39 @@ def simulate(
         typer.echo(f"  {label:5s} {sum(subclasses.values()):5d}  ({parts})")
 
 
+class Selection(enum.Enum):
+    """Which validation figure picks the epoch ``lensnet train`` keeps."""
+
+    LOSS = "loss"
+    ACCURACY = "accuracy"
+
+
 @app.command()
 def train(
     ctx: typer.Context,
     stars: Annotated[
         int, typer.Option(min=10, help="Simulated stars (70/15/15 train/val/test by star).")
-    ] = 4000,
+    ] = 16000,
     seed: Annotated[
         int, typer.Option(help="Seed of the simulator, split, crops, weights and shuffling.")
     ] = 1,
     epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 12,
     crops: Annotated[int, typer.Option(min=1, help="Training instances per star.")] = 3,
     hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout in the trunk.")] = 0.1,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout in the trunk.")] = 0.3,
     weight_decay: Annotated[
         float, typer.Option(min=0.0, help="Decoupled weight decay (AdamW); 0: Adam.")
-    ] = 0.0,
+    ] = 0.01,
     cosine: Annotated[
         bool, typer.Option(help="Anneal the learning rate to 0 over --epochs (half cosine).")
-    ] = False,
+    ] = True,
     patience: Annotated[
         int, typer.Option(min=1, help="Stop after this many epochs without progress.")
-    ] = 3,
+    ] = 12,
+    select: Annotated[
+        Selection,
+        typer.Option(help="Keep the epoch of the best validation loss or binary accuracy."),
+    ] = Selection.ACCURACY,
     threads: Annotated[
         int, typer.Option(min=1, help="torch threads (results depend on it; artifact: 1).")
     ] = 1,
@@ -214,6 +226,7 @@ def train(
         cosine=cosine,
         weight_decay=weight_decay,
         patience=patience,
+        select="accuracy" if select is Selection.ACCURACY else "loss",
         max_minutes=max_minutes,
     )
     model, history = train_model(config, cache=cache, progress=progress)

@@ -408,7 +408,7 @@ def _plots(metrics: dict[str, Any], out_dir: Path) -> None:
 def _row(name: str, result: dict[str, Any]) -> str:
     per = result["accuracy_per_class"]
     cells = " / ".join(f"{k} {v:.1%}" for k, v in per.items())
-    return f"| {name} | {result['mean_accuracy']:.1%} | {cells} |"
+    return f"| {name} | {result['mean_accuracy']:.2%} | {cells} |"
 
 
 def _report(card: dict[str, Any], metrics: dict[str, Any]) -> str:

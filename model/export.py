@@ -85,7 +85,7 @@ def training_command(config: TrainConfig) -> str:
         f"lensnet train --stars {config.n_stars} --seed {config.seed}",
         f"--epochs {config.epochs} --patience {config.patience} --crops {config.crop.crops}",
         f"--hidden {config.model.hidden} --dropout {config.model.dropout:g}",
-        f"--weight-decay {config.weight_decay:g}",
+        f"--weight-decay {config.weight_decay:g} --select {config.select}",
         "--cosine" if config.cosine else "--no-cosine",
         "--lr-decay" if config.lr_decay else "--no-lr-decay",
         f"--threads {config.threads}",

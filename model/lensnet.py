@@ -50,7 +50,7 @@ class LensNetConfig:
     n_features: int = 8
     hidden: int = 32
     dense: int = 64
-    dropout: float = 0.1
+    dropout: float = 0.3
     clamp: float = 10.0
 
 

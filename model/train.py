@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -54,21 +55,25 @@ class TrainConfig:
     lr_decay : halve the learning rate after an epoch without a better validation loss.
     cosine : anneal the learning rate to zero over ``epochs`` along a half cosine, per step.
     weight_decay : decoupled weight decay (AdamW); 0 is plain Adam.
+    select : keep the epoch of the lowest validation ``"loss"`` or of the highest validation
+        binary ``"accuracy"`` (mean per class; ties to the lower loss); patience counts
+        epochs without a better one.
     threads : ``torch.set_num_threads`` during training.
     max_minutes : stop after the epoch that passes this wall time (None: no limit).
     """
 
-    n_stars: int = 4000
+    n_stars: int = 16000
     seed: int = 1
     crop: CropConfig = field(default_factory=CropConfig)
     model: LensNetConfig = field(default_factory=LensNetConfig)
     epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 3e-3
-    patience: int = 3
+    patience: int = 12
     lr_decay: bool = False
-    cosine: bool = False
-    weight_decay: float = 0.0
+    cosine: bool = True
+    weight_decay: float = 0.01
+    select: Literal["loss", "accuracy"] = "accuracy"
     threads: int = 1
     max_minutes: float | None = None
 
@@ -227,7 +232,8 @@ def train(
         else None
     )
     history = History()
-    best_loss, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
+    best_score: tuple[float, ...] = (math.inf, math.inf)
+    best_state, stale = copy.deepcopy(model.state_dict()), 0
     started = time.monotonic()
     model.train()
     for epoch in range(config.epochs):
@@ -266,8 +272,9 @@ def train(
                 f"{val_loss:.4f}, val binary {val_binary:.4f}, val 3-class {val_class:.4f}, "
                 f"{history.seconds[-1]:.0f} s"
             )
-        if val_loss < best_loss:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        score = (val_loss,) if config.select == "loss" else (-val_binary, val_loss)
+        if score < best_score:
+            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
             history.best_epoch = epoch
         else:
             stale += 1
