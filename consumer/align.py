@@ -120,6 +120,8 @@ class Aligner:
         out = IngestResult()
         for partition in sorted({p for _, p in self.held}):
             keys = [(t, partition) for t in self.topics]
+            # Fixed while releasing: neither the fetch positions nor the watermarks move.
+            open_ended = {k for k in keys if not self.drained(k, high)}
             while True:
                 waiting = [k for k in keys if self.held[k]]
                 if not waiting:
@@ -128,9 +130,7 @@ class Aligner:
                 head = self.held[key][0]
                 order = (head.t_min, self.rank[key[0]])
                 blocked = any(
-                    not self.held[k]
-                    and not self.drained(k, high)
-                    and (self.last[k], self.rank[k[0]]) < order
+                    not self.held[k] and k in open_ended and (self.last[k], self.rank[k[0]]) < order
                     for k in keys
                 )
                 if blocked:
