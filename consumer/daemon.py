@@ -343,10 +343,20 @@ class Daemon:
 
     def _windows_due(self) -> bool:
         """A restored partition has an unevaluated window and all of its data is in."""
-        return self.settings.trigger.evaluate_when_caught_up and any(
-            state.unevaluated and state.restored and self.aligner.caught_up(p, self._high)
+        restored = {p for p, state in self.partitions.owned.items() if state.restored}
+        return bool(self._caught_up_windows(restored))
+
+    def _caught_up_windows(self, partitions: set[int]) -> dict[int, list[Any]]:
+        """The unevaluated stars of those ``partitions`` that have read everything there is
+        (``trigger.evaluate_when_caught_up``: evaluated without waiting for the window to
+        close)."""
+        if not self.settings.trigger.evaluate_when_caught_up:
+            return {}
+        return {
+            p: state.unevaluated
             for p, state in self.partitions.owned.items()
-        )
+            if p in partitions and state.unevaluated and self.aligner.caught_up(p, self._high)
+        }
 
     def _update_ready(self) -> None:
         if self.partitions.ready:
@@ -427,9 +437,10 @@ class Daemon:
         for key, window in _windows(result.parts, self.settings.trigger.evaluation_days):
             self._close_windows(key, window, newest, report)
             changed: dict[int, list[Any]] = defaultdict(list)
-            for part, observations in window:
+            for part in window:
                 if part.partition not in self.partitions.owned:
                     continue
+                observations = part.observations
                 store = self.partitions.store(part.partition)
                 appended = store.append(part.site, observations)
                 changed[part.partition].append(appended.changed)
@@ -448,14 +459,7 @@ class Daemon:
                     state.open_window = key
                 state.unevaluated.extend(ids)  # late data joins the open window
         done = self._finish_replays(result, replayed)
-        caught_up = {
-            p: state.unevaluated
-            for p, state in self.partitions.owned.items()
-            if p in done
-            and state.unevaluated
-            and self.settings.trigger.evaluate_when_caught_up
-            and self.aligner.caught_up(p, self._high)
-        }
+        caught_up = self._caught_up_windows(done)
         for state in (self.partitions.owned[p] for p in caught_up):
             state.unevaluated = []  # the window stays open: newer rows re-evaluate the star
         self._evaluate(caught_up, newest, report)
@@ -496,7 +500,7 @@ class Daemon:
     def _close_windows(
         self,
         key: int,
-        window: list[tuple[Part, Observations]],
+        window: list[Part],
         newest: dict[int, int],
         report: BatchReport,
     ) -> None:
@@ -506,7 +510,7 @@ class Daemon:
         state they keep (cached medians, when each star was last scored), but not the model."""
         closing: dict[int, list[Any]] = {}
         replayed: set[int] = set()
-        for part, _ in window:
+        for part in window:
             state = self.partitions.owned.get(part.partition)
             if state is None or state.open_window is None or state.open_window >= key:
                 continue
@@ -710,22 +714,21 @@ class Daemon:
             self.stop()
 
 
-def _windows(parts: list[Part], days: float) -> list[tuple[int, list[tuple[Part, Observations]]]]:
+def _windows(parts: list[Part], days: float) -> list[tuple[int, list[Part]]]:
     """The batch's messages by evaluation window (``floor(HJD / days)`` of a message's first
     row), ascending; each partition's messages keep their (merge) order, so a message whose
     window is earlier than its predecessor's (late data) stays where it is."""
     queues: dict[int, deque[Part]] = defaultdict(deque)
     for part in parts:
         queues[part.partition].append(part)
-    out: list[tuple[int, list[tuple[Part, Observations]]]] = []
+    out: list[tuple[int, list[Part]]] = []
     while queues:
         key = min(_window(q[0], days) for q in queues.values())
         group = []
         for partition in list(queues):
             queue = queues[partition]
             while queue and _window(queue[0], days) == key:
-                part = queue.popleft()
-                group.append((part, part.observations))
+                group.append(queue.popleft())
             if not queue:
                 del queues[partition]
         out.append((key, group))

@@ -192,7 +192,7 @@ def test_windows_group_messages_by_first_row_and_keep_each_partitions_order() ->
         decoded("saao", 1, 1, 100.35).parts[0],  # window 401
     ]
     groups = [
-        (key, [(p.topic, p.partition, p.offset) for p, _ in group])
+        (key, [(p.topic, p.partition, p.offset) for p in group])
         for key, group in _windows(parts, 0.25)
     ]
     assert groups == [
