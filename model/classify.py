@@ -24,12 +24,13 @@ from typing import Any, Final
 import numpy as np
 import torch
 
-from consumer.alertfinder import HIGH_CADENCE, TriggerRule
+from consumer.alertfinder import TriggerRule
 from consumer.archive import ReadReport, Star, iter_season
 from consumer.constants import SITES
 from model.export import THRESHOLD_BALANCED, THRESHOLD_HIGH_PURITY
 from model.features import Candidate, InsufficientDataError, collate, prepare
 from model.lensnet import CLASS_NAMES
+from model.timeline import DEFAULT_CADENCE
 
 #: Candidates per forward pass (the padded length is the longest in the chunk).
 BATCH_SIZE: Final = 32
@@ -64,6 +65,8 @@ def score(
     of ``batch_size`` sorted by length to limit padding; results in input order."""
     results: list[Score | None] = [None] * len(candidates)
     order = sorted(range(len(candidates)), key=lambda i: int(candidates[i].lengths.max()))
+    # Lengths only group similar candidates to save padding: a star's scores do not depend on
+    # its batch (see model.lensnet), so the chunking cannot change a result.
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         x, lengths = collate([candidates[i] for i in chunk])
@@ -117,14 +120,16 @@ def classify_stars(
     stars: Sequence[Star],
     *,
     as_of: float = math.inf,
-    rule: TriggerRule = HIGH_CADENCE,
+    rule: TriggerRule | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per star, in order: scored, or ``status: "insufficient_data"`` and why."""
+    """One record per star, in order: scored, or ``status: "insufficient_data"`` and why.
+    ``rule`` None: each star's rule from its fields' cadence, as the daemon chooses it."""
     records: list[dict[str, Any] | None] = [None] * len(stars)
     scored: list[tuple[int, Candidate]] = []
     for i, star in enumerate(stars):
+        star_rule = rule or DEFAULT_CADENCE.rule_for([d.field for d in star.datasets])
         try:
-            scored.append((i, prepare(star, as_of=as_of, rule=rule)))
+            scored.append((i, prepare(star, as_of=as_of, rule=star_rule)))
         except InsufficientDataError as error:
             records[i] = {
                 "star": star.name,
@@ -143,7 +148,7 @@ def classify_season(
     season_dir: Path,
     *,
     as_of: float = math.inf,
-    rule: TriggerRule = HIGH_CADENCE,
+    rule: TriggerRule | None = None,
     chunk: int = 256,
 ) -> Iterator[dict[str, Any]]:
     """Records for every star of ``season_dir`` (name order), then one per skipped entry

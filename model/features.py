@@ -37,8 +37,9 @@ inside. The steps, in order (paper §5.2 and §5.4; choices where the paper is s
    peaks), so that noise-level structure and a 1000-sigma peak both stay visible to the LSTM
    after standardisation. ``time`` is days relative to the last observation over all sites
    (<= 0, paper §5.4).
-9. **Padding**: each site's points are right-aligned (zeros on the left, paper §5.4) in an array
-   of shape (3, L, 8), with ``L`` the longest site; ``lengths`` says how many steps are real.
+9. **Padding**: each site's points come first and zeros after them (the paper pads on the left;
+   see :mod:`model.lensnet` for why not here), in an array of shape (3, L, 8), with ``L`` the
+   longest site; ``lengths`` says how many steps are real.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -103,7 +105,8 @@ class Candidate:
 
     Attributes
     ----------
-    x : (S=3, L, F=8) float32, raw features in :data:`FEATURES` order, left zero-padded.
+    x : (S=3, L, F=8) float32, raw features in :data:`FEATURES` order; site ``s`` holds its
+        ``lengths[s]`` real steps first, zeros after.
     lengths : (3,) int64, real steps per site (0 for a site without data).
     trigger : the AlertFinder result on the three per-site series (dataset index = site index
         in ``SITES`` order; an absent site is an empty dataset).
@@ -218,30 +221,49 @@ def outlier_mask(
     Parameters
     ----------
     flux : (N,) time-sorted fluxes of one site.
-    half_window : neighbours on each side for the running median (the point itself excluded).
+    half_window : neighbours on each side for the running median (the point itself excluded;
+        fewer near the ends).
     n_mad : threshold in scaled MADs (1.4826 x MAD) of the residuals from the running median.
     """
+    flux = np.ascontiguousarray(flux, dtype=np.float64)
+    if len(flux) < 2 * half_window + 1:
+        return np.zeros(len(flux), dtype=bool)
+    return np.asarray(_outlier_mask(flux, half_window, n_mad), dtype=bool)
+
+
+@numba.njit(cache=True)
+def _outlier_mask(flux: F64, half_window: int, n_mad: float) -> B:  # pragma: no cover - numba
     n = len(flux)
-    out = np.zeros(n, dtype=bool)
-    if n < 2 * half_window + 1:
-        return out
-    padded = np.concatenate([np.full(half_window, np.nan), flux, np.full(half_window, np.nan)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_window + 1).copy()
-    windows[:, half_window] = np.nan  # neighbours only
-    running = np.nanmedian(windows, axis=1)
-    residual = flux - running
-    scale = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+    out = np.zeros(n, dtype=np.bool_)
+    residual = np.empty(n)
+    buffer = np.empty(2 * half_window)
+    for i in range(n):
+        m = 0  # insertion sort of the neighbours into buffer[:m]
+        for j in range(max(0, i - half_window), min(n, i + half_window + 1)):
+            if j == i:
+                continue
+            value = flux[j]
+            k = m
+            while k > 0 and buffer[k - 1] > value:
+                buffer[k] = buffer[k - 1]
+                k -= 1
+            buffer[k] = value
+            m += 1
+        middle = buffer[m // 2] if m % 2 else 0.5 * (buffer[m // 2 - 1] + buffer[m // 2])
+        residual[i] = flux[i] - middle
+    centre = np.median(residual)
+    scale = 1.4826 * np.median(np.abs(residual - centre))
     if not scale > 0:
         return out
     z = residual / scale
-    big = np.abs(z) > n_mad
     half = n_mad / 2
-    prev_same = np.zeros(n, dtype=bool)
-    next_same = np.zeros(n, dtype=bool)
-    prev_same[1:] = (np.sign(z[:-1]) == np.sign(z[1:])) & (np.abs(z[:-1]) > half)
-    next_same[:-1] = (np.sign(z[1:]) == np.sign(z[:-1])) & (np.abs(z[1:]) > half)
-    out = big & ~prev_same & ~next_same
-    out[0] = out[-1] = False
+    for i in range(1, n - 1):
+        if abs(z[i]) <= n_mad:
+            continue
+        sign = np.sign(z[i])
+        prev_same = np.sign(z[i - 1]) == sign and abs(z[i - 1]) > half
+        next_same = np.sign(z[i + 1]) == sign and abs(z[i + 1]) > half
+        out[i] = not prev_same and not next_same
     return out
 
 
@@ -304,7 +326,7 @@ def prepare(
             ],
             axis=1,
         )
-        x[site, length - len(series) :] = features
+        x[site, : len(series)] = features
     fields = tuple(-1 if s is None else s.field for s in cleaned)
     return Candidate(
         x=x,
@@ -326,12 +348,14 @@ def collate(
 
     Parameters
     ----------
-    candidates : :class:`Candidate` objects or ``(x, lengths)`` pairs, x of shape (3, L_i, F).
-    max_length : cap on the batch length (older steps beyond it are cut).
+    candidates : :class:`Candidate` objects or ``(x, lengths)`` pairs, x of shape (3, L_i, F)
+        holding site ``s``'s ``lengths[s]`` real steps first.
+    max_length : cap on the batch length (a site's older steps beyond it are cut).
 
     Returns
     -------
-    x : (B, 3, L, F) float32 with L = min(max_length, max L_i), left zero-padded.
+    x : (B, 3, L, F) float32 with L = min(max_length, max L_i); each site's real steps first,
+        zeros after (a star's rows are the same whatever else is in the batch).
     lengths : (B, 3) int64, capped at L.
     """
     pairs = [(c.x, c.lengths) if isinstance(c, Candidate) else c for c in candidates]
@@ -339,8 +363,10 @@ def collate(
     batch = np.zeros((len(pairs), N_SITES, length, N_FEATURES), dtype=np.float32)
     lengths = np.zeros((len(pairs), N_SITES), dtype=np.int64)
     for i, (x, n) in enumerate(pairs):
-        take = min(length, x.shape[1])
-        if take:
-            batch[i, :, length - take :] = x[:, x.shape[1] - take :]
-        lengths[i] = np.minimum(n, length)
+        for s in range(N_SITES):
+            real = int(n[s])
+            take = min(real, length)
+            if take:
+                batch[i, s, :take] = x[s, real - take : real]
+            lengths[i, s] = take
     return batch, lengths

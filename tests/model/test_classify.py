@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consumer.archive import Star
 from consumer.constants import HJD_OFFSET, SITES
 from model.classify import classify_season, score
 from model.export import load_artifact
-from model.features import collate, prepare
+from model.features import Candidate, InsufficientDataError, collate, prepare
 from model.simulate import SimulationConfig, simulate_star
 
 PREFIX = {"CTIO": "KMTC", "SAAO": "KMTS", "SSO": "KMTA"}
@@ -82,22 +84,46 @@ def test_pysis_season_is_scored_star_by_star(season: Path) -> None:
     assert card["thresholds"]["balanced"]["value"] == 0.45
 
 
-def test_batch_scores_do_not_depend_on_batch_order() -> None:
-    module, _ = load_artifact()
-    config = SimulationConfig(n_stars=20, seed=11)
-    candidates = [prepare(simulate_star(config, i)[0]) for i in range(4)]
-    together = score(module, candidates, batch_size=4)
-    reversed_ = score(module, candidates[::-1], batch_size=4)[::-1]
-    for a, b in zip(together, reversed_, strict=True):
-        assert a.p_event == pytest.approx(b.p_event, abs=1e-6)
+@pytest.fixture(scope="module")
+def pool() -> list[Candidate]:
+    """Simulated stars of very different lengths, prepared once."""
+    config = SimulationConfig(n_stars=40, seed=11)
+    candidates = []
+    for index in range(40):
+        star, _ = simulate_star(config, index)
+        for as_of in (star.datasets[0].hjd[40], np.inf):
+            try:
+                candidates.append(prepare(star, as_of=float(as_of)))
+            except InsufficientDataError:
+                continue
+    assert len({int(c.lengths.max()) for c in candidates}) > 10
+    return candidates
 
 
-def test_extra_left_padding_does_not_change_the_score() -> None:
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_star_scores_the_same_alone_and_in_any_batch(
+    pool: list[Candidate], data: st.DataObject
+) -> None:
     module, _ = load_artifact()
-    candidate = prepare(simulate_star(SimulationConfig(n_stars=20, seed=11), 5)[0])
-    x, lengths = collate([candidate])
+    chosen = data.draw(st.lists(st.sampled_from(range(len(pool))), min_size=2, max_size=12))
+    batch_size = data.draw(st.integers(min_value=1, max_value=12))
+    together = score(module, [pool[i] for i in chosen], batch_size=batch_size)
+    for i, result in zip(chosen, together, strict=True):
+        (alone,) = score(module, [pool[i]], batch_size=1)
+        assert abs(result.p_event - alone.p_event) <= 1e-5
+        assert np.abs(np.subtract(result.p_class, alone.p_class)).max() <= 1e-5
+        assert np.abs(np.subtract(result.site_scores, alone.site_scores)).max() <= 1e-5
+
+
+def test_extra_padding_does_not_change_the_score(pool: list[Candidate]) -> None:
+    module, _ = load_artifact()
+    x, lengths = collate([pool[5]])
     padded = np.zeros((1, 3, x.shape[2] + 300, x.shape[3]), dtype=np.float32)
-    padded[:, :, 300:] = x
+    padded[:, :, : x.shape[2]] = x
+    padded[:, :, x.shape[2] :] = 123.0  # whatever follows a site's last step is never read
     with torch.no_grad():
         alone = module(torch.from_numpy(x), torch.from_numpy(lengths))
         longer = module(torch.from_numpy(padded), torch.from_numpy(lengths))

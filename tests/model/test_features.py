@@ -130,20 +130,58 @@ def test_isolated_spike_is_an_outlier_but_a_short_anomaly_is_not() -> None:
     assert mask.sum() == 1
 
 
+def _outlier_reference(
+    flux: F64, half_window: int = 5, n_mad: float = 6.0
+) -> npt.NDArray[np.bool_]:
+    """The rule in plain numpy: running median of the neighbours, scaled MAD, isolation."""
+    n = len(flux)
+    if n < 2 * half_window + 1:
+        return np.zeros(n, dtype=bool)
+    padded = np.concatenate([np.full(half_window, np.nan), flux, np.full(half_window, np.nan)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_window + 1).copy()
+    windows[:, half_window] = np.nan  # neighbours only
+    residual = flux - np.nanmedian(windows, axis=1)
+    scale = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+    if not scale > 0:
+        return np.zeros(n, dtype=bool)
+    z = residual / scale
+    prev_same = np.zeros(n, dtype=bool)
+    next_same = np.zeros(n, dtype=bool)
+    prev_same[1:] = (np.sign(z[:-1]) == np.sign(z[1:])) & (np.abs(z[:-1]) > n_mad / 2)
+    next_same[:-1] = (np.sign(z[1:]) == np.sign(z[:-1])) & (np.abs(z[1:]) > n_mad / 2)
+    out = (np.abs(z) > n_mad) & ~prev_same & ~next_same
+    out[0] = out[-1] = False
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32),
+        min_size=0,
+        max_size=60,
+    )
+)
+def test_compiled_outlier_mask_matches_the_numpy_rule(values: list[float]) -> None:
+    flux = np.asarray(values, dtype=np.float64)
+    np.testing.assert_array_equal(outlier_mask(flux), _outlier_reference(flux))
+
+
 def test_fewer_than_min_points_in_every_site_is_an_error() -> None:
     with pytest.raises(InsufficientDataError, match="CTIO 9"):
         prepare(star(dataset(n=MIN_POINTS - 1), dataset("SSO", n=3)))
     prepare(star(dataset(n=MIN_POINTS), dataset("SSO", n=3)))
 
 
-def test_candidate_is_left_padded_with_time_relative_to_the_last_point() -> None:
+def test_candidate_is_padded_after_its_steps_with_time_relative_to_the_last_point() -> None:
     candidate = prepare(star(dataset(n=30), dataset("SSO", n=12, t0=T0 + 5.0)))
     assert candidate.x.shape == (3, 30, len(FEATURES))
     assert candidate.lengths.tolist() == [30, 0, 12]
     time = candidate.x[..., 0]
-    assert time[2, -1] == 0.0  # SSO ends last
+    assert time[2, 11] == 0.0  # SSO ends last
     assert (time <= 0).all()
-    assert not candidate.x[2, :18].any()  # left padding is zeros
+    assert candidate.x[2, :12, 1:3].all()  # real steps first
+    assert not candidate.x[2, 12:].any()  # then zeros
     assert not candidate.x[1].any()  # the empty site
     assert candidate.trigger.datasets != () or not candidate.trigger.triggered
 
@@ -158,18 +196,19 @@ def test_fitted_line_feature_follows_a_rise() -> None:
     assert abs(fitted[0]) < 0.5
 
 
-def test_collate_pads_on_the_left_to_the_longest() -> None:
+def test_collate_pads_after_the_steps_to_the_longest() -> None:
     a = prepare(star(dataset(n=20)))
     b = prepare(star(dataset(n=35), dataset("SAAO", n=15)))
     x, lengths = collate([a, b])
     assert x.shape == (2, 3, 35, len(FEATURES))
     assert lengths.tolist() == [[20, 0, 0], [35, 15, 0]]
-    np.testing.assert_array_equal(x[0, 0, 15:], a.x[0])
-    assert not x[0, 0, :15].any()
+    np.testing.assert_array_equal(x[0, 0, :20], a.x[0])
+    assert not x[0, 0, 20:].any()
     capped, capped_lengths = collate([b], max_length=10)
     assert capped.shape[2] == 10
     assert capped_lengths.tolist() == [[10, 10, 0]]
-    np.testing.assert_array_equal(capped[0, 0], b.x[0, -10:])
+    np.testing.assert_array_equal(capped[0, 0], b.x[0, 25:35])  # the most recent 10
+    np.testing.assert_array_equal(capped[0, 1], b.x[1, 5:15])
 
 
 @settings(max_examples=30, deadline=None)
@@ -178,7 +217,7 @@ def test_collate_keeps_every_real_step(site_lengths: list[int]) -> None:
     length = max(site_lengths)
     x = np.zeros((3, length, len(FEATURES)), dtype=np.float32)
     for s, n in enumerate(site_lengths):
-        x[s, length - n :] = 1.0 + s
+        x[s, :n] = 1.0 + s
     batch, lengths = collate([(x, np.asarray(site_lengths, dtype=np.int64))])
     assert lengths.tolist() == [site_lengths]
     for s, n in enumerate(site_lengths):

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pytest
 import torch
 
-from model.export import ARTIFACT_NAME, ARTIFACTS_DIR, load_artifact, save, script
+from model.export import load_artifact, save, script, shipped_artifact
 from model.lensnet import FITTED_INDEX, FLUX_INDEX, LensNet, LensNetConfig
 
 CONFIG = LensNetConfig(hidden=8, dense=16, dropout=0.0)
@@ -37,7 +37,7 @@ def make_batch(
     lengths = torch.randint(0, length + 1, (batch, 3), generator=generator)
     lengths[0] = torch.tensor([length, 5, 0])
     steps = torch.arange(length)
-    x = x * (steps.view(1, 1, length) >= (length - lengths).unsqueeze(-1)).unsqueeze(-1)
+    x = x * (steps.view(1, 1, length) < lengths.unsqueeze(-1)).unsqueeze(-1)
     return x, lengths
 
 
@@ -50,18 +50,20 @@ def test_fitted_line_takes_the_flux_statistics() -> None:
 def test_standardisation_inside_matches_manual_standardisation() -> None:
     model = make_model()
     x, lengths = make_batch()
-    x[1, 0, -1, 3] = float("nan")  # a missing column value
-    x[2, 1, -1, 1] = 1e6  # wild value: clamped
+    lengths[1, 0] = max(int(lengths[1, 0]), 1)
+    x[1, 0, 0, 3] = float("nan")  # a missing column value
+    lengths[2, 1] = max(int(lengths[2, 1]), 1)
+    x[2, 1, 0, 1] = 1e6  # wild value: clamped
     z = model.standardise(x, lengths)
     manual = (x - model.mean) / model.std
     manual = torch.nan_to_num(manual, nan=0.0).clamp(-CONFIG.clamp, CONFIG.clamp)
     for b in range(x.shape[0]):
         for s in range(3):
             n = int(lengths[b, s])
-            torch.testing.assert_close(z[b, s, x.shape[2] - n :], manual[b, s, x.shape[2] - n :])
-            assert not z[b, s, : x.shape[2] - n].any()  # padding exactly 0
-    assert z[1, 0, -1, 3] == 0.0
-    assert z[2, 1, -1, 1] == CONFIG.clamp
+            torch.testing.assert_close(z[b, s, :n], manual[b, s, :n])
+            assert not z[b, s, n:].any()  # padding exactly 0
+    assert z[1, 0, 0, 3] == 0.0
+    assert z[2, 1, 0, 1] == CONFIG.clamp
 
 
 def _lstm_reference(lstm: torch.nn.LSTM, z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -92,7 +94,7 @@ def test_model_matches_a_numpy_reference() -> None:
     for s in range(3):
         branch = model.branches[s]
         assert isinstance(branch, torch.nn.LSTM)
-        h = _lstm_reference(branch, z[0, s])
+        h = _lstm_reference(branch, z[0, s, : int(lengths[0, s])])
         states.append(h if lengths[0, s] > 0 else np.zeros_like(h))
     flat = torch.tensor(np.concatenate(states), dtype=torch.float32)
     with torch.no_grad():
@@ -147,7 +149,7 @@ def test_torchscript_export_agrees_with_the_eager_model(tmp_path: Path) -> None:
 
 
 def test_shipped_artifact_agrees_with_an_eager_model_of_its_card() -> None:
-    path = ARTIFACTS_DIR / ARTIFACT_NAME
+    path = shipped_artifact()
     loaded, card = load_artifact(path)
     eager = LensNet(LensNetConfig(**card["model_config"]))
     eager.load_state_dict(loaded.state_dict())
