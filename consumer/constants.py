@@ -12,6 +12,10 @@ Site = Literal["CTIO", "SAAO", "SSO"]
 #: Photometric bands; KMTNet observes mostly in I with occasional V frames.
 BANDS: Final = ("I", "V")
 
+#: Fields observed at high cadence (KMTNet BLG01-03 and their overlaps BLG41-43): the default
+#: of ``TriggerSettings.high_cadence_fields``, and what offline evaluation assumes.
+HIGH_CADENCE_FIELDS: Final = (1, 2, 3, 41, 42, 43)
+
 #: HJD offset used by KMTNet archive files written as HJD - 2450000.
 HJD_OFFSET: Final = 2_450_000.0
 

@@ -23,7 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from consumer.constants import SITES
+from consumer.constants import HIGH_CADENCE_FIELDS, SITES
 from consumer.exceptions import ConfigError
 
 ENV_PREFIX = "LENSNET_"
@@ -165,7 +165,7 @@ class TriggerSettings(_Frozen):
     """AlertFinder rules per field cadence (Kim et al. 2018)."""
 
     #: Fields observed at high cadence (KMTNet BLG01-03 and their overlaps BLG41-43).
-    high_cadence_fields: tuple[int, ...] = (1, 2, 3, 41, 42, 43)
+    high_cadence_fields: tuple[int, ...] = HIGH_CADENCE_FIELDS
     high_cadence: RuleSettings = RuleSettings()
     low_cadence: LowCadenceRuleSettings = LowCadenceRuleSettings()
     #: Recompute a star's cached median flux once this fraction of new points arrived.

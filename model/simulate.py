@@ -70,6 +70,7 @@ __all__ = [
     "read_labels",
     "simulate_season",
     "simulate_star",
+    "simulate_star_truth",
     "write_season",
 ]
 
@@ -191,16 +192,42 @@ def _rise_window_of(
     return best
 
 
+@dataclass(frozen=True, eq=False)
+class SiteTruth:
+    """The noiseless I-band signal behind one dataset, for labels that need more than the star's.
+
+    ``site`` index into ``SITES``; ``hjd`` (N,) the dataset's I-band times; ``driver`` (N,) the
+    signal in constant reference conditions (what an artefact's neighbour or an event does,
+    without the seeing that modulates it); ``sigma`` the star's typical error (DIA units).
+    """
+
+    site: int
+    hjd: F64
+    driver: F64
+    sigma: float
+
+
 def simulate_star(config: SimulationConfig, star_index: int) -> tuple[Star, Label]:
     """Simulate star number ``star_index`` (0 <= index < 10**7) of the season ``config``.
 
     The first call for a configuration builds the season's schedules (~0.2 s); later calls
     reuse them. Pure numpy; nothing is written.
     """
+    star, label, _ = simulate_star_truth(config, star_index)
+    return star, label
+
+
+def simulate_star_truth(
+    config: SimulationConfig, star_index: int
+) -> tuple[Star, Label, tuple[SiteTruth, ...]]:
+    """:func:`simulate_star` plus the noiseless signal behind each I-band dataset (in the order
+    of the star's datasets before empty ones are dropped; training uses it for site labels)."""
     if not 0 <= star_index < 10**7:
         raise ValueError(f"star_index must be in [0, 1e7), got {star_index}")
     rng = np.random.default_rng([config.seed, _STAR_STREAM, star_index])
     fields, chip, x, y, ra, dec, psf_factor = _place(rng, config)
+    n_seen = len(SITES) - _choose(rng, config.site_coverage)
+    seen = set(rng.permutation(len(SITES))[:n_seen].tolist())
     star_id = fields[0] * 10**8 + chip * 10**7 + star_index
     label = CLASSES[_choose(rng, config.class_fractions)]
     choices = {
@@ -225,7 +252,10 @@ def simulate_star(config: SimulationConfig, star_index: int) -> tuple[Star, Labe
     datasets: list[Dataset] = []
     rise_parts: list[tuple[int, F64, F64, F64]] = []  # (site, hjd, driver, observed signal)
     defects: dict[str, int] = {}
+    truth: list[SiteTruth] = []
     for site_index, site in enumerate(SITES):
+        if site_index not in seen:
+            continue
         for field_number in fields:
             frames = frame_series(config, site, field_number)
             dataset, signal, counts = observe(
@@ -246,6 +276,7 @@ def simulate_star(config: SimulationConfig, star_index: int) -> tuple[Star, Labe
                 else signal[is_i]
             )
             rise_parts.append((site_index, hjd_i, driver, signal[is_i]))
+            truth.append(SiteTruth(site_index, hjd_i, driver, sigma))
             for name, count in counts.items():
                 defects[name] = defects.get(name, 0) + count
     # A site that never saw the field writes no file, unless no site did (tiny seasons): then
@@ -265,6 +296,7 @@ def simulate_star(config: SimulationConfig, star_index: int) -> tuple[Star, Labe
         params[f"offset_{site}"] = optics.offsets[site_index]
         params[f"error_scale_{site}"] = optics.error_scales[site_index]
     params |= {f"n_{name}": float(count) for name, count in defects.items()}
+    params["n_sites_seen"] = float(n_seen)
     star = Star(
         star_id=star_id,
         name=str(star_id),
@@ -275,7 +307,7 @@ def simulate_star(config: SimulationConfig, star_index: int) -> tuple[Star, Labe
         y=y,
         datasets=tuple(datasets),
     )
-    return star, Label(star_id, label, subclass, params, t_rise_start, t_peak)
+    return star, Label(star_id, label, subclass, params, t_rise_start, t_peak), tuple(truth)
 
 
 def simulate_season(config: SimulationConfig) -> Iterator[tuple[Star, Label]]:

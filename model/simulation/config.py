@@ -29,9 +29,15 @@ class SimulationConfig:
     weather_loss : per site, the long-run fraction of nights lost entirely to weather.
     partial_night_fraction : per site, the fraction of usable nights losing a 1-5 h block.
     tier_weights : probability that a star lies in a field of each cadence tier
-        (2/h, 1/h, 0.4/h, 0.2/h); stars of the 2/h tier are in an overlapping pair of fields
-        (combined 4/h) with probability ``overlap_fraction``.
+        (2/h, 1/h, 0.4/h, 0.2/h, 0.1/h ~ one point a night); stars of the 2/h tier are in an
+        overlapping pair of fields (combined 4/h) with probability ``overlap_fraction``.
     overlap_fraction : see ``tier_weights``.
+    site_start_days : per site, days after ``season_start_hjd`` before its first frame (sites
+        open their seasons on different dates).
+    site_closure_start_days, site_closure_days : per site, a block of nights with no frames at
+        all (a dome or camera repair), starting that many days into the season; 0 days: none.
+    site_coverage : probabilities that a star is seen by 3, 2 or 1 sites (a star outside the
+        overlap of the sites' fields, or on a dead chip at one site).
     bad_point_fraction : observations given a defect that cleaning must remove (negative
         flux_err, PSF quality outside 0-100, negative FWHM, NaN).
     outlier_fraction : observations given a large, otherwise valid, flux outlier.
@@ -55,22 +61,35 @@ class SimulationConfig:
         ("ghost", 0.25),
     )
     no_subclasses: tuple[tuple[str, float], ...] = (
-        ("noise_run", 0.20),
-        ("long_period_variable", 0.15),
-        ("irregular_variable", 0.15),
-        ("cv_outburst", 0.10),
-        ("flare", 0.10),
-        ("airmass_trend", 0.10),
-        ("sky_trend", 0.10),
-        ("single_site_drift", 0.10),
+        ("mira", 0.08),
+        ("semiregular", 0.07),
+        ("osarg", 0.06),
+        ("rr_lyrae", 0.06),
+        ("cepheid", 0.05),
+        ("eclipsing_binary", 0.05),
+        ("contact_binary", 0.05),
+        ("ellipsoidal", 0.05),
+        ("dwarf_nova", 0.08),
+        ("flare", 0.06),
+        ("irregular_variable", 0.06),
+        ("slow_trend", 0.06),
+        ("constant", 0.06),
+        ("noise_run", 0.06),
+        ("airmass_trend", 0.05),
+        ("sky_trend", 0.05),
+        ("single_site_drift", 0.05),
     )
     airmass_limit: float = 2.0
     sun_altitude_limit_deg: float = -12.0
     v_every: tuple[int, int, int] = (10, 10, 12)
     weather_loss: tuple[float, float, float] = (0.15, 0.30, 0.35)
     partial_night_fraction: tuple[float, float, float] = (0.15, 0.25, 0.25)
-    tier_weights: tuple[float, float, float, float] = (0.15, 0.30, 0.30, 0.25)
+    tier_weights: tuple[float, float, float, float, float] = (0.15, 0.30, 0.25, 0.20, 0.10)
     overlap_fraction: float = 0.5
+    site_start_days: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    site_closure_start_days: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    site_closure_days: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    site_coverage: tuple[float, float, float] = (0.85, 0.10, 0.05)
     bad_point_fraction: float = 0.01
     outlier_fraction: float = 0.002
     min_peak_snr: float = 8.0
@@ -80,7 +99,9 @@ class SimulationConfig:
             raise ConfigError(f"n_stars must be in [0, 1e7), got {self.n_stars}")
         if self.season_days <= 0:
             raise ConfigError(f"season_days must be positive, got {self.season_days}")
-        for name in ("class_fractions", "tier_weights"):
+        if len(self.tier_weights) != 5:
+            raise ConfigError(f"tier_weights needs 5 values, got {self.tier_weights}")
+        for name in ("class_fractions", "tier_weights", "site_coverage"):
             values = getattr(self, name)
             if min(values) < 0 or sum(values) <= 0:
                 raise ConfigError(f"{name} must be non-negative with a positive sum: {values}")

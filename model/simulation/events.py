@@ -2,11 +2,12 @@
 
 Parameters (times as full HJD):
 
-- ``t0`` uniform over the season minus its first 10%, so the rise is in the season (training
-  crops each light curve at a point during the rise later); ``tE`` log-normal, median 20 d
-  (0.35 dex, clipped to 2-200 d); ``u0 = U(0, 1)**1.5`` (AlertFinder favours bright peaks).
-- Source ``I_s`` uniform in 18-22 (``fs`` by the archive's zero point), blending fraction
-  ``fs / (fs + fb)`` uniform in 0.05-1. The reference image holds ``fs + fb``.
+- ``t0`` uniform from 5 days before the season to 10 days after it, so events peak anywhere,
+  including the first weeks (short baselines, some sites not yet open) and beyond the season's
+  end (still rising when it closes); ``tE`` log-normal, median 20 d (0.3 dex, clipped to
+  1.5-250 d); ``u0 = U(0, 1)**1.5`` (AlertFinder favours bright peaks).
+- Baseline ``I`` (source plus blend, what the reference image holds) uniform in 14-21; the
+  source's share ``fs / (fs + fb)`` log-uniform in 0.03-1, from heavy blending to none.
 - Detectability: when the peak excess ``fs * (A(u0) - 1)`` is below ``min_peak_snr`` typical
   errors, ``u0`` is lowered to the value that reaches it, so every event is a plausible
   AlertFinder candidate at some point of the season.
@@ -41,8 +42,8 @@ def u_for_magnification(magnification: float) -> float:
 
 def draw_timing(rng: np.random.Generator, window: SeasonWindow) -> tuple[float, float, float]:
     """(t0, tE, u0) of an event peaking in the season (before the detectability bar)."""
-    t0 = rng.uniform(window.start_hjd + 0.1 * window.days, window.end_hjd)
-    tE = 10.0 ** np.clip(rng.normal(1.3, 0.35), math.log10(2.0), math.log10(200.0))
+    t0 = rng.uniform(window.start_hjd - 5.0, window.end_hjd + 10.0)
+    tE = 10.0 ** np.clip(rng.normal(1.3, 0.3), math.log10(1.5), math.log10(250.0))
     u0 = rng.uniform() ** 1.5
     return float(t0), float(tE), float(u0)
 
@@ -50,9 +51,10 @@ def draw_timing(rng: np.random.Generator, window: SeasonWindow) -> tuple[float, 
 def _draw_source(rng: np.random.Generator, window: SeasonWindow) -> tuple[dict[str, float], float]:
     """Timing, source and blend, with u0 lowered to reach the detectability bar."""
     t0, tE, u0 = draw_timing(rng, window)
-    fs = flux_of_mag(rng.uniform(18.0, 22.0))
-    blend_fraction = rng.uniform(0.05, 1.0)
-    fb = fs * (1.0 / blend_fraction - 1.0)
+    baseline = flux_of_mag(rng.uniform(14.0, 21.0))
+    blend_fraction = log_uniform(rng, 0.03, 1.0)
+    fs = baseline * blend_fraction
+    fb = baseline - fs
     needed = 1.0 + window.min_peak_snr * typical_sigma(fs + fb) / fs
     u0 = max(min(u0, u_for_magnification(needed)), 1e-3)
     params = {"t0": t0, "tE": tE, "u0": u0, "fs": fs, "fb": fb, "blend_fraction": blend_fraction}

@@ -17,6 +17,8 @@ per-site processes on a 5-minute grid shared by all fields of that site:
   field; clouds scatter it). V frames see ~0.45 of the I-band sky.
 - Cadence: a field with cadence c/h is visited every 1/c h (with jitter) while observable; one
   frame in ``v_every`` is a V frame, which takes an I frame's slot (a gap in the I series).
+- Site calendar: each site starts its season ``site_start_days`` late and may close for a block
+  of nights (``site_closure_*``), as the survey's sites do for maintenance.
 """
 
 from __future__ import annotations
@@ -211,11 +213,15 @@ def frame_series(config: SimulationConfig, site_name: str, field_number: int) ->
     field_alt = altitude_deg(t, field.ra_deg, field.dec_deg, site)
     airmass = 1.0 / np.sin(np.radians(np.clip(field_alt, 1.0, None)))
     grid = conditions.index(t)
+    day = t - config.season_start_hjd
+    closure = config.site_closure_start_days[site_index]
     keep = (
         (sun_alt < config.sun_altitude_limit_deg)
         & (field_alt > 0.0)
         & (airmass < config.airmass_limit)
         & conditions.is_open[grid]
+        & (day >= config.site_start_days[site_index])
+        & ~((day >= closure) & (day < closure + config.site_closure_days[site_index]))
     )
     t, airmass, grid = t[keep], airmass[keep], grid[keep]
     v_every = config.v_every[site_index]

@@ -63,7 +63,9 @@ def galactic_to_equatorial(l_deg: float, b_deg: float) -> tuple[float, float]:
 
 #: Approximate KMTNet bulge fields as (number, galactic l, galactic b, frames per hour per
 #: site, overlapping partner or -1): tiers 2/h (overlapping pairs 01/41, 02/42, 03/43 give a
-#: combined 4/h), 1/h, 0.4/h and 0.2/h. Not the survey's exact footprint, but its structure.
+#: combined 4/h), 1/h, 0.4/h, 0.2/h and 0.1/h (about one point a night, like the survey's
+#: outer fields and other surveys' nightly photometry). Not the survey's exact footprint, but
+#: its structure.
 _FIELD_TABLE: Final = (
     (1, -2.0, -3.0, 2.0, 41),
     (41, -1.6, -2.7, 2.0, 1),
@@ -98,6 +100,10 @@ _FIELD_TABLE: Final = (
     (36, -8.0, -3.0, 0.2, -1),
     (37, 6.0, -7.0, 0.2, -1),
     (38, -6.0, -7.0, 0.2, -1),
+    (24, 10.0, -3.0, 0.1, -1),
+    (25, -10.0, -3.0, 0.1, -1),
+    (26, 10.0, -5.0, 0.1, -1),
+    (27, -10.0, -5.0, 0.1, -1),
 )
 FIELDS: Final = tuple(
     FieldInfo(number, *galactic_to_equatorial(lon, lat), cadence, partner)
@@ -105,7 +111,7 @@ FIELDS: Final = tuple(
 )
 FIELD_BY_NUMBER: Final = {f.number: f for f in FIELDS}
 #: Cadence of each tier of :attr:`SimulationConfig.tier_weights`, frames per hour.
-TIER_CADENCES: Final = (2.0, 1.0, 0.4, 0.2)
+TIER_CADENCES: Final = (2.0, 1.0, 0.4, 0.2, 0.1)
 
 
 # ------------------------------------------------------------------------------- ephemerides
