@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from model.export import ARTIFACT_NAME, ARTIFACTS_DIR, load_artifact, script
+from model.export import load_artifact, script, shipped_artifact
 from model.lensnet import LensNet, LensNetConfig
 
 BATCH_SIZES = (1, 8, 32, 128)
@@ -49,7 +49,7 @@ def main() -> None:
     torch.manual_seed(0)
     eager = LensNet(LensNetConfig(hidden=args.hidden)).eval()
     modules: dict[str, Any] = {"eager": eager, "torchscript": script(eager)}
-    artifact = ARTIFACTS_DIR / ARTIFACT_NAME
+    artifact = shipped_artifact()
     if artifact.exists():
         modules["artifact"], card = load_artifact(artifact)
         print(f"artifact: hidden {card.get('model_config', {}).get('hidden')}")

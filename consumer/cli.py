@@ -167,66 +167,98 @@ class Selection(enum.Enum):
     ACCURACY = "accuracy"
 
 
+def _seeds(value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError as error:
+        raise typer.BadParameter(f"{value!r}: expected comma-separated integers") from error
+    if not seeds:
+        raise typer.BadParameter("at least one season seed is needed")
+    return seeds
+
+
+_TRAIN_SEEDS = ",".join(str(s) for s in range(1001, 1009))
+
+
 @app.command()
 def train(
     ctx: typer.Context,
-    stars: Annotated[
-        int, typer.Option(min=10, help="Simulated stars (70/15/15 train/val/test by star).")
-    ] = 16000,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the simulator, split, crops, weights and shuffling.")
-    ] = 1,
-    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 12,
-    crops: Annotated[int, typer.Option(min=1, help="Training instances per star.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the shuffling.")] = 1,
+    train_seasons: Annotated[
+        str, typer.Option(help="Seeds of the simulated training seasons (comma-separated).")
+    ] = _TRAIN_SEEDS,
+    validation_seasons: Annotated[
+        str, typer.Option(help="Seeds of the validation seasons (epoch choice only).")
+    ] = "2001,2002",
+    stars_per_season: Annotated[
+        int, typer.Option(min=10, help="Stars per training season.")
+    ] = 4000,
+    validation_stars: Annotated[
+        int, typer.Option(min=10, help="Stars per validation season.")
+    ] = 2000,
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 20,
+    crops: Annotated[int, typer.Option(min=1, help="At most this many instances per star.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Instances per step.")] = 128,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak AdamW step size.")] = 3e-3,
     hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
     dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout in the trunk.")] = 0.3,
     weight_decay: Annotated[
         float, typer.Option(min=0.0, help="Decoupled weight decay (AdamW); 0: Adam.")
     ] = 0.01,
+    site_loss_weight: Annotated[
+        float, typer.Option(min=0.0, help="Weight of the per-site score loss.")
+    ] = 0.5,
     cosine: Annotated[
         bool, typer.Option(help="Anneal the learning rate to 0 over --epochs (half cosine).")
     ] = True,
     patience: Annotated[
         int, typer.Option(min=1, help="Stop after this many epochs without progress.")
-    ] = 12,
+    ] = 20,
     select: Annotated[
         Selection,
         typer.Option(help="Keep the epoch of the best validation loss or binary accuracy."),
     ] = Selection.ACCURACY,
     threads: Annotated[
-        int, typer.Option(min=1, help="torch threads (results depend on it; artifact: 1).")
+        int, typer.Option(min=1, help="torch threads (results depend on it on a CPU).")
     ] = 1,
-    lr_decay: Annotated[
-        bool, typer.Option(help="Halve the learning rate after an epoch without progress.")
-    ] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")] = "auto",
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes building the instances (first run only).")
+    ] = 1,
     max_minutes: Annotated[
-        float | None, typer.Option(help="Stop after the epoch that passes this wall time.")
+        float | None,
+        typer.Option(help="Training time budget: the epochs that fit, timed on the first."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for lensnet-v1.pt and model_card.json.")] = Path(
-        "model/artifacts"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Folder for lensnet-<version>.pt and model_card.json.")
+    ] = Path("model/artifacts"),
     cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train LensNet on simulated seasons and export the TorchScript artifact."""
-    from model.dataset import CropConfig
+    from model.dataset import CropConfig, SeasonSet
     from model.export import model_card, save
     from model.lensnet import LensNetConfig
     from model.train import TrainConfig
     from model.train import train as train_model
 
     config = TrainConfig(
-        n_stars=stars,
         seed=seed,
-        epochs=epochs,
+        train_seasons=SeasonSet("train", _seeds(train_seasons), stars_per_season),
+        validation_seasons=SeasonSet("validation", _seeds(validation_seasons), validation_stars),
         crop=CropConfig(crops=crops),
         model=LensNetConfig(hidden=hidden, dropout=dropout),
-        threads=threads,
-        lr_decay=lr_decay,
-        cosine=cosine,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
         weight_decay=weight_decay,
+        site_loss_weight=site_loss_weight,
+        cosine=cosine,
         patience=patience,
         select="accuracy" if select is Selection.ACCURACY else "loss",
+        threads=threads,
+        device=device,
+        workers=workers,
         max_minutes=max_minutes,
     )
     model, history = train_model(config, cache=cache, progress=progress)
@@ -235,7 +267,8 @@ def train(
     typer.echo(
         f"wrote {path} (best epoch {best + 1}: val loss {history.val_loss[best]:.4f}, "
         f"binary {history.val_binary_accuracy[best]:.4f}, "
-        f"3-class {history.val_class_accuracy[best]:.4f}; {history.seconds[-1]:.0f} s)"
+        f"3-class {history.val_class_accuracy[best]:.4f}; {history.seconds[-1]:.0f} s on "
+        f"{history.device}, {history.n_train} training instances)"
     )
 
 
@@ -243,35 +276,43 @@ def train(
 def evaluate(
     ctx: typer.Context,
     artifact: Annotated[
-        Path, typer.Option(help="TorchScript artifact; its model_card.json sits beside it.")
-    ] = Path("model/artifacts/lensnet-v1.pt"),
+        list[Path] | None,
+        typer.Option(
+            help="TorchScript artifact (repeat for several seeds); default: the shipped one."
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder for report.md, metrics.json and the PNG plots.")
     ] = Path("model/artifacts/evaluation"),
-    update_card: Annotated[
-        bool, typer.Option(help="Write the test metrics into the model card.")
-    ] = True,
+    workers: Annotated[int, typer.Option(min=1, help="Processes preparing the stars.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")] = "auto",
     threads: Annotated[int, typer.Option(min=1, help="torch threads for inference.")] = 1,
+    baseline: Annotated[bool, typer.Option(help="Also fit and report the linear baseline.")] = True,
     cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Evaluate a trained LensNet artifact on its regenerated held-out test set."""
+    """Evaluate artifacts (seeds) on validation and test seasons; write the report."""
     import torch
 
-    from model.evaluate import evaluate_artifact
+    from model.evaluation.run import evaluate as run_evaluation
+    from model.export import shipped_artifact
 
     torch.set_num_threads(threads)
-    metrics = evaluate_artifact(
-        artifact, out, cache=cache, progress=progress, update_card=update_card
+    paths = artifact or [shipped_artifact()]
+    metrics = run_evaluation(
+        paths,
+        out,
+        cache=cache,
+        workers=workers,
+        device=device,
+        progress=progress,
+        baseline=baseline,
     )
-    for key in ("test_augmented", "test_full_visibility", "baseline_test_augmented"):
-        result = metrics[key]
-        typer.echo(
-            f"{key}: binary@0.45 {result['binary_balanced']['mean_accuracy']:.4f}, "
-            f"binary@0.955 {result['binary_high_purity']['mean_accuracy']:.4f}, "
-            f"3-class {result['three_class']['mean_accuracy']:.4f} "
-            f"({result['n_instances']} instances)"
-        )
+    from model.evaluation.report import TARGETS, fmt, lookup
+
+    for text, path, op, target in TARGETS:
+        typer.echo(f"{text}: {fmt(lookup(metrics, path))} (target {op} {100 * target:g} %)")
+    typer.echo(f"chosen on validation: {paths[metrics['chosen']]}")
     typer.echo(f"report: {out / 'report.md'}")
 
 
@@ -286,8 +327,12 @@ def classify(
         Path | None, typer.Option(help="TorchScript artifact (default: the shipped one).")
     ] = None,
     low_cadence: Annotated[
-        bool, typer.Option(help="Use the low-cadence AlertFinder rule (k=n=10, dchi2 400).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Force the low- (k=n=10, dchi2 400) or high-cadence AlertFinder rule; "
+            "default: by each star's fields, as the daemon does."
+        ),
+    ] = None,
 ) -> None:
     """Classify light curves from files with the shipped LensNet artifact (JSON lines)."""
     import json
@@ -295,10 +340,10 @@ def classify(
 
     from consumer.alertfinder import HIGH_CADENCE, LOW_CADENCE
     from model.classify import classify_season
-    from model.export import ARTIFACT_NAME, ARTIFACTS_DIR, load_artifact
+    from model.export import load_artifact
 
-    module, _ = load_artifact(artifact or ARTIFACTS_DIR / ARTIFACT_NAME)
-    rule = LOW_CADENCE if low_cadence else HIGH_CADENCE
+    module, _ = load_artifact(artifact)
+    rule = None if low_cadence is None else (LOW_CADENCE if low_cadence else HIGH_CADENCE)
     as_of_hjd = math.inf if as_of is None else as_of
     for record in classify_season(module, season_dir, as_of=as_of_hjd, rule=rule):
         typer.echo(json.dumps(record))

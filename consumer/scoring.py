@@ -39,7 +39,7 @@ from consumer.settings import ModelSettings
 from consumer.state import StarStore
 from consumer.trigger import Triggered
 from model.classify import Score, score
-from model.export import ARTIFACT_NAME, ARTIFACTS_DIR, load_artifact
+from model.export import load_artifact
 from model.features import Candidate, InsufficientDataError, prepare
 
 
@@ -85,9 +85,8 @@ class Scorer:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
-        path = settings.path or ARTIFACTS_DIR / ARTIFACT_NAME
-        self.module, self.card = load_artifact(Path(path))
-        self.model_version = str(self.card.get("version", Path(path).stem))
+        self.module, self.card = load_artifact(settings.path)
+        self.model_version = str(self.card.get("version") or Path(str(settings.path)).stem)
         torch.set_num_threads(settings.threads)
 
     def select(

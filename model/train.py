@@ -1,16 +1,22 @@
-"""Train LensNet on simulated instances (paper §7): Adam, BCE + weighted CE, early stopping.
+"""Train LensNet on simulated seasons (paper §7): AdamW, BCE + weighted CE + site BCE, cosine.
 
-Reproducible from a seed: the simulator, the crops and the split follow ``seed``
-(:mod:`model.dataset`); weights are initialised after ``torch.manual_seed(seed)`` and batches
+Data: the instances of :data:`model.dataset.TRAIN_SEASONS` and
+:data:`~model.dataset.VALIDATION_SEASONS` (whole seasons, disjoint seeds; see
+:mod:`model.dataset`); the epoch kept is chosen on validation only.
+
+Loss: binary cross-entropy on the binary head (No vs Yes + Maybe) plus cross-entropy on the
+3-class head, both class-weighted (inverse frequency), plus ``site_loss_weight`` x a binary
+cross-entropy of each site's score (the binary head on that branch alone) against the site
+label (:func:`model.dataset.site_targets`), over the sites that have data.
+
+Reproducible from a seed: weights are initialised after ``torch.manual_seed(seed)`` and batches
 are shuffled by a numpy ``Generator`` seeded from it. ``torch.set_num_threads(threads)`` is set
-explicitly because intra-op parallelism changes float summation order: the same seed and the
-same thread count give the same weights on the same machine. The shipped artifact used one
-thread: on a shared 2-core machine, two intra-op threads competing with other processes were
-several times slower (spinning OpenMP workers), and one thread is the most reproducible.
+explicitly because intra-op parallelism changes float summation order: the same seed and thread
+count give the same weights on the same CPU. On a GPU (``device="cuda"``, or ``"auto"`` when
+one is present) cuDNN's LSTM is not bit-reproducible, and runs agree only statistically.
 
 Batches are bucketed by length (instances sorted by their longest site, with jitter, cut into
-batches whose order is shuffled): the LSTM cost grows with the padded length ``L`` of a batch,
-and bucketing cuts padding several-fold on cropped light curves.
+batches whose order is shuffled): the LSTM cost grows with the padded length ``L`` of a batch.
 """
 
 from __future__ import annotations
@@ -29,10 +35,17 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from model.dataset import CropConfig, Instances, class_weights, load_split
-from model.features import collate
+from model.dataset import (
+    TRAIN_SEASONS,
+    VALIDATION_SEASONS,
+    CropConfig,
+    Instances,
+    Rows,
+    SeasonSet,
+    class_weights,
+    load_set,
+)
 from model.lensnet import LensNet, LensNetConfig
-from model.simulate import SimulationConfig
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -44,42 +57,43 @@ class TrainConfig:
 
     Attributes
     ----------
-    n_stars : simulated stars (70 % train, 15 % validation, 15 % test, by star).
-    seed : simulator seed, split, crops, initialisation and shuffling.
-    crop : instances per star and how they are cut.
+    seed : initialisation and shuffling (the data are fixed by the seasons' seeds).
+    train_seasons, validation_seasons : the simulated seasons of each split.
+    crop : how instances are cut from each star.
     model : architecture.
     epochs : at most this many passes over the training instances.
     batch_size : instances per step.
-    learning_rate : Adam step size.
-    patience : stop after this many epochs without a better validation loss.
-    lr_decay : halve the learning rate after an epoch without a better validation loss.
-    cosine : anneal the learning rate to zero over ``epochs`` along a half cosine, per step.
+    learning_rate : AdamW step size (peak of the cosine schedule).
     weight_decay : decoupled weight decay (AdamW); 0 is plain Adam.
+    site_loss_weight : weight of the per-site score loss.
+    cosine : anneal the learning rate to zero over ``epochs`` along a half cosine, per step.
+    patience : stop after this many epochs without a better validation figure.
     select : keep the epoch of the lowest validation ``"loss"`` or of the highest validation
-        binary ``"accuracy"`` (mean per class; ties to the lower loss); patience counts
-        epochs without a better one.
+        binary ``"accuracy"`` (mean per class; ties to the lower loss).
     threads : ``torch.set_num_threads`` during training.
-    max_minutes : stop after the epoch that passes this wall time (None: no limit).
+    device : ``"cpu"``, ``"cuda"`` or ``"auto"`` (cuda when available).
+    workers : processes that build the instances (first run only; cached afterwards).
+    max_minutes : time budget: the first epoch's duration decides how many of ``epochs`` fit,
+        and the cosine schedule is set over those (None: no limit).
     """
 
-    n_stars: int = 16000
     seed: int = 1
+    train_seasons: SeasonSet = TRAIN_SEASONS
+    validation_seasons: SeasonSet = VALIDATION_SEASONS
     crop: CropConfig = field(default_factory=CropConfig)
     model: LensNetConfig = field(default_factory=LensNetConfig)
-    epochs: int = 12
-    batch_size: int = 64
+    epochs: int = 20
+    batch_size: int = 128
     learning_rate: float = 3e-3
-    patience: int = 12
-    lr_decay: bool = False
-    cosine: bool = True
     weight_decay: float = 0.01
+    site_loss_weight: float = 0.5
+    cosine: bool = True
+    patience: int = 20
     select: Literal["loss", "accuracy"] = "accuracy"
     threads: int = 1
+    device: str = "auto"
+    workers: int = 1
     max_minutes: float | None = None
-
-    @property
-    def simulation(self) -> SimulationConfig:
-        return SimulationConfig(n_stars=self.n_stars, seed=self.seed)
 
 
 @dataclass
@@ -92,6 +106,17 @@ class History:
     val_class_accuracy: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     best_epoch: int = -1
+    epochs_planned: int = 0
+    device: str = "cpu"
+    n_train: int = 0
+    n_val: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when torch sees a GPU, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def standardisation(instances: Instances) -> tuple[Tensor, Tensor]:
@@ -103,9 +128,7 @@ def standardisation(instances: Instances) -> tuple[Tensor, Tensor]:
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
 
 
-def batches(
-    instances: Instances, batch_size: int, rng: np.random.Generator | None
-) -> Iterator[I64]:
+def batches(instances: Rows, batch_size: int, rng: np.random.Generator | None) -> Iterator[I64]:
     """Index arrays of length-bucketed batches; shuffled (with jitter) when ``rng`` is given."""
     longest = instances.lengths.max(axis=1).astype(np.float64)
     if rng is not None:
@@ -117,41 +140,103 @@ def batches(
     yield from chunks
 
 
+class Batcher:
+    """Padded batches of a set of instances on one device. On a GPU the instances' rows live
+    in device memory and a batch is one gather there (the CPU computes only index arrays)."""
+
+    def __init__(self, instances: Rows, device: torch.device) -> None:
+        self.instances = instances
+        self.device = device
+        self._x = torch.from_numpy(instances.x).to(device) if device.type != "cpu" else None
+
+    def __call__(self, index: I64) -> tuple[Tensor, Tensor]:
+        """(B, S, L, F) and (B, S) tensors of the instances ``index``."""
+        if self._x is None:
+            x, lengths = self.instances.batch(index)
+            return torch.from_numpy(x), torch.from_numpy(lengths)
+        lengths, source, slot, step = self.instances.gather_index(index)
+        b, s = lengths.shape
+        length = int(lengths.max()) if b else 0
+        out = torch.zeros((b * s, length, self._x.shape[1]), device=self.device)
+        where = [
+            torch.from_numpy(a).to(self.device, non_blocking=True) for a in (source, slot, step)
+        ]
+        out[where[1], where[2]] = self._x[where[0]]
+        return out.view(b, s, length, -1), torch.from_numpy(lengths).to(self.device)
+
+
 def to_tensors(instances: Instances, index: I64) -> tuple[Tensor, Tensor]:
-    """(B, S, L, F) and (B, S) tensors of the instances ``index``."""
-    x, lengths = collate([instances.item(int(i)) for i in index])
+    """(B, S, L, F) and (B, S) CPU tensors of the instances ``index``."""
+    x, lengths = instances.batch(index)
     return torch.from_numpy(x), torch.from_numpy(lengths)
 
 
 class Loss(nn.Module):
-    """Weighted BCE (No vs Yes + Maybe) plus weighted CE (No / Maybe / Yes), summed."""
+    """Weighted BCE (No vs Yes + Maybe) + weighted CE (No / Maybe / Yes) + weighted site BCE."""
 
-    def __init__(self, class_weight: F64, binary_weight: F64) -> None:
+    def __init__(
+        self, class_weight: F64, binary_weight: F64, site_weight: F64, site_loss_weight: float
+    ) -> None:
         super().__init__()
         self.ce = nn.CrossEntropyLoss(weight=torch.tensor(class_weight, dtype=torch.float32))
-        self.binary_weight = torch.tensor(binary_weight, dtype=torch.float32)
+        self.binary_weight: Tensor
+        self.site_weight: Tensor
+        self.register_buffer("binary_weight", torch.tensor(binary_weight, dtype=torch.float32))
+        self.register_buffer("site_weight", torch.tensor(site_weight, dtype=torch.float32))
+        self.site_loss_weight = site_loss_weight
 
-    def forward(self, binary: Tensor, classes: Tensor, label: Tensor) -> Tensor:
+    def forward(
+        self,
+        binary: Tensor,
+        classes: Tensor,
+        sites: Tensor,
+        label: Tensor,
+        site_target: Tensor,
+        lengths: Tensor,
+    ) -> Tensor:
         target = (label > 0).float()  # (B,)
         weight = self.binary_weight[(label > 0).long()]  # (B,)
         bce = nn.functional.binary_cross_entropy_with_logits(binary, target, weight=weight)
-        return bce + self.ce(classes, label)
+        loss = bce + self.ce(classes, label)
+        if self.site_loss_weight > 0:
+            present = (lengths > 0).float()  # (B, S)
+            site_w = self.site_weight[site_target.long()] * present
+            site_bce = nn.functional.binary_cross_entropy_with_logits(
+                sites, site_target, weight=site_w, reduction="sum"
+            ) / present.sum().clamp_min(1.0)
+            loss = loss + self.site_loss_weight * site_bce
+        return loss
+
+
+def make_loss(train_set: Instances, site_loss_weight: float) -> Loss:
+    """The loss with class weights from the training instances."""
+    present = train_set.lengths > 0
+    site_labels = train_set.site_target[present].astype(np.int64)
+    return Loss(
+        class_weights(train_set.label, 3),
+        class_weights((train_set.label > 0).astype(np.int64), 2),
+        class_weights(site_labels, 2),
+        site_loss_weight,
+    )
 
 
 @torch.no_grad()
-def predict(model: nn.Module, instances: Instances, batch_size: int = 128) -> tuple[F64, F64, F64]:
+def predict(
+    model: nn.Module, instances: Rows, batch_size: int = 128, device: str = "cpu"
+) -> tuple[F64, F64, F64]:
     """``(p_event (N,), p_class (N, 3), site_scores (N, 3))`` in instance order."""
     was_training = model.training
     model.eval()
+    batcher = Batcher(instances, torch.device(device))
     p_event = np.zeros(len(instances))
     p_class = np.zeros((len(instances), 3))
     site_scores = np.zeros((len(instances), 3))
     for index in batches(instances, batch_size, None):
-        x, lengths = to_tensors(instances, index)
+        x, lengths = batcher(index)
         event, classes, sites = model(x, lengths)
-        p_event[index] = event.numpy()
-        p_class[index] = classes.numpy()
-        site_scores[index] = sites.numpy()
+        p_event[index] = event.cpu().numpy()
+        p_class[index] = classes.cpu().numpy()
+        site_scores[index] = sites.cpu().numpy()
     model.train(was_training)
     return p_event, p_class, site_scores
 
@@ -163,22 +248,32 @@ def balanced_accuracy(truth: I64, predicted: I64, n_classes: int) -> float:
     return float(np.mean(present)) if present else float("nan")
 
 
+def _step_inputs(batcher: Batcher, index: I64) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, lengths = batcher(index)
+    instances, device = batcher.instances, batcher.device
+    assert isinstance(instances, Instances)
+    label = torch.from_numpy(instances.label[index]).to(device)
+    site_target = torch.from_numpy(instances.site_target[index]).to(device)
+    return x, lengths, label, site_target
+
+
 @torch.no_grad()
 def _validate(
-    model: LensNet, loss_fn: Loss, instances: Instances, batch_size: int
+    model: LensNet, loss_fn: Loss, batcher: Batcher, batch_size: int
 ) -> tuple[float, float, float]:
     model.eval()
+    instances = batcher.instances
+    assert isinstance(instances, Instances)
     total, count = 0.0, 0
     p_event = np.zeros(len(instances))
     p_class = np.zeros((len(instances), 3))
     for index in batches(instances, batch_size, None):
-        x, lengths = to_tensors(instances, index)
-        label = torch.from_numpy(instances.label[index])
-        binary, classes = model.logits(x, lengths)
-        total += loss_fn(binary, classes, label).item() * len(index)
+        x, lengths, label, site_target = _step_inputs(batcher, index)
+        binary, classes, sites = model.logits(x, lengths)
+        total += loss_fn(binary, classes, sites, label, site_target, lengths).item() * len(index)
         count += len(index)
-        p_event[index] = torch.sigmoid(binary).numpy()
-        p_class[index] = classes.numpy()
+        p_event[index] = torch.sigmoid(binary).cpu().numpy()
+        p_class[index] = classes.cpu().numpy()
     model.train()
     truth = instances.label
     binary_acc = balanced_accuracy(
@@ -197,70 +292,80 @@ def train(
     progress: bool = True,
     verbose: bool = True,
 ) -> tuple[LensNet, History]:
-    """Train and return the model of the best validation loss and the history.
+    """Train and return the model of the epoch chosen on validation, and the history.
 
-    ``train_set`` / ``val_set`` default to the splits of ``config.simulation`` built by
-    :func:`model.dataset.load_split` (cached under ``cache`` when given). ``progress`` shows
-    bars, ``verbose`` prints one line per epoch.
+    ``train_set`` / ``val_set`` default to the configured seasons built by
+    :func:`model.dataset.load_set` (cached under ``cache`` when given). ``progress`` shows
+    bars, ``verbose`` prints one line per epoch. The model is returned on the CPU.
     """
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
     rng = np.random.default_rng([config.seed, 3])
     if train_set is None:
-        train_set = load_split(
-            config.simulation, "train", config.crop, cache=cache, progress=progress
+        train_set = load_set(
+            config.train_seasons,
+            config.crop,
+            cache=cache,
+            workers=config.workers,
+            progress=progress,
         )
     if val_set is None:
-        val_set = load_split(config.simulation, "val", config.crop, cache=cache, progress=progress)
+        val_set = load_set(
+            config.validation_seasons,
+            config.crop,
+            cache=cache,
+            workers=config.workers,
+            progress=progress,
+        )
     model = LensNet(config.model)
     model.set_standardisation(*standardisation(train_set))
-    loss_fn = Loss(
-        class_weights(train_set.label, 3),
-        class_weights((train_set.label > 0).astype(np.int64), 2),
+    model.to(device)
+    loss_fn = make_loss(train_set, config.site_loss_weight).to(device)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    optimiser: torch.optim.Optimizer
-    if config.weight_decay > 0:
-        optimiser = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-    else:
-        optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     n_batches = math.ceil(len(train_set) / config.batch_size)
     schedule = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.epochs * n_batches)
         if config.cosine
         else None
     )
-    history = History()
+    history = History(device=str(device), n_train=len(train_set), n_val=len(val_set))
+    train_batches, val_batches = Batcher(train_set, device), Batcher(val_set, device)
     best_score: tuple[float, ...] = (math.inf, math.inf)
     best_state, stale = copy.deepcopy(model.state_dict()), 0
     started = time.monotonic()
     model.train()
+    planned = config.epochs
     for epoch in range(config.epochs):
+        if epoch >= planned:
+            break
         bar = tqdm(
             batches(train_set, config.batch_size, rng),
             total=n_batches,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
+            desc=f"epoch {epoch + 1}/{planned}",
             disable=not progress,
             leave=False,
         )
-        total, correct, count = 0.0, 0, 0
+        running = torch.zeros((), device=device)  # summed on the device: no sync per step
+        count = 0
         for index in bar:
-            x, lengths = to_tensors(train_set, index)
-            label = torch.from_numpy(train_set.label[index])
-            binary, classes = model.logits(x, lengths)
-            loss = loss_fn(binary, classes, label)
+            x, lengths, label, site_target = _step_inputs(train_batches, index)
+            binary, classes, sites = model.logits(x, lengths)
+            loss = loss_fn(binary, classes, sites, label, site_target, lengths)
             optimiser.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
             if schedule is not None:
                 schedule.step()
-            total += loss.item() * len(index)
-            correct += int(((binary > 0) == (label > 0)).sum())
+            running += loss.detach() * len(index)
             count += len(index)
-            bar.set_postfix(loss=f"{total / count:.3f}", acc=f"{correct / count:.3f}")
-        val_loss, val_binary, val_class = _validate(model, loss_fn, val_set, 2 * config.batch_size)
+        total = float(running.item())
+        val_loss, val_binary, val_class = _validate(
+            model, loss_fn, val_batches, 2 * config.batch_size
+        )
         history.train_loss.append(total / max(count, 1))
         history.val_loss.append(val_loss)
         history.val_binary_accuracy.append(val_binary)
@@ -278,14 +383,20 @@ def train(
             history.best_epoch = epoch
         else:
             stale += 1
-            if config.lr_decay:
-                for group in optimiser.param_groups:
-                    group["lr"] *= 0.5
-        out_of_time = (
-            config.max_minutes is not None and history.seconds[-1] > 60 * config.max_minutes
-        )
-        if stale >= config.patience or out_of_time:
+        if epoch == 0 and config.max_minutes is not None:
+            # Fit the epochs to the time budget, measured on the first one, and anneal the
+            # learning rate over the epochs that fit (not a schedule cut off half-way).
+            fit = max(1, int(60 * config.max_minutes / history.seconds[0]))
+            if fit < planned:
+                planned = fit
+                if config.cosine:
+                    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                        optimiser, max(1, (planned - 1) * n_batches)
+                    )
+        history.epochs_planned = planned
+        if stale >= config.patience:
             break
     model.load_state_dict(best_state)
+    model.to("cpu")
     model.eval()
     return model, history
