@@ -1,0 +1,2 @@
+"""Evaluation of LensNet artifacts: instance metrics, the daemon's outcomes on whole seasons,
+and the report (:func:`model.evaluation.run.evaluate`)."""
