@@ -192,14 +192,14 @@ def train(
     ] = "2001,2002",
     stars_per_season: Annotated[
         int, typer.Option(min=10, help="Stars per training season.")
-    ] = 4000,
+    ] = 3000,
     validation_stars: Annotated[
         int, typer.Option(min=10, help="Stars per validation season.")
     ] = 2000,
-    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 20,
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 40,
     crops: Annotated[int, typer.Option(min=1, help="At most this many instances per star.")] = 4,
-    batch_size: Annotated[int, typer.Option(min=1, help="Instances per step.")] = 128,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak AdamW step size.")] = 3e-3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Instances per step.")] = 512,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak AdamW step size.")] = 4e-3,
     hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
     dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout in the trunk.")] = 0.3,
     weight_decay: Annotated[

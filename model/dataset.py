@@ -82,7 +82,7 @@ class SeasonSet:
 
 
 #: The splits' seasons. Seeds are never shared; the demo season (seed 7) is in none of them.
-TRAIN_SEASONS: Final = SeasonSet("train", tuple(range(1001, 1009)), 4000)
+TRAIN_SEASONS: Final = SeasonSet("train", tuple(range(1001, 1009)), 3000)
 VALIDATION_SEASONS: Final = SeasonSet("validation", (2001, 2002), 2000)
 TEST_SEASONS: Final = SeasonSet("test", (3001, 3002), 3000)
 

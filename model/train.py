@@ -82,9 +82,9 @@ class TrainConfig:
     validation_seasons: SeasonSet = VALIDATION_SEASONS
     crop: CropConfig = field(default_factory=CropConfig)
     model: LensNetConfig = field(default_factory=LensNetConfig)
-    epochs: int = 20
-    batch_size: int = 128
-    learning_rate: float = 3e-3
+    epochs: int = 40
+    batch_size: int = 512
+    learning_rate: float = 4e-3
     weight_decay: float = 0.01
     site_loss_weight: float = 0.5
     cosine: bool = True

@@ -17,6 +17,7 @@ import math
 import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -75,9 +76,15 @@ class StarCalls:
     site_scores: F64
     n_sites: int
 
-    def alert_time(self, model: int, threshold: float) -> float:
-        """When a daemon with ``alert_threshold = threshold`` alerts (NaN: never)."""
-        hits = np.flatnonzero(self.p_event[model] >= threshold)
+    def alert_time(self, model: int, threshold: float, confirm: int = 1) -> float:
+        """When a daemon with ``alert_threshold = threshold`` alerts (NaN: never): the first
+        call at or above it, or with ``confirm`` > 1 the last of the first run of that many
+        consecutive such calls."""
+        high = self.p_event[model] >= threshold
+        if confirm > 1 and len(high):
+            runs = np.convolve(high.astype(np.int64), np.ones(confirm, dtype=np.int64), "full")
+            high = runs[: len(high)] >= confirm
+        hits = np.flatnonzero(high)
         return float(self.calls[hits[0]]) if len(hits) else math.nan
 
 
@@ -245,10 +252,10 @@ def _fraction(mask: npt.NDArray[np.bool_]) -> float:
 
 
 def cadence_metrics(
-    stars: Sequence[StarCalls], probes: Probes, thresholds: Sequence[float]
+    stars: Sequence[StarCalls], probes: Probes, thresholds: Sequence[float], confirm: int = 1
 ) -> dict[str, Any]:
     """The daemon's outcomes per model and their mean and sd over models (see
-    ``model/README.md`` for the definitions)."""
+    ``model/README.md`` for the definitions); ``confirm`` as in :meth:`StarCalls.alert_time`."""
     n_models = stars[0].p_event.shape[0] if stars else 0
     label = np.array([s.label for s in stars])
     subclass = np.array([s.subclass for s in stars])
@@ -263,7 +270,7 @@ def cadence_metrics(
     for m in range(n_models):
         result: dict[str, Any] = {}
         for threshold in thresholds:
-            alert = np.array([s.alert_time(m, threshold) for s in stars])
+            alert = np.array([s.alert_time(m, threshold, confirm) for s in stars])
             alerted = np.isfinite(alert)
             before = alerted & (alert <= t_peak)
             key = f"{threshold:g}"
@@ -299,6 +306,19 @@ def cadence_metrics(
                 "triggered_before_peak_recall": _fraction(
                     before[events & (since_start >= 20) & (first_call <= t_peak)]
                 ),
+                "triggered_before_peak_recall_early": _fraction(
+                    before[
+                        events & (since_start >= 10) & (since_start < 40) & (first_call <= t_peak)
+                    ]
+                ),
+                "triggered_before_peak_recall_by_season_time": {
+                    f"{a:g}-{b:g}": _fraction(
+                        before[
+                            events & (since_start >= a) & (since_start < b) & (first_call <= t_peak)
+                        ]
+                    )
+                    for a, b in SEASON_BINS
+                },
                 "lead_days": [float(v) for v in (t_peak - alert)[events & before]],
             }
             result[key] = entry
@@ -332,6 +352,19 @@ def cadence_metrics(
         "trigger_before_peak_t0_ge_20": _fraction(
             (first_call <= t_peak)[events & (since_start >= 20)]
         ),
+        "trigger_before_peak_early": _fraction(
+            (first_call <= t_peak)[events & (since_start >= 10) & (since_start < 40)]
+        ),
+        "trigger_before_peak_by_season_time": {
+            f"{a:g}-{b:g}": _fraction(
+                (first_call <= t_peak)[events & (since_start >= a) & (since_start < b)]
+            )
+            for a, b in SEASON_BINS
+        },
+        "trigger_before_peak_by_mag": {
+            f"{a:g}-{b:g}": _fraction((first_call <= t_peak)[events & (mag >= a) & (mag < b)])
+            for a, b in MAG_BINS
+        },
         "per_model": per_model,
         "summary": summarise(per_model),
     }
@@ -351,3 +384,59 @@ def summarise(per_model: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return _mean_sd([math.nan if v is None else float(v) for v in items])
 
     return dict(walk(list(per_model)))
+
+
+# ----------------------------------------------------------------------------- persistence
+
+_META_FIELDS: Final = (
+    "season",
+    "star_index",
+    "star_id",
+    "label",
+    "subclass",
+    "t_peak",
+    "t_rise_start",
+    "baseline_mag",
+    "first_data",
+    "last_data",
+    "n_sites",
+)
+
+
+def save_calls(stars: Sequence[StarCalls], probes: Probes, path: Path) -> None:
+    """Every star's calls and scores in one ``.npz`` (for re-analysis without rescoring)."""
+    counts = np.array([len(s.calls) for s in stars], dtype=np.int64)
+    n_models = stars[0].p_event.shape[0] if stars else 0
+    arrays: dict[str, npt.NDArray[Any]] = {
+        name: np.array([getattr(s, name) for s in stars]) for name in _META_FIELDS
+    }
+    arrays["counts"] = counts
+    arrays["calls"] = np.concatenate([s.calls for s in stars]) if stars else np.zeros(0)
+    arrays["p_event"] = (
+        np.concatenate([s.p_event for s in stars], axis=1) if stars else np.zeros((0, 0))
+    )
+    arrays["site_scores"] = (
+        np.concatenate([s.site_scores for s in stars], axis=1)
+        if stars
+        else np.zeros((n_models, 0, 3))
+    )
+    arrays["probe_site_scores"] = probes.site_scores
+    arrays["probe_has_data"] = probes.has_data
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
+def load_calls(path: Path) -> tuple[list[StarCalls], Probes]:
+    """What :func:`save_calls` wrote."""
+    with np.load(path) as data:
+        bounds = np.concatenate([[0], np.cumsum(data["counts"])])
+        stars = [
+            StarCalls(
+                **{name: data[name][i].item() for name in _META_FIELDS},
+                calls=data["calls"][bounds[i] : bounds[i + 1]],
+                p_event=data["p_event"][:, bounds[i] : bounds[i + 1]],
+                site_scores=data["site_scores"][:, bounds[i] : bounds[i + 1]],
+            )
+            for i in range(len(data["counts"]))
+        ]
+        probes = Probes(data["probe_site_scores"], data["probe_has_data"])
+    return stars, probes

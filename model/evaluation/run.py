@@ -35,7 +35,7 @@ from model.dataset import (
     load_set,
 )
 from model.evaluation import report
-from model.evaluation.cadence import cadence_metrics, run_seasons, summarise
+from model.evaluation.cadence import cadence_metrics, run_seasons, save_calls, summarise
 from model.evaluation.instances import (
     Baseline,
     Scores,
@@ -104,17 +104,23 @@ def evaluate(
     workers: int = 1,
     device: str = "auto",
     progress: bool = False,
-    validation_seasons: SeasonSet = VALIDATION_SEASONS,
+    validation_seasons: SeasonSet | None = None,
     test_seasons: SeasonSet = TEST_SEASONS,
-    train_seasons: SeasonSet = TRAIN_SEASONS,
+    train_seasons: SeasonSet | None = None,
     baseline: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate the artifacts; writes ``report.md``, ``metrics.json`` and PNGs in ``out_dir``
-    and returns the metrics (``metrics["chosen"]`` is the index of the seed to ship)."""
+    """Evaluate the artifacts; writes ``report.md``, ``metrics.json``, the scored calls
+    (``calls-*.npz``) and PNGs in ``out_dir`` and returns the metrics (``metrics["chosen"]`` is
+    the index of the seed to ship). Training and validation seasons default to those in the
+    first artifact's card."""
     where = resolve_device(device)
     loaded = [load_artifact(path) for path in artifacts]
     modules = [module.to(where) for module, _ in loaded]
     cards = [card for _, card in loaded]
+    train_seasons = train_seasons or _card_seasons(cards[0], "train_seasons", TRAIN_SEASONS)
+    validation_seasons = validation_seasons or _card_seasons(
+        cards[0], "validation_seasons", VALIDATION_SEASONS
+    )
     load = {"cache": cache, "workers": workers, "progress": progress, "device": where}
     metrics: dict[str, Any] = {
         "artifacts": [str(path) for path in artifacts],
@@ -126,9 +132,11 @@ def evaluate(
             "test": [test_seasons.seeds, test_seasons.n_stars],
         },
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
     validation_stars, validation_probes = run_seasons(
         modules, validation_seasons, workers=workers, device=where, progress=progress
     )
+    save_calls(validation_stars, validation_probes, out_dir / "calls-validation.npz")
     metrics["validation_cadence"] = cadence_metrics(
         validation_stars, validation_probes, (0.45, 0.955)
     )
@@ -136,6 +144,7 @@ def evaluate(
     test_stars, test_probes = run_seasons(
         modules, test_seasons, workers=workers, device=where, progress=progress
     )
+    save_calls(test_stars, test_probes, out_dir / "calls-test.npz")
     metrics["test_cadence"] = cadence_metrics(test_stars, test_probes, (0.45, 0.955))
     metrics["test_full"] = _instance_metrics(modules, test_seasons, FULL_COLUMNS, **load)
     metrics["test_magnitude_only"] = _instance_metrics(
@@ -143,7 +152,6 @@ def evaluate(
     )
     if baseline:
         metrics["baseline_test_full"] = _baseline(train_seasons, test_seasons, load)
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json) + "\n")
     images = report.plots(metrics, out_dir)
     (out_dir / "report.md").write_text(markdown(metrics, cards, images))
@@ -160,6 +168,16 @@ def _baseline(train: SeasonSet, test: SeasonSet, load: dict[str, Any]) -> dict[s
     model = Baseline.fit(summary_features(train_set, subset), train_set.label[subset])
     test_set = load_set(test, FULL_COLUMNS, **options)
     return set_metrics(test_set, model.predict(summary_features(test_set)))
+
+
+def _card_seasons(card: dict[str, Any], key: str, default: SeasonSet) -> SeasonSet:
+    try:
+        entry = card["training"]["config"][key]
+        return SeasonSet(
+            str(entry["name"]), tuple(int(s) for s in entry["seeds"]), int(entry["n_stars"])
+        )
+    except (KeyError, TypeError, ValueError):
+        return default
 
 
 def _json(value: Any) -> Any:

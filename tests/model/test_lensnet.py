@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pytest
 import torch
 
-from model.export import load_artifact, save, script, shipped_artifact
+from model.export import content_version, load_artifact, save, script, shipped_artifact
 from model.lensnet import FITTED_INDEX, FLUX_INDEX, LensNet, LensNetConfig
 
 CONFIG = LensNetConfig(hidden=8, dense=16, dropout=0.0)
@@ -154,6 +154,8 @@ def test_shipped_artifact_agrees_with_an_eager_model_of_its_card() -> None:
     eager = LensNet(LensNetConfig(**card["model_config"]))
     eager.load_state_dict(loaded.state_dict())
     eager.eval()
+    assert card["version"] == content_version(eager)  # the name says what is inside
+    assert path.name == f"lensnet-{card['version']}.pt"
     assert path.stat().st_size < 2_000_000
     x, lengths = make_batch(batch=5, length=120)
     x = x.abs()  # plausible magnitudes for sky / fwhm / airmass
