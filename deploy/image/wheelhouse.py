@@ -17,8 +17,9 @@ The image build then installs with ``--no-index`` and runs without a network. Wi
 ``--torch-index`` the resolution must give exactly the venv's versions, or this fails; with it,
 torch and whatever its wheel requires differ (no CUDA libraries), everything else is pinned.
 
-A second run with the same inputs (pins, index, tool versions) touches no network: the folder
-records what it was made from in ``.inputs``.
+A second run with the same inputs (pins, index, tool versions) does nothing: the folder records
+them in ``.inputs``. Each resolution is also kept per machine (``~/.cache/lensnet-image/locks``),
+so a fresh clone lays the folder out from the cached wheels without asking an index.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -148,22 +149,24 @@ def sha256_of(path: Path) -> str:
 
 
 def fetch(wheels: Iterable[Wheel], cache: Path) -> None:
-    """Download the wheels missing from ``cache`` (pip, so its proxy/certificate settings hold)."""
+    """Download the wheels missing from ``cache`` (pip, so its proxy/certificate settings hold)
+    and check their SHA-256; a wheel already in the cache was checked when it arrived."""
     cache.mkdir(parents=True, exist_ok=True)
     missing = [w for w in wheels if not (cache / w.filename).is_file()]
-    if missing:
-        print(f"wheelhouse: downloading {len(missing)} wheels into {cache}", file=sys.stderr)
-        command = [*PIP, "download", "--no-deps", "--no-cache-dir", "--dest", str(cache)]
-        done = subprocess.run([*command, *(w.url for w in missing)])
-        if done.returncode != 0:
+    if not missing:
+        return
+    print(f"wheelhouse: downloading {len(missing)} wheels into {cache}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
+        command = [*PIP, "download", "--no-deps", "--no-cache-dir", "--dest", tmp]
+        if subprocess.run([*command, *(w.url for w in missing)]).returncode != 0:
             raise WheelhouseError("pip download failed (see above)")
-    for wheel in wheels:
-        path = cache / wheel.filename
-        if not path.is_file():
-            raise WheelhouseError(f"{wheel.filename} was not downloaded into {cache}")
-        if sha256_of(path) != wheel.sha256:
-            path.unlink()
-            raise WheelhouseError(f"{path}: sha256 differs from the index's; removed, run again")
+        for wheel in missing:
+            path = Path(tmp) / wheel.filename
+            if not path.is_file():
+                raise WheelhouseError(f"pip download gave no {wheel.filename}")
+            if sha256_of(path) != wheel.sha256:
+                raise WheelhouseError(f"{wheel.url}: sha256 differs from the index's")
+            path.rename(cache / wheel.filename)
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -190,6 +193,26 @@ def lay_out(out: Path, cache: Path, sets: dict[str, list[Wheel]], inputs: str) -
     staging.rename(out)
 
 
+def resolve_all(
+    pins: dict[str, str], tools: dict[str, str], torch_index: str | None
+) -> tuple[list[Wheel], list[Wheel]]:
+    """The runtime wheels (the project's requirements under the venv's pins) and the tools."""
+    declared = [
+        str(r)
+        for r in map(Requirement, metadata.requires(PROJECT) or [])
+        if not r.marker or r.marker.evaluate({"extra": ""})
+    ]
+    runtime = resolve(declared, pins, torch_index)
+    if not torch_index:
+        resolved = {w.name: w.version for w in runtime}
+        if resolved != pins:
+            raise WheelhouseError(
+                "pip resolved other versions than the venv holds: "
+                f"{sorted(set(resolved.items()) ^ set(pins.items()))}"
+            )
+    return runtime, resolve([f"{n}=={v}" for n, v in tools.items()], pins, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to lay out (replaced)")
@@ -198,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("TORCH_INDEX") or None,
         help="extra index for torch, e.g. https://download.pytorch.org/whl/cpu (default: PyPI)",
     )
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "wheels")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="per machine: wheels/ and locks/"
+    )
     args = parser.parse_args(argv)
     try:
         pins = runtime_pins()
@@ -212,23 +237,20 @@ def main(argv: list[str] | None = None) -> int:
         if stamp.is_file() and stamp.read_text() == inputs:
             print(f"wheelhouse: {args.out} is up to date", file=sys.stderr)
             return 0
-        declared = [
-            str(r)
-            for r in map(Requirement, metadata.requires(PROJECT) or [])
-            if not r.marker or r.marker.evaluate({"extra": ""})
-        ]
-        runtime = resolve(declared, pins, args.torch_index)
-        if not args.torch_index:
-            resolved = {w.name: w.version for w in runtime}
-            if resolved != pins:
-                raise WheelhouseError(
-                    "pip resolved other versions than the venv holds: "
-                    f"{sorted(set(resolved.items()) ^ set(pins.items()))}"
-                )
-        build_tools = resolve([f"{n}=={v}" for n, v in tools.items()], pins, None)
-        fetch([*runtime, *build_tools], args.cache)
+        # A resolution is kept per machine by its inputs: a fresh clone needs no index.
+        key = hashlib.sha256(inputs.encode()).hexdigest()[:16]
+        known = args.cache / "locks" / f"{key}.json"
+        wheels = args.cache / "wheels"
+        if known.is_file():
+            sets = {k: [Wheel(**w) for w in v] for k, v in json.loads(known.read_text()).items()}
+            runtime, build_tools = sets["requirements.txt"], sets["tools.txt"]
+        else:
+            runtime, build_tools = resolve_all(pins, tools, args.torch_index)
+        fetch([*runtime, *build_tools], wheels)
         sets = {"requirements.txt": runtime, "tools.txt": build_tools}
-        lay_out(args.out, args.cache, sets, inputs)
+        lay_out(args.out, wheels, sets, inputs)
+        known.parent.mkdir(parents=True, exist_ok=True)
+        known.write_text(json.dumps({k: [asdict(w) for w in v] for k, v in sets.items()}))
     except WheelhouseError as error:
         print(f"wheelhouse: {error}", file=sys.stderr)
         return 1
