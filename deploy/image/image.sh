@@ -102,7 +102,10 @@ build() {
   local started=$SECONDS log="$repo/build/image/build.log"
   # --network none: the build must need nothing but the context; --pull never: the base is
   # local. --layers (podman's default) keeps the cache a warm rebuild uses.
+  # build/image/image.id: the ID of what was just built, for callers that must not run
+  # another clone's build of the same tag (the store is shared by the machine).
   if ! (cd "$repo" && podman build --layers --pull=never --network=none \
+    --iidfile build/image/image.id \
     -f deploy/image/Dockerfile --ignorefile deploy/image/Dockerfile.dockerignore \
     --build-arg PYTHON_IMAGE="$IMAGE_BASE" -t "$IMAGE" . >"$log" 2>&1); then
     tail -n 40 "$log" >&2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 import socket
@@ -213,7 +214,7 @@ class Pod:
 
 @pytest.fixture(scope="module")
 def image(rendered: dict[str, list[Manifest]]) -> str:
-    """The image the base manifests name, built (or found up to date) by deploy/image/image.sh."""
+    """ID of the image the base manifests name, built (or found up to date) by image.sh."""
     name = str(
         find(rendered["base"], "StatefulSet", "lensnet")["spec"]["template"]["spec"]["containers"][
             0
@@ -226,7 +227,11 @@ def image(rendered: dict[str, list[Manifest]]) -> str:
     if done.returncode != 0:
         pytest.fail(f"the image could not be built or podman cannot run here:\n{done.stderr}")
     print(f"\n{done.stderr.strip()}")
-    return name
+    # Run what this build made, by ID: another clone on the machine may retag the name.
+    built = (REPO / "build" / "image" / "image.id").read_text().strip().removeprefix("sha256:")
+    tagged = podman("image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+    assert built == tagged, f"{name} is not what was just built"
+    return built
 
 
 @dataclass
@@ -331,7 +336,7 @@ def scenario(
     statefulset = find(base, "StatefulSet", "lensnet")
     daemon = Pod(statefulset, base, f"{statefulset['metadata']['name']}-0")
     job = Pod(find(replay, "Job", "lensnet-replay"), replay, "lensnet-replay-x")
-    assert job.container["image"] == image
+    assert job.container["image"] == daemon.container["image"]
     result = Scenario(image=image, statefulset=daemon)
     work = tmp_path_factory.mktemp("image")
     season = work / "season"
@@ -479,6 +484,65 @@ def test_replay_job_fills_the_topics(scenario: Scenario) -> None:
     assert int(sent[1]) == int(found[2]) > 0
 
 
+#: LensNet's probabilities of one alert may differ in the last bits between two runs of the same
+#: daemon on the same input: a candidate is scored in a chunk of the candidates pending with it,
+#: padded to the chunk's longest light curve (model.classify.score), and which candidates are
+#: pending together depends on how the consumed batches fell. Seen once: p_no 5.9277136e-06
+#: against 5.9277022e-06 (relative 2e-6). Every other field, and every decision, is exact.
+SCORE_RTOL = 1e-4
+SCORE_ATOL = 1e-6
+
+
+def split_probabilities(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """An alert record without LensNet's probabilities, and those probabilities by name."""
+    scores = dict(record["lensnet"])
+    site_scores = scores.pop("site_scores")
+    probabilities = {k: float(scores.pop(k)) for k in ("p_event", "p_no", "p_maybe", "p_yes")}
+    probabilities.update({f"site_scores.{k}": float(v) for k, v in sorted(site_scores.items())})
+    return {**record, "lensnet": scores}, probabilities
+
+
+def score_differences(mine: dict[str, Any], theirs: dict[str, Any]) -> tuple[list[str], float]:
+    """Fields of two alert records that differ, and the largest probability difference.
+
+    Everything must be equal but LensNet's probabilities, which must be within SCORE_RTOL /
+    SCORE_ATOL of each other.
+    """
+    rest_mine, probabilities_mine = split_probabilities(mine)
+    rest_theirs, probabilities_theirs = split_probabilities(theirs)
+    problems = [key for key in rest_mine if rest_mine[key] != rest_theirs.get(key)]
+    if probabilities_mine.keys() != probabilities_theirs.keys():
+        return [*problems, "lensnet.site_scores sites"], 0.0
+    largest = 0.0
+    for key, value in probabilities_mine.items():
+        other = probabilities_theirs[key]
+        largest = max(largest, abs(value - other))
+        if not math.isclose(value, other, rel_tol=SCORE_RTOL, abs_tol=SCORE_ATOL):
+            problems.append(f"lensnet.{key}: {value!r} != {other!r}")
+    return problems, largest
+
+
+def test_score_differences_tolerate_only_the_last_bits_of_probabilities() -> None:
+    scores: dict[str, Any] = {
+        "model_version": "v1",
+        "p_event": 0.9,
+        "p_no": 5.927713573328219e-06,
+        "p_maybe": 0.5,
+        "p_yes": 0.4,
+        "site_scores": {"CTIO": 0.8},
+    }
+    alert: dict[str, Any] = {"alert_id": "KMT-1-2461108.22576", "trigger_hjd": 2461108.22576}
+    alert["lensnet"] = scores
+    close = {**alert, "lensnet": {**scores, "p_no": 5.927702204644447e-06}}
+    assert score_differences(alert, close)[0] == []
+    apart = {**alert, "lensnet": {**scores, "p_event": 0.91}}
+    assert score_differences(alert, apart)[0] == ["lensnet.p_event: 0.9 != 0.91"]
+    later = {**alert, "trigger_hjd": 2461108.5}
+    assert score_differences(alert, later)[0] == ["trigger_hjd"]
+    other_site = {**alert, "lensnet": {**scores, "site_scores": {"SSO": 0.8}}}
+    assert score_differences(alert, other_site)[0] == ["lensnet.site_scores sites"]
+
+
 def test_alerts_from_the_image_equal_the_venv_daemons(scenario: Scenario) -> None:
     assert scenario.image_run is not None
     assert scenario.venv_run is not None
@@ -487,11 +551,16 @@ def test_alerts_from_the_image_equal_the_venv_daemons(scenario: Scenario) -> Non
         f"{scenario.image_run.seconds:.1f} s, from the venv {scenario.venv_run.seconds:.1f} s"
     )
     assert len(scenario.alerts_image) >= 5, "too few alerts for the comparison to mean much"
+    # The decisions: which stars alerted, and when (the id is the star and the trigger time).
     assert [a["alert_id"] for a in scenario.alerts_image] == [
         a["alert_id"] for a in scenario.alerts_venv
     ]
+    largest = 0.0
     for mine, theirs in zip(scenario.alerts_image, scenario.alerts_venv, strict=True):
-        assert mine == theirs, mine["alert_id"]
+        problems, difference = score_differences(mine, theirs)
+        assert problems == [], f"{mine['alert_id']}: {problems}"
+        largest = max(largest, difference)
+    print(f"largest difference of a LensNet probability: {largest:.3g}")
     stopped = [e for e in scenario.image_run.events if e.get("event") == "stopped"]
     assert stopped
     assert stopped[-1]["alerts_published"] == len(scenario.alerts_image)
