@@ -427,16 +427,16 @@ def save_calls(stars: Sequence[StarCalls], probes: Probes, path: Path) -> None:
 
 def load_calls(path: Path) -> tuple[list[StarCalls], Probes]:
     """What :func:`save_calls` wrote."""
-    with np.load(path) as data:
-        bounds = np.concatenate([[0], np.cumsum(data["counts"])])
-        stars = [
-            StarCalls(
-                **{name: data[name][i].item() for name in _META_FIELDS},
-                calls=data["calls"][bounds[i] : bounds[i + 1]],
-                p_event=data["p_event"][:, bounds[i] : bounds[i + 1]],
-                site_scores=data["site_scores"][:, bounds[i] : bounds[i + 1]],
-            )
-            for i in range(len(data["counts"]))
-        ]
-        probes = Probes(data["probe_site_scores"], data["probe_has_data"])
-    return stars, probes
+    with np.load(path) as npz:
+        data = {name: npz[name] for name in npz.files}  # each npz[name] reads the file again
+    bounds = np.concatenate([[0], np.cumsum(data["counts"])])
+    stars = [
+        StarCalls(
+            **{name: data[name][i].item() for name in _META_FIELDS},
+            calls=data["calls"][bounds[i] : bounds[i + 1]].copy(),
+            p_event=data["p_event"][:, bounds[i] : bounds[i + 1]].copy(),
+            site_scores=data["site_scores"][:, bounds[i] : bounds[i + 1]].copy(),
+        )
+        for i in range(len(data["counts"]))
+    ]
+    return stars, Probes(data["probe_site_scores"], data["probe_has_data"])
