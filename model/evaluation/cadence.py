@@ -355,6 +355,10 @@ def cadence_metrics(
         "trigger_before_peak_early": _fraction(
             (first_call <= t_peak)[events & (since_start >= 10) & (since_start < 40)]
         ),
+        "n_events_by_season_time": {
+            f"{a:g}-{b:g}": int((events & (since_start >= a) & (since_start < b)).sum())
+            for a, b in SEASON_BINS
+        },
         "trigger_before_peak_by_season_time": {
             f"{a:g}-{b:g}": _fraction(
                 (first_call <= t_peak)[events & (since_start >= a) & (since_start < b)]

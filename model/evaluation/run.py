@@ -152,10 +152,15 @@ def evaluate(
     )
     if baseline:
         metrics["baseline_test_full"] = _baseline(train_seasons, test_seasons, load)
+    render(metrics, cards, out_dir)
+    return metrics
+
+
+def render(metrics: dict[str, Any], cards: Sequence[dict[str, Any]], out_dir: Path) -> None:
+    """Write ``metrics.json``, the PNGs and ``report.md`` into ``out_dir``."""
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json) + "\n")
     images = report.plots(metrics, out_dir)
     (out_dir / "report.md").write_text(markdown(metrics, cards, images))
-    return metrics
 
 
 def _baseline(train: SeasonSet, test: SeasonSet, load: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +272,7 @@ def markdown(
         "",
         "## Validation seasons (for the choice of seed)",
         "",
-        *report.cadence_tables(metrics["validation_cadence"])[:6],
+        *report.cadence_tables(metrics["validation_cadence"], subclasses=False),
         "",
         "## Plots",
         "",
