@@ -111,7 +111,7 @@ def test_small_training_run_exports_and_round_trips(tmp_path: Path) -> None:
         assert np.abs(a - b).max() <= 1e-5
     # Another model gets another name, and the folder keeps one artifact and its card.
     with torch.no_grad():
-        model.binary_head.bias += 1.0
+        model.binary_head.bias.add_(1.0)
     second = save(model, card, tmp_path)
     assert second != path
     assert sorted(p.name for p in tmp_path.glob("lensnet-*.pt")) == [second.name]
