@@ -13,7 +13,7 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from consumer.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
+from consumer.edge.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
 
 RECORD_SCHEMA = fastavro.parse_schema(
     {

@@ -64,20 +64,20 @@ from ingest_baselines import BUFFERED, CAPACITY_PER_SITE, RECORD_SCHEMA, rising
 
 from consumer.alertfinder import HIGH_CADENCE, rising_batch
 from consumer.constants import SITES
-from consumer.exceptions import KafkaClientError
-from consumer.kafka import (
+from consumer.edge.kafka import (
     consumer_config,
     make_admin,
     make_consumer,
     make_producer,
     producer_config,
 )
-from consumer.keys import star_key
-from consumer.photometry import Observations, PhotometryDecoder
-from consumer.produce import PhotometryProducer
+from consumer.edge.keys import star_key
+from consumer.edge.photometry import Observations, PhotometryDecoder
+from consumer.edge.produce import PhotometryProducer
+from consumer.edge.topics import TopicSpec, ensure_topics, required_topics
+from consumer.exceptions import KafkaClientError
 from consumer.settings import ConsumerSettings, KafkaSettings, ProducerSettings, TopicSettings
 from consumer.state import StarStore, StoreConfig, TriggerInput
-from consumer.topics import TopicSpec, ensure_topics, required_topics
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

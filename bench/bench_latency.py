@@ -39,8 +39,9 @@ import torch
 from confluent_kafka import TopicPartition
 
 from consumer.daemon import BatchReport, Daemon
+from consumer.edge.kafka import make_admin, make_consumer, watermarks
+from consumer.edge.topics import ensure_topics, required_topics
 from consumer.ingest import IngestResult
-from consumer.kafka import make_admin, make_consumer, watermarks
 from consumer.logs import configure_logging
 from consumer.replay import ReplayOptions, replay
 from consumer.settings import (
@@ -52,7 +53,6 @@ from consumer.settings import (
     StateSettings,
     TopicSettings,
 )
-from consumer.topics import ensure_topics, required_topics
 from model.simulate import SimulationConfig, write_season
 
 REPO = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from consumer.photometry import Observations
+from consumer.edge.photometry import Observations
 from consumer.state import OVERHEAD_BYTES_PER_STAR, RECORD_BYTES, StarStore, StoreConfig
 
 T0 = 2_460_000.0

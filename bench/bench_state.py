@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.alertfinder import HIGH_CADENCE, evaluate_batch, rising_batch
-from consumer.photometry import Observations
+from consumer.edge.photometry import Observations
 from consumer.state import StarStore, StoreConfig, quantise
 
 T0 = 2_460_000.0

@@ -6,7 +6,7 @@ from a checkpoint that may predate the last commits, or from nothing at all (the
 moved from another machine); the input replayed up to the committed offsets re-creates the
 buffers exactly, but not which alerts went out, because evaluation windows can fall
 differently across batches. So the alert-once rule takes its truth from here: every alert
-carries its star in the key (:func:`consumer.keys.star_key`) and its trigger time in the
+carries its star in the key (:func:`consumer.edge.keys.star_key`) and its trigger time in the
 :data:`TRIGGER_HEADER` header, and the stars of the partitions being taken are collected by
 reading keys and headers only (values are fetched but never decoded).
 """
@@ -20,9 +20,9 @@ from typing import Any, Final
 
 from confluent_kafka import TopicPartition
 
+from consumer.edge.kafka import base_config, make_consumer, watermarks
+from consumer.edge.keys import partition_for
 from consumer.exceptions import KafkaClientError
-from consumer.kafka import base_config, make_consumer, watermarks
-from consumer.keys import partition_for
 from consumer.settings import KafkaSettings
 
 TRIGGER_HEADER: Final = "lensnet.trigger_hjd"

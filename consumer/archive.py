@@ -56,8 +56,8 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import HJD_OFFSET, SITES
+from consumer.edge.photometry import Observations
 from consumer.exceptions import LensNetError
-from consumer.photometry import Observations
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]

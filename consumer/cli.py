@@ -120,10 +120,10 @@ def replay(
 
     Re-running after an interruption resumes where the log ends: nothing is sent twice.
     """
-    from consumer.kafka import make_admin
+    from consumer.edge.kafka import make_admin
+    from consumer.edge.topics import ensure_topics, required_topics
     from consumer.replay import ReplayOptions
     from consumer.replay import replay as run_replay
-    from consumer.topics import ensure_topics, required_topics
 
     settings = _settings(ctx)
     if create_topics:
@@ -374,7 +374,7 @@ def _alert_filter(
     min_score: float, label: str | None, site: list[str] | None, field: int | None, star: str | None
 ) -> Any:
     from consumer.constants import SITES
-    from consumer.subscribe import AlertFilter
+    from consumer.edge.subscribe import AlertFilter
 
     sites = tuple(s.upper() for s in site or [])
     unknown = [s for s in sites if s not in SITES]
@@ -401,7 +401,7 @@ def alerts_tail(
     """Table (or JSON lines) of alerts: time, star, sites, dchi2, binary score, class."""
     import json
 
-    from consumer.subscribe import AlertSubscriber
+    from consumer.edge.subscribe import AlertSubscriber
 
     settings = _settings(ctx)
     wanted = _alert_filter(min_score, label, site, field, star)
@@ -476,8 +476,8 @@ def alerts_plot(
     """PNG of each alert's multi-site light curve, fitted line and trigger (reads to the end)."""
     from tqdm import tqdm
 
-    from consumer.plot import file_name, plot_alert
-    from consumer.subscribe import AlertSubscriber
+    from consumer.edge.plot import file_name, plot_alert
+    from consumer.edge.subscribe import AlertSubscriber
 
     settings = _settings(ctx)
     wanted = _alert_filter(min_score, label, site, field, star)
@@ -508,7 +508,7 @@ def alerts_stats(
     import itertools
     from collections import Counter
 
-    from consumer.subscribe import AlertSubscriber
+    from consumer.edge.subscribe import AlertSubscriber
 
     settings = _settings(ctx)
     labels: Counter[str] = Counter()
@@ -545,8 +545,8 @@ def alerts_stats(
 @topics_app.command("create")
 def topics_create(ctx: typer.Context) -> None:
     """Create the photometry, alert and dead-letter topics that do not exist yet."""
-    from consumer.kafka import make_admin
-    from consumer.topics import check_copartitioning, ensure_topics, required_topics
+    from consumer.edge.kafka import make_admin
+    from consumer.edge.topics import check_copartitioning, ensure_topics, required_topics
 
     settings = _settings(ctx)
     admin = make_admin(settings.kafka)
@@ -560,8 +560,8 @@ def topics_create(ctx: typer.Context) -> None:
 @topics_app.command("describe")
 def topics_describe(ctx: typer.Context) -> None:
     """Show each required topic and its partition count; exit 2 if co-partitioning is broken."""
-    from consumer.kafka import make_admin
-    from consumer.topics import check_copartitioning, partition_counts, required_topics
+    from consumer.edge.kafka import make_admin
+    from consumer.edge.topics import check_copartitioning, partition_counts, required_topics
 
     settings = _settings(ctx)
     admin = make_admin(settings.kafka)

@@ -4,7 +4,7 @@ consume a batch -> :func:`~consumer.ingest.ingest` (decode, check, clean; dead l
 :meth:`StarStore.append <consumer.state.StarStore.append>` per message -> per partition
 :class:`~consumer.trigger.TriggerStage` (rising test, then the fit) -> across the batch
 :func:`~consumer.vetting.vet` -> :class:`~consumer.scoring.Scorer` (LensNet in batches) ->
-:class:`~consumer.output.Output` (alerts, dead letters and the consumed offsets, in one
+:class:`~consumer.edge.output.Output` (alerts, dead letters and the consumed offsets, in one
 transaction by default).
 
 Around the loop: partition ownership (:mod:`consumer.partitions`: restore and replay on assign,
@@ -40,16 +40,16 @@ from tenacity import (
 
 from consumer.alerted import published_alerts
 from consumer.align import Aligner
+from consumer.edge.kafka import consumer_config, make_admin, make_consumer, watermarks
+from consumer.edge.output import TransactionAbortedError, TransactionalOutput, make_output
+from consumer.edge.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
+from consumer.edge.topics import check_copartitioning
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.health import Health, HealthServer, Metrics
 from consumer.ingest import DeadLetter, IngestResult, Part, ingest, sites_by_topic
-from consumer.kafka import consumer_config, make_admin, make_consumer, watermarks
-from consumer.output import TransactionAbortedError, TransactionalOutput, make_output
 from consumer.partitions import Partitions
-from consumer.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
 from consumer.scoring import Pending, Scorer
 from consumer.settings import Settings
-from consumer.topics import check_copartitioning
 from consumer.trigger import Triggered, TriggerStage
 from consumer.vetting import vet
 

@@ -37,9 +37,9 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import HJD_OFFSET, SITES
+from consumer.edge.keys import partitions_for
+from consumer.edge.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
 from consumer.exceptions import DecodeError
-from consumer.keys import partitions_for
-from consumer.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
 
 #: Julian date of the Unix epoch.
 UNIX_EPOCH_JD: Final = 2_440_587.5

@@ -46,7 +46,7 @@ def configure_logging(settings: LogSettings) -> None:
         librdkafka.addFilter(RepeatFilter())
 
 
-#: stdlib logger every librdkafka client logs through (see :mod:`consumer.kafka`).
+#: stdlib logger every librdkafka client logs through (see :mod:`consumer.edge.kafka`).
 LIBRDKAFKA_LOGGER = "librdkafka"
 
 

@@ -2,8 +2,9 @@
 
 Observations go out in global time order, as the survey would have produced them: all rows of
 the season (inside an optional HJD window) are sorted by (HJD, site, star), cut into time
-slices, and each slice is sent site by site through :class:`consumer.produce.PhotometryProducer`
-(murmur2 partitioning, idempotent producer, columnar batches).
+slices, and each slice is sent site by site through
+:class:`consumer.edge.produce.PhotometryProducer` (murmur2 partitioning, idempotent producer,
+columnar batches).
 
 Resuming without duplicates: row *g* of the sorted season carries sequence number *g*, and
 every message carries the sequence number of its last row in the ``lensnet.seq`` header plus
@@ -33,11 +34,11 @@ from tqdm import tqdm
 
 from consumer.archive import ReadReport, read_season, to_observations
 from consumer.constants import SITES
+from consumer.edge.kafka import consumer_config, make_consumer, watermarks
+from consumer.edge.keys import partitions_for
+from consumer.edge.photometry import Observations
+from consumer.edge.produce import SEQUENCE_HEADER, PhotometryProducer
 from consumer.exceptions import KafkaClientError, LensNetError
-from consumer.kafka import consumer_config, make_consumer, watermarks
-from consumer.keys import partitions_for
-from consumer.photometry import Observations
-from consumer.produce import SEQUENCE_HEADER, PhotometryProducer
 from consumer.settings import ConsumerSettings, Settings
 
 REPLAY_HEADER = "lensnet.replay"

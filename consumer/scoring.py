@@ -25,7 +25,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from consumer.alert import (
+from consumer.archive import Dataset, Star
+from consumer.constants import SITES
+from consumer.edge.alert import (
     Alert,
     AlertFinderSummary,
     Classification,
@@ -33,8 +35,6 @@ from consumer.alert import (
     alert_id_for,
     now_utc,
 )
-from consumer.archive import Dataset, Star
-from consumer.constants import SITES
 from consumer.settings import ModelSettings
 from consumer.state import StarStore
 from consumer.trigger import Triggered

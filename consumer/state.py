@@ -111,8 +111,8 @@ import numpy.typing as npt
 
 from consumer import state_kernels as kernels
 from consumer.constants import HJD_OFFSET, SITES
+from consumer.edge.photometry import Observations
 from consumer.exceptions import ConfigError, LensNetError
-from consumer.photometry import Observations
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

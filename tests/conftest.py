@@ -18,7 +18,8 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
-from consumer.kafka import consumer_config, make_admin, make_consumer
+from consumer.edge.kafka import consumer_config, make_admin, make_consumer
+from consumer.edge.topics import ensure_topics, required_topics
 from consumer.settings import (
     ConsumerSettings,
     KafkaSettings,
@@ -26,7 +27,6 @@ from consumer.settings import (
     Settings,
     TopicSettings,
 )
-from consumer.topics import ensure_topics, required_topics
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO / "deploy" / "local-kafka" / "kafka.sh"

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumer.alerted import TRIGGER_HEADER, published_alerts
-from consumer.keys import partition_for, star_key
+from consumer.edge.keys import partition_for, star_key
 from consumer.settings import Settings
 
 pytestmark = pytest.mark.kafka

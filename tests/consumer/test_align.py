@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from consumer.align import Aligner
 from consumer.daemon import _windows
 from consumer.ingest import DeadLetter, IngestResult, Part
-from tests.consumer.test_photometry import make_observations
+from tests.consumer.edge.test_photometry import make_observations
 
 TOPICS = ("ctio", "saao", "sso")
 

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from consumer.alert import Alert, AlertDecoder
 from consumer.constants import SITES
 from consumer.daemon import Daemon
+from consumer.edge.alert import Alert, AlertDecoder
+from consumer.edge.kafka import watermarks
+from consumer.edge.photometry import Observations, PhotometryBatch, encode_batch
+from consumer.edge.produce import PhotometryProducer
 from consumer.ingest import REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE_TOPIC_HEADER
-from consumer.kafka import watermarks
-from consumer.photometry import Observations, PhotometryBatch, encode_batch
-from consumer.produce import PhotometryProducer
 from consumer.replay import ReplayOptions, replay
 from consumer.settings import DaemonSettings, Settings, StateSettings
 from consumer.state import StarStore, StoreConfig, store_differences

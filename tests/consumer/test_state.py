@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from consumer.alertfinder import HIGH_CADENCE, evaluate, evaluate_batch, rising_batch
 from consumer.constants import HJD_OFFSET, SITES
+from consumer.edge.photometry import Observations
 from consumer.exceptions import ConfigError, LensNetError
-from consumer.photometry import Observations
 from consumer.state import (
     CHECKPOINT_NAME,
     OVERHEAD_BYTES_PER_STAR,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from consumer.alertfinder import dataset_medians, evaluate_batch
-from consumer.photometry import Observations
+from consumer.edge.photometry import Observations
 from consumer.settings import TriggerSettings
 from consumer.state import StarStore, StoreConfig
 from consumer.trigger import TriggerStage

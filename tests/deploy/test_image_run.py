@@ -40,9 +40,9 @@ from typing import Any
 
 import pytest
 
-from consumer.alert import alert_to_record
+from consumer.edge.alert import alert_to_record
+from consumer.edge.subscribe import AlertSubscriber
 from consumer.settings import KafkaSettings
-from consumer.subscribe import AlertSubscriber
 from model.simulate import SimulationConfig, write_season
 from tests.deploy.kube import DEPLOY, REPO, Manifest, container_env, find, pod_spec
 

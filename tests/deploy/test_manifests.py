@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from consumer.cli import DEFAULT_SECRETS_DIR
+from consumer.edge.topics import required_topics
 from consumer.health import Health, HealthServer, Metrics
 from consumer.settings import ENV_PREFIX, DaemonSettings, Settings, load_settings
-from consumer.topics import required_topics
 from tests.deploy.conftest import KUSTOMIZATIONS
 from tests.deploy.kube import (
     Manifest,

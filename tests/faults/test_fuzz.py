@@ -49,21 +49,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from consumer.alert import (
-    CONTENT_TYPE_HEADER,
-    LABELS,
-    SCHEMA_HEADER,
-    Alert,
-    AlertDecoder,
-    AlertFinderSummary,
-    Classification,
-    Headers,
-    LightCurve,
-    alert_id_for,
-    alert_to_record,
-    encode_alert,
-    encode_record,
-)
 from consumer.archive import (
     FULL_HJD_MIN,
     NATIVE_COLUMNS,
@@ -79,15 +64,30 @@ from consumer.archive import (
     to_observations,
 )
 from consumer.constants import HJD_OFFSET, SITES
-from consumer.exceptions import DecodeError
-from consumer.photometry import (
+from consumer.edge.alert import (
+    CONTENT_TYPE_HEADER,
+    LABELS,
+    SCHEMA_HEADER,
+    Alert,
+    AlertDecoder,
+    AlertFinderSummary,
+    Classification,
+    Headers,
+    LightCurve,
+    alert_id_for,
+    alert_to_record,
+    encode_alert,
+    encode_record,
+)
+from consumer.edge.photometry import (
     Observations,
     PhotometryBatch,
     PhotometryDecoder,
     column_dtypes,
     encode_batch,
 )
-from consumer.schemas import MAGIC, SchemaRegistry, frame, load_schema
+from consumer.edge.schemas import MAGIC, SchemaRegistry, frame, load_schema
+from consumer.exceptions import DecodeError
 from model.simulate import SimulationConfig, write_season
 
 # The hypothesis deadline fails an example that is slow but ends; a real hang is cut here.
@@ -279,7 +279,7 @@ def test_photometry_round_trip_is_bit_exact(
 
 
 def make_alert(n: int, seed: int) -> Alert:
-    """An alert with an n-point light curve (as tests/consumer/test_alert.py builds one)."""
+    """An alert with an n-point light curve (as tests/consumer/edge/test_alert.py builds one)."""
     rng = np.random.default_rng(seed)
     hjd = np.sort(2_460_100 + rng.uniform(0, 30, n))
     trigger = float(hjd[-1]) if n else 2_460_130.0

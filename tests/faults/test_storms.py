@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from consumer.edge.kafka import consumer_config, make_admin, make_consumer
+from consumer.edge.keys import partitions_for
+from consumer.edge.photometry import Observations, PhotometryBatch, encode_batch
+from consumer.edge.produce import PhotometryProducer
+from consumer.edge.schemas import frame, load_schema
+from consumer.edge.topics import ensure_topics, required_topics
 from consumer.ingest import REASON_HEADER
-from consumer.kafka import consumer_config, make_admin, make_consumer
-from consumer.keys import partitions_for
-from consumer.photometry import Observations, PhotometryBatch, encode_batch
-from consumer.produce import PhotometryProducer
 from consumer.replay import ReplayOptions, replay
-from consumer.schemas import frame, load_schema
 from consumer.settings import (
     ConsumerSettings,
     KafkaSettings,
@@ -34,7 +35,6 @@ from consumer.settings import (
     TopicSettings,
 )
 from consumer.state import StarStore, StoreConfig, store_differences
-from consumer.topics import ensure_topics, required_topics
 from model.simulate import SimulationConfig, write_season
 from tests.conftest import KAFKA_SH
 from tests.consumer.test_daemon import (

@@ -2,7 +2,7 @@
 
 Clients are built by these functions when a stage needs one, never at import time, so
 constructing a stage makes no network call. Every producer uses the murmur2 partitioner (see
-:mod:`consumer.keys`); every consumer reads only committed transactions.
+:mod:`consumer.edge.keys`); every consumer reads only committed transactions.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from consumer.edge.keys import PARTITIONER
 from consumer.exceptions import KafkaClientError
-from consumer.keys import PARTITIONER
 from consumer.logs import LIBRDKAFKA_LOGGER
 from consumer.settings import ConsumerSettings, KafkaSettings, ProducerSettings
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from consumer.alert import Alert
-from consumer.plot import file_name, plot_alert
+from consumer.edge.alert import Alert
+from consumer.edge.plot import file_name, plot_alert
+from consumer.edge.subscribe import AlertFilter, AlertSubscriber
 from consumer.replay import ReplayOptions, replay
 from consumer.settings import Settings
-from consumer.subscribe import AlertFilter, AlertSubscriber
 from model.simulate import SimulationConfig, write_season
 from tests.consumer.test_daemon import Running, caught_up, daemon_settings, ends, read_alerts
 
@@ -34,9 +34,9 @@ def published(
     import time
     import uuid
 
-    from consumer.kafka import consumer_config, make_consumer
+    from consumer.edge.kafka import consumer_config, make_consumer
+    from consumer.edge.topics import ensure_topics, required_topics
     from consumer.settings import ConsumerSettings, ProducerSettings, TopicSettings
-    from consumer.topics import ensure_topics, required_topics
 
     work = tmp_path_factory.mktemp("subscribe")
     write_season(SimulationConfig(n_stars=60, seed=5), work / "season", progress=False)

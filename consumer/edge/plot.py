@@ -16,8 +16,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from consumer.alert import Alert
 from consumer.constants import SITES
+from consumer.edge.alert import Alert
 from consumer.exceptions import ConfigError
 
 #: One colour per site (colour-blind safe: Okabe-Ito blue, vermillion, bluish green).

@@ -1,4 +1,4 @@
-"""Follow-up client: read alerts from the alert topic as typed :class:`~consumer.alert.Alert`.
+"""Follow-up client: read alerts from the alert topic as typed :class:`~consumer.edge.alert.Alert`.
 
 ::
 
@@ -35,9 +35,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumer.alert import Alert, AlertDecoder
+from consumer.edge.alert import Alert, AlertDecoder
+from consumer.edge.kafka import base_config, make_consumer
 from consumer.exceptions import DecodeError, KafkaClientError
-from consumer.kafka import base_config, make_consumer
 from consumer.settings import KafkaSettings
 
 Start = Literal["earliest", "latest", "committed"] | datetime

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from consumer.keys import murmur2, partition_for, partitions_for, star_key
+from consumer.edge.keys import murmur2, partition_for, partitions_for, star_key
 
 
 @pytest.mark.parametrize(

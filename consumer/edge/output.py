@@ -30,12 +30,12 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from consumer.alert import Alert, encode_alert
 from consumer.alerted import TRIGGER_HEADER
+from consumer.edge.alert import Alert, encode_alert
+from consumer.edge.kafka import make_producer, producer_config
+from consumer.edge.keys import star_key
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.ingest import DeadLetter
-from consumer.kafka import make_producer, producer_config
-from consumer.keys import star_key
 from consumer.settings import Settings
 
 #: A transactional call still blocked this long after its own timeout ends the process.

@@ -6,8 +6,8 @@ import pytest
 from fastavro.schema import fingerprint
 
 from consumer.constants import schema_dir
+from consumer.edge.schemas import AvroSchema, SchemaRegistry, frame, load_schema, unframe
 from consumer.exceptions import DecodeError, SchemaError
-from consumer.schemas import AvroSchema, SchemaRegistry, frame, load_schema, unframe
 
 
 @pytest.mark.parametrize("path", sorted(schema_dir().glob("*.avsc")), ids=lambda p: p.name)

@@ -1,6 +1,6 @@
 """The alert: a typed record, its Avro encoding, and a decoder tolerant of newer 1.x writers.
 
-Each alert message is an Avro single-object encoding (:mod:`consumer.schemas`) and carries its
+Each alert message is an Avro single-object encoding (:mod:`consumer.edge.schemas`) and carries its
 writer schema (its JSON definition) in the ``lensnet.schema`` header. A subscriber decodes
 with the writer schema (known by fingerprint or taken from the header) resolved against the
 reader schema it ships, so an older client reads a newer 1.x alert: fields it does not know are
@@ -20,8 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
-from consumer.exceptions import DecodeError, SchemaError
-from consumer.schemas import (
+from consumer.edge.schemas import (
     AvroSchema,
     SchemaRegistry,
     frame,
@@ -29,6 +28,7 @@ from consumer.schemas import (
     read_record,
     unframe,
 )
+from consumer.exceptions import DecodeError, SchemaError
 
 SCHEMA_HEADER = "lensnet.schema"
 CONTENT_TYPE_HEADER = "content-type"

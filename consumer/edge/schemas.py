@@ -5,7 +5,7 @@ Each Kafka value is an Avro *single-object encoding* (Avro specification): the t
 canonical form, then the schemaless binary body. The fingerprint tells a reader which writer
 schema to decode with, without a schema registry service. Readers know every schema shipped in
 ``schemas/``; alerts additionally carry their writer schema in a header so a subscriber with an
-older package still decodes a newer 1.x alert (see :mod:`consumer.alert`).
+older package still decodes a newer 1.x alert (see :mod:`consumer.edge.alert`).
 
 Compatibility rule: within a major version every change is FULL-compatible (fields are added or
 removed only with defaults; enums only grow at the end with a default). A breaking change is a

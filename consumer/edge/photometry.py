@@ -18,8 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
-from consumer.exceptions import DecodeError
-from consumer.schemas import (
+from consumer.edge.schemas import (
     AvroSchema,
     SchemaRegistry,
     frame,
@@ -27,6 +26,7 @@ from consumer.schemas import (
     read_record,
     unframe,
 )
+from consumer.exceptions import DecodeError
 
 
 @dataclass(frozen=True, slots=True)

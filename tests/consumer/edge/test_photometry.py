@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.constants import SITES
-from consumer.exceptions import DecodeError
-from consumer.photometry import (
+from consumer.edge.photometry import (
     Observations,
     PhotometryBatch,
     PhotometryDecoder,
     column_dtypes,
     encode_batch,
 )
-from consumer.schemas import AvroSchema, SchemaRegistry, frame, load_schema
+from consumer.edge.schemas import AvroSchema, SchemaRegistry, frame, load_schema
+from consumer.exceptions import DecodeError
 
 
 def make_observations(n: int, seed: int = 0) -> Observations:

@@ -15,12 +15,12 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from consumer.edge.kafka import make_admin, make_producer, producer_config
+from consumer.edge.keys import partitions_for, star_key
+from consumer.edge.photometry import Observations, PhotometryBatch, encode_batch
+from consumer.edge.topics import check_copartitioning
 from consumer.exceptions import KafkaClientError, TopicLayoutError
-from consumer.kafka import make_admin, make_producer, producer_config
-from consumer.keys import partitions_for, star_key
-from consumer.photometry import Observations, PhotometryBatch, encode_batch
 from consumer.settings import KafkaSettings, ProducerSettings, TopicSettings
-from consumer.topics import check_copartitioning
 
 #: Header holding the sender's sequence position of the last row in a message (decimal ASCII).
 SEQUENCE_HEADER = "lensnet.seq"

@@ -13,19 +13,19 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.constants import SITES
-from consumer.exceptions import TopicLayoutError
-from consumer.kafka import make_producer, producer_config
-from consumer.keys import partition_for, star_key
-from consumer.photometry import Observations, PhotometryDecoder
-from consumer.produce import PhotometryProducer
-from consumer.settings import KafkaSettings, ProducerSettings, Settings
-from consumer.topics import (
+from consumer.edge.kafka import make_producer, producer_config
+from consumer.edge.keys import partition_for, star_key
+from consumer.edge.photometry import Observations, PhotometryDecoder
+from consumer.edge.produce import PhotometryProducer
+from consumer.edge.topics import (
     check_copartitioning,
     ensure_topics,
     required_topics,
     wait_until_ready,
 )
-from tests.consumer.test_photometry import make_observations
+from consumer.exceptions import TopicLayoutError
+from consumer.settings import KafkaSettings, ProducerSettings, Settings
+from tests.consumer.edge.test_photometry import make_observations
 
 pytestmark = pytest.mark.kafka
 

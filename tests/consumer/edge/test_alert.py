@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumer.alert import (
+from consumer.edge.alert import (
     SCHEMA_HEADER,
     Alert,
     AlertDecoder,
@@ -21,8 +21,8 @@ from consumer.alert import (
     encode_alert,
     encode_record,
 )
+from consumer.edge.schemas import AvroSchema, SchemaRegistry, load_schema, read_record
 from consumer.exceptions import DecodeError
-from consumer.schemas import AvroSchema, SchemaRegistry, load_schema, read_record
 
 
 def make_alert(n: int = 40) -> Alert:
