@@ -41,8 +41,8 @@ from confluent_kafka import TopicPartition
 from consumer.daemon import BatchReport, Daemon
 from consumer.edge.kafka import make_admin, make_consumer, watermarks
 from consumer.edge.topics import ensure_topics, required_topics
-from consumer.ingest import IngestResult
 from consumer.logs import configure_logging
+from consumer.pipeline.ingest import IngestResult
 from consumer.replay import ReplayOptions, replay
 from consumer.settings import (
     ConsumerSettings,

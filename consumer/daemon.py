@@ -1,11 +1,11 @@
 """``lensnet run``: the main loop. It wires the stages together and owns nothing else.
 
-consume a batch -> :func:`~consumer.ingest.ingest` (decode, check, clean; dead letters) ->
+consume a batch -> :func:`~consumer.pipeline.ingest.ingest` (decode, check, clean; dead letters) ->
 :meth:`StarStore.append <consumer.state.StarStore.append>` per message -> per partition
-:class:`~consumer.trigger.TriggerStage` (rising test, then the fit) -> across the batch
-:func:`~consumer.vetting.vet` -> :class:`~consumer.scoring.Scorer` (LensNet in batches) ->
-:class:`~consumer.edge.output.Output` (alerts, dead letters and the consumed offsets, in one
-transaction by default).
+:class:`~consumer.pipeline.trigger.TriggerStage` (rising test, then the fit) -> across the
+batch :func:`~consumer.pipeline.vetting.vet` -> :class:`~consumer.pipeline.scoring.Scorer`
+(LensNet in batches) -> :class:`~consumer.edge.output.Output` (alerts, dead letters and the
+consumed offsets, in one transaction by default).
 
 Around the loop: partition ownership (:mod:`consumer.partitions`: restore and replay on assign,
 checkpoint on revoke, rewind after an aborted transaction), the HTTP probes and metrics
@@ -39,19 +39,19 @@ from tenacity import (
 )
 
 from consumer.alerted import published_alerts
-from consumer.align import Aligner
 from consumer.edge.kafka import consumer_config, make_admin, make_consumer, watermarks
 from consumer.edge.output import TransactionAbortedError, TransactionalOutput, make_output
 from consumer.edge.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
 from consumer.edge.topics import check_copartitioning
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.health import Health, HealthServer, Metrics
-from consumer.ingest import DeadLetter, IngestResult, Part, ingest, sites_by_topic
 from consumer.partitions import Partitions
-from consumer.scoring import Pending, Scorer
+from consumer.pipeline.align import Aligner
+from consumer.pipeline.ingest import DeadLetter, IngestResult, Part, ingest, sites_by_topic
+from consumer.pipeline.scoring import Pending, Scorer
+from consumer.pipeline.trigger import Triggered, TriggerStage
+from consumer.pipeline.vetting import vet
 from consumer.settings import Settings
-from consumer.trigger import Triggered, TriggerStage
-from consumer.vetting import vet
 
 log = structlog.get_logger("lensnet.daemon")
 

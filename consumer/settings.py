@@ -122,7 +122,7 @@ class ConsumerSettings(_Frozen):
     #: Messages per ``consume(num_messages=...)`` call.
     batch_messages: int = Field(500, ge=1, le=100_000)
     #: Messages of one topic-partition held back while another site's topic catches up in
-    #: time (:mod:`consumer.align`); past it the topic-partition is paused until it drains.
+    #: time (:mod:`consumer.pipeline.align`); past it the topic-partition is paused until it drains.
     max_held_messages: int = Field(5000, ge=1)
     poll_timeout_s: float = Field(1.0, gt=0)
     session_timeout_ms: int = Field(45_000, ge=1000)

@@ -35,7 +35,7 @@ from consumer.edge.alert import Alert, encode_alert
 from consumer.edge.kafka import make_producer, producer_config
 from consumer.edge.keys import star_key
 from consumer.exceptions import KafkaClientError, LensNetError
-from consumer.ingest import DeadLetter
+from consumer.pipeline.ingest import DeadLetter
 from consumer.settings import Settings
 
 #: A transactional call still blocked this long after its own timeout ends the process.

@@ -8,7 +8,7 @@ import numpy as np
 
 from consumer.edge.keys import partitions_for
 from consumer.edge.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
-from consumer.ingest import ROW_REASONS, ingest, max_hjd, row_reasons, sites_by_topic
+from consumer.pipeline.ingest import ROW_REASONS, ingest, max_hjd, row_reasons, sites_by_topic
 
 TOPICS = ("p.ctio", "p.saao", "p.sso")
 PARTITIONS = 4

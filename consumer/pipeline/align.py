@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.ingest import DeadLetter, IngestResult, Part
+from consumer.pipeline.ingest import DeadLetter, IngestResult, Part
 
 #: (topic, partition)
 Key = tuple[str, int]
@@ -83,7 +83,7 @@ class Aligner:
         return resumed
 
     def add(self, messages: Iterable[Any], result: IngestResult) -> IngestResult:
-        """Take consumed messages and what :func:`~consumer.ingest.ingest` made of them;
+        """Take consumed messages and what :func:`~consumer.pipeline.ingest.ingest` made of them;
         returns the share of partitions not tracked (to process as it is)."""
         parts = {(p.topic, p.partition, p.offset): p for p in result.parts}
         letters: dict[tuple[str, int, int], list[DeadLetter]] = {}

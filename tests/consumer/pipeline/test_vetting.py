@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.pipeline.vetting import vet
 from consumer.settings import VettingSettings
-from consumer.vetting import vet
 
 
 def test_a_cluster_is_rejected_and_isolated_stars_kept() -> None:

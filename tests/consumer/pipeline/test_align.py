@@ -9,9 +9,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.align import Aligner
 from consumer.daemon import _windows
-from consumer.ingest import DeadLetter, IngestResult, Part
+from consumer.pipeline.align import Aligner
+from consumer.pipeline.ingest import DeadLetter, IngestResult, Part
 from tests.consumer.edge.test_photometry import make_observations
 
 TOPICS = ("ctio", "saao", "sso")

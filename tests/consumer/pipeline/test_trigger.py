@@ -8,9 +8,9 @@ import numpy as np
 
 from consumer.alertfinder import dataset_medians, evaluate_batch
 from consumer.edge.photometry import Observations
+from consumer.pipeline.trigger import TriggerStage
 from consumer.settings import TriggerSettings
 from consumer.state import StarStore, StoreConfig
-from consumer.trigger import TriggerStage
 
 T0 = 2_461_000.0
 

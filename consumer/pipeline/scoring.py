@@ -35,9 +35,9 @@ from consumer.edge.alert import (
     alert_id_for,
     now_utc,
 )
+from consumer.pipeline.trigger import Triggered
 from consumer.settings import ModelSettings
 from consumer.state import StarStore
-from consumer.trigger import Triggered
 from model.classify import Score, score
 from model.export import load_artifact
 from model.features import Candidate, InsufficientDataError, prepare
