@@ -77,7 +77,7 @@ from consumer.edge.produce import PhotometryProducer
 from consumer.edge.topics import TopicSpec, ensure_topics, required_topics
 from consumer.exceptions import KafkaClientError
 from consumer.settings import ConsumerSettings, KafkaSettings, ProducerSettings, TopicSettings
-from consumer.state import StarStore, StoreConfig, TriggerInput
+from consumer.state.store import StarStore, StoreConfig, TriggerInput
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from consumer.edge.photometry import Observations
-from consumer.state import OVERHEAD_BYTES_PER_STAR, RECORD_BYTES, StarStore, StoreConfig
+from consumer.state.store import OVERHEAD_BYTES_PER_STAR, RECORD_BYTES, StarStore, StoreConfig
 
 T0 = 2_460_000.0
 CADENCE_DAYS = 0.02

@@ -1,4 +1,4 @@
-"""Benchmark of the daemon's star store (:mod:`consumer.state`): speed, memory, checkpoints.
+"""Benchmark of the daemon's star store (:mod:`consumer.state.store`): speed, memory, checkpoints.
 
 Run by hand from the repository root::
 
@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from consumer.alertfinder import HIGH_CADENCE, evaluate_batch, rising_batch
 from consumer.edge.photometry import Observations
-from consumer.state import StarStore, StoreConfig, quantise
+from consumer.state.store import StarStore, StoreConfig, quantise
 
 T0 = 2_460_000.0
 #: One dataset: t (days), flux, flux_err.

@@ -38,7 +38,7 @@ RECORD_SCHEMA: Final[dict[str, Any]] = {
 #: quantised, plus the field tag).
 BUFFERED: Final = ("hjd", "flux", "flux_err", "sky", "fwhm", "airmass", "psf_quality")
 
-#: Points kept per star and site, as ``consumer.state.StoreConfig.capacity_per_site``.
+#: Points kept per star and site, as ``consumer.state.store.StoreConfig.capacity_per_site``.
 CAPACITY_PER_SITE: Final = 1500
 
 #: The rising test of ``HIGH_CADENCE``: k = n = 5 points, 3 sigma.

@@ -1,14 +1,14 @@
 """``lensnet run``: the main loop. It wires the stages together and owns nothing else.
 
 consume a batch -> :func:`~consumer.pipeline.ingest.ingest` (decode, check, clean; dead letters) ->
-:meth:`StarStore.append <consumer.state.StarStore.append>` per message -> per partition
+:meth:`StarStore.append <consumer.state.store.StarStore.append>` per message -> per partition
 :class:`~consumer.pipeline.trigger.TriggerStage` (rising test, then the fit) -> across the
 batch :func:`~consumer.pipeline.vetting.vet` -> :class:`~consumer.pipeline.scoring.Scorer`
 (LensNet in batches) -> :class:`~consumer.edge.output.Output` (alerts, dead letters and the
 consumed offsets, in one transaction by default).
 
-Around the loop: partition ownership (:mod:`consumer.partitions`: restore and replay on assign,
-checkpoint on revoke, rewind after an aborted transaction), the HTTP probes and metrics
+Around the loop: partition ownership (:mod:`consumer.state.partitions`: restore and replay on
+assign, checkpoint on revoke, rewind after an aborted transaction), the HTTP probes and metrics
 (:mod:`consumer.health`), signals (SIGTERM/SIGINT: finish the batch, commit, checkpoint, exit
 0 within ``daemon.drain_timeout_s``; a second signal exits at once with 130), and retried
 start-up work (broker, topics, model file).
@@ -38,20 +38,20 @@ from tenacity import (
     wait_exponential,
 )
 
-from consumer.alerted import published_alerts
 from consumer.edge.kafka import consumer_config, make_admin, make_consumer, watermarks
 from consumer.edge.output import TransactionAbortedError, TransactionalOutput, make_output
 from consumer.edge.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
 from consumer.edge.topics import check_copartitioning
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.health import Health, HealthServer, Metrics
-from consumer.partitions import Partitions
 from consumer.pipeline.align import Aligner
 from consumer.pipeline.ingest import DeadLetter, IngestResult, Part, ingest, sites_by_topic
 from consumer.pipeline.scoring import Pending, Scorer
 from consumer.pipeline.trigger import Triggered, TriggerStage
 from consumer.pipeline.vetting import vet
 from consumer.settings import Settings
+from consumer.state.alerted import published_alerts
+from consumer.state.partitions import Partitions
 
 log = structlog.get_logger("lensnet.daemon")
 

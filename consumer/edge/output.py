@@ -30,13 +30,13 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from consumer.alerted import TRIGGER_HEADER
 from consumer.edge.alert import Alert, encode_alert
 from consumer.edge.kafka import make_producer, producer_config
 from consumer.edge.keys import star_key
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.pipeline.ingest import DeadLetter
 from consumer.settings import Settings
+from consumer.state.alerted import TRIGGER_HEADER
 
 #: A transactional call still blocked this long after its own timeout ends the process.
 WATCHDOG_GRACE_S = 30.0

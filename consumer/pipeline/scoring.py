@@ -8,7 +8,7 @@ per chunk, sorted by length to limit padding).
 
 Alert policy: a star is alerted once (its ``alerted_hjd`` annotation is then set and the star
 never alerts again; a partition taken over from a checkpoint or rebuilt gets the annotation
-from the alert topic, :mod:`consumer.alerted`). A candidate scored below ``alert_threshold``
+from the alert topic, :mod:`consumer.state.alerted`). A candidate scored below ``alert_threshold``
 is scored again only after ``rescore_days`` more days of data (``scored_hjd``), which bounds
 the model's load from persistent false positives such as variable stars.
 """
@@ -37,7 +37,7 @@ from consumer.edge.alert import (
 )
 from consumer.pipeline.trigger import Triggered
 from consumer.settings import ModelSettings
-from consumer.state import StarStore
+from consumer.state.store import StarStore
 from model.classify import Score, score
 from model.export import load_artifact
 from model.features import Candidate, InsufficientDataError, prepare

@@ -31,7 +31,7 @@ from consumer.alertfinder import (
 )
 from consumer.constants import SITES
 from consumer.settings import RuleSettings, TriggerSettings
-from consumer.state import StarStore, TriggerInput
+from consumer.state.store import StarStore, TriggerInput
 
 IntArray = npt.NDArray[np.int64]
 

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.replay import ReplayOptions, replay
 from consumer.settings import ProducerSettings, Settings
-from consumer.state import store_differences
+from consumer.state.store import store_differences
 from model.simulate import SimulationConfig, write_season
 from tests.consumer.test_daemon import (
     FLAT_IDS,

@@ -34,7 +34,7 @@ from consumer.settings import (
     Settings,
     TopicSettings,
 )
-from consumer.state import StarStore, StoreConfig, store_differences
+from consumer.state.store import StarStore, StoreConfig, store_differences
 from model.simulate import SimulationConfig, write_season
 from tests.conftest import KAFKA_SH
 from tests.consumer.test_daemon import (

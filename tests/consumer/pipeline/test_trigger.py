@@ -10,7 +10,7 @@ from consumer.alertfinder import dataset_medians, evaluate_batch
 from consumer.edge.photometry import Observations
 from consumer.pipeline.trigger import TriggerStage
 from consumer.settings import TriggerSettings
-from consumer.state import StarStore, StoreConfig
+from consumer.state.store import StarStore, StoreConfig
 
 T0 = 2_461_000.0
 

@@ -21,7 +21,7 @@ from consumer.alertfinder import HIGH_CADENCE, evaluate, evaluate_batch, rising_
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.edge.photometry import Observations
 from consumer.exceptions import ConfigError, LensNetError
-from consumer.state import (
+from consumer.state.store import (
     CHECKPOINT_NAME,
     OVERHEAD_BYTES_PER_STAR,
     RECORD_BYTES,

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from consumer.alerted import TRIGGER_HEADER, published_alerts
 from consumer.edge.keys import partition_for, star_key
 from consumer.settings import Settings
+from consumer.state.alerted import TRIGGER_HEADER, published_alerts
 
 pytestmark = pytest.mark.kafka
 

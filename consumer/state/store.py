@@ -109,10 +109,10 @@ from typing import Any, BinaryIO, Final
 import numpy as np
 import numpy.typing as npt
 
-from consumer import state_kernels as kernels
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.edge.photometry import Observations
 from consumer.exceptions import ConfigError, LensNetError
+from consumer.state import kernels
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

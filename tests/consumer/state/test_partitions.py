@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from consumer.partitions import Partitions
 from consumer.settings import StateSettings
-from tests.consumer.test_state import make_obs
+from consumer.state.partitions import Partitions
+from tests.consumer.state.test_store import make_obs
 
 TOPICS = ("a", "b", "c")
 BEGIN = {"a": 0, "b": 0, "c": 0}

@@ -1,8 +1,9 @@
 """Per-partition state ownership: open on assign, checkpoint on revoke, restore after aborts.
 
 Partition p of the three photometry topics is one unit (co-partitioning): one
-:class:`~consumer.state.StarStore`, one checkpoint ``<state.directory>/partition-<p>/state.ckpt``
-holding the store and the offsets of the three topic-partitions it covers.
+:class:`~consumer.state.store.StarStore`, one checkpoint
+``<state.directory>/partition-<p>/state.ckpt`` holding the store and the offsets of the three
+topic-partitions it covers.
 
 Opening a partition (:meth:`Partitions.open`) decides where consumption starts:
 
@@ -19,7 +20,7 @@ window still open at the committed offsets is evaluated when it closes). A parti
 *restored* once all three of its topic-partitions reached their committed offsets; the daemon
 is ready when all its partitions are. The store then equals what one uninterrupted consumer
 would hold (the store's content depends on the observations offered, not on their order or
-batching), and the stars with a committed alert on the alert topic (:mod:`consumer.alerted`,
+batching), and the stars with a committed alert on the alert topic (:mod:`consumer.state.alerted`,
 read when the partition is opened) are marked alerted, so the alert-once rule holds across
 restarts and machines.
 """
@@ -37,7 +38,7 @@ import numpy as np
 
 from consumer.exceptions import LensNetError
 from consumer.settings import StateSettings
-from consumer.state import CheckpointError, StarStore, StoreConfig
+from consumer.state.store import CheckpointError, StarStore, StoreConfig
 
 TopicPartitionKey = tuple[str, int]
 

@@ -1,4 +1,5 @@
-"""Compiled kernels of the star store (:mod:`consumer.state`): quantise, insert, gather, compact.
+"""Compiled kernels of the star store (:mod:`~consumer.state.store`): quantise, insert, gather,
+compact.
 
 The store keeps, for every (star slot, site), one *segment*: a ring buffer of ``size`` records
 in the columnar arena, holding the site's observations in time order from ``head`` (logical
@@ -9,7 +10,7 @@ the smallest class that fits, and the freed segment goes to its class's free lis
 Arena columns (all of shape (A,)): ``t`` uint32 seconds since HJD 2450000, ``flux`` float32,
 ``ferr`` uint16 log-scaled flux error, ``sky`` uint8 log-scaled, ``fwhm``/``airmass`` uint8
 linear, ``psf`` uint8 with bits 0-6 the PSF quality and bit 7 the field slot (0 or 1) of the
-star's two field tags. The encoding constants live in :mod:`consumer.state` and are passed in
+star's two field tags. The encoding constants live in :mod:`consumer.state.store` and are passed in
 (:func:`encode_rows` applies them); the other kernels only move bytes and compare times. No
 Kafka, Avro or logging here.
 """
@@ -347,7 +348,7 @@ def encode_rows(
     airmass_code: npt.NDArray[np.uint8],
     psf_code: npt.NDArray[np.uint8],
 ) -> None:
-    """Quantise every row in one pass (the encodings of :mod:`consumer.state`); ``t`` gets the
+    """Quantise every row in one pass (the encodings of :mod:`consumer.state.store`); ``t`` gets the
     time in seconds since ``hjd_zero``, or -1 for a row the store rejects."""
     float32_max = 3.4028234663852886e38
     for i in range(len(hjd)):
