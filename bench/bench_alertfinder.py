@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder import (
+from consumer.alertfinder.api import (
     HIGH_CADENCE,
     TriggerRule,
     evaluate,

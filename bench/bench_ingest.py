@@ -62,7 +62,7 @@ import numpy.typing as npt
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 from ingest_baselines import BUFFERED, CAPACITY_PER_SITE, RECORD_SCHEMA, rising
 
-from consumer.alertfinder import HIGH_CADENCE, rising_batch
+from consumer.alertfinder.api import HIGH_CADENCE, rising_batch
 from consumer.constants import SITES
 from consumer.edge.kafka import (
     consumer_config,

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder import HIGH_CADENCE, evaluate_batch, rising_batch
+from consumer.alertfinder.api import HIGH_CADENCE, evaluate_batch, rising_batch
 from consumer.edge.photometry import Observations
 from consumer.state.store import StarStore, StoreConfig, quantise
 

@@ -51,7 +51,7 @@ def rising(sites: Iterable[tuple[FloatArray, FloatArray, FloatArray]]) -> bool:
 
     A point is high when ``flux - median(flux of its site) >= N_SIGMA * flux_err``; each site's
     median is over every point it holds. Fewer than ``LAST_N`` points never pass. This is the
-    all-sites combination of AlertFinder's rising test (``consumer.alertfinder``, steps 1-2),
+    all-sites combination of AlertFinder's rising test (``consumer.alertfinder.api``, steps 1-2),
     which also tries every other combination of sites.
 
     Parameters

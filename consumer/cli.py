@@ -338,7 +338,7 @@ def classify(
     import json
     import math
 
-    from consumer.alertfinder import HIGH_CADENCE, LOW_CADENCE
+    from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE
     from model.classify import classify_season
     from model.export import load_artifact
 

@@ -24,7 +24,7 @@ from typing import Any, Final
 import numpy as np
 import torch
 
-from consumer.alertfinder import TriggerRule
+from consumer.alertfinder.api import TriggerRule
 from consumer.archive import ReadReport, Star, iter_season
 from consumer.constants import SITES
 from model.export import THRESHOLD_BALANCED, THRESHOLD_HIGH_PURITY

@@ -427,8 +427,8 @@ _CODE_FILES: Final = (
     "model/features.py",
     "model/dataset.py",
     "model/timeline.py",
-    "consumer/alertfinder.py",
-    "consumer/alertfinder_kernels.py",
+    "consumer/alertfinder/api.py",
+    "consumer/alertfinder/kernels.py",
     "consumer/archive.py",
 )
 

@@ -25,9 +25,9 @@ inside. The steps, in order (paper §5.2 and §5.4; choices where the paper is s
    caught by the range rules of step 1.
 6. **Minimum data**: at least :data:`MIN_POINTS` = 10 valid points in at least one site, else
    :class:`InsufficientDataError` (the caller reports why; nothing is silently skipped).
-7. **AlertFinder**: :func:`consumer.alertfinder.evaluate` on the per-site series (rule from a
-   :class:`~consumer.alertfinder.TriggerRule`, default ``HIGH_CADENCE``), then
-   :func:`~consumer.alertfinder.fitted_line` gives the ``fitted`` feature (historic mean before
+7. **AlertFinder**: :func:`consumer.alertfinder.api.evaluate` on the per-site series (rule from a
+   :class:`~consumer.alertfinder.api.TriggerRule`, default ``HIGH_CADENCE``), then
+   :func:`~consumer.alertfinder.api.fitted_line` gives the ``fitted`` feature (historic mean before
    ``t_break``, the rising line after): the one implementation shared by training and serving.
 8. **Scaling** (paper silent; needed because DIA flux scales differ by orders of magnitude
    between stars): ``flux`` and ``fitted`` are taken relative to the site's median flux (the
@@ -53,7 +53,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder import HIGH_CADENCE, TriggerResult, TriggerRule, evaluate, fitted_line
+from consumer.alertfinder.api import HIGH_CADENCE, TriggerResult, TriggerRule, evaluate, fitted_line
 from consumer.archive import Dataset, Star
 from consumer.constants import SITES
 from consumer.exceptions import LensNetError

@@ -5,7 +5,8 @@ HJD multiples) in which the star received observations closes: the AlertFinder's
 against cached per-dataset medians, the broken-line fit on the stars that pass, then LensNet on
 a triggered star unless it was scored, and rejected, less than ``rescore_days`` of data ago.
 This module replays that schedule for stars held in memory with the same trigger code
-(:func:`consumer.alertfinder.rising_batch` then :func:`~consumer.alertfinder.evaluate_batch`,
+(:func:`consumer.alertfinder.api.rising_batch` then
+:func:`~consumer.alertfinder.api.evaluate_batch`,
 one compiled call each per chunk of stars, every (star, window) pair a cut-off into the same
 arrays) and the same median cache rule (a dataset's median is recomputed once more than
 ``refresh_fraction`` of its points are new). Training crops and the evaluation so see
@@ -31,7 +32,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder import (
+from consumer.alertfinder.api import (
     HIGH_CADENCE,
     LOW_CADENCE,
     TriggerRule,

@@ -1,12 +1,12 @@
 """Stage: the AlertFinder on every star a batch changed, in two compiled calls.
 
-1. **Rising test** (:func:`consumer.alertfinder.rising_batch`) on the latest ``n`` points of
+1. **Rising test** (:func:`consumer.alertfinder.api.rising_batch`) on the latest ``n`` points of
    each dataset of every changed star, against each dataset's *cached* median flux (the
    store's ``baseline`` annotation). Medians over whole buffers are most of the cost of the
    test, and they move slowly, so a star's medians are recomputed (one compiled call for all
    stale stars) only when it has none yet, a dataset has none (a site or field appeared), or
    more than ``baseline_refresh_fraction`` of its held points arrived since.
-2. **Broken-line fit** (:func:`consumer.alertfinder.evaluate_batch`) on the whole buffers of
+2. **Broken-line fit** (:func:`consumer.alertfinder.api.evaluate_batch`) on the whole buffers of
    the stars that pass; it returns exact medians, which refresh the cache.
 
 The rule of a star follows its fields' cadence: a star with a dataset in any of
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder import (
+from consumer.alertfinder.api import (
     TriggerBatchResult,
     TriggerResult,
     TriggerRule,

@@ -86,7 +86,7 @@ API
 ---
 ``StarStore(StoreConfig(...))``; ``append(site, observations) -> AppendResult`` once per decoded
 batch; ``to_trigger_arrays(star_ids, last=None) -> TriggerInput`` (CSR input of
-:func:`consumer.alertfinder.evaluate_batch` / ``rising_batch``); ``features(star_id)`` (decoded
+:func:`consumer.alertfinder.api.evaluate_batch` / ``rising_batch``); ``features(star_id)`` (decoded
 per-site columns for LensNet); ``snapshot(star_id)`` and :func:`stores_equal` /
 :func:`store_differences` for equality tests; ``checkpoint(directory, offsets)`` and
 ``StarStore.restore(directory, config)``.
@@ -284,7 +284,7 @@ class AppendResult:
 
 @dataclass(frozen=True)
 class TriggerInput:
-    """CSR arrays for :func:`consumer.alertfinder.evaluate_batch` / ``rising_batch``.
+    """CSR arrays for :func:`consumer.alertfinder.api.evaluate_batch` / ``rising_batch``.
 
     Star s (``star_ids[s]``) is datasets ``star_offsets[s]:star_offsets[s + 1]``, dataset d is
     points ``dataset_offsets[d]:dataset_offsets[d + 1]``, one per non-empty site and field,
@@ -636,7 +636,7 @@ class StarStore:
         ----------
         star_ids : (S,) int
         last : keep only the latest ``last`` points of each dataset; enough for
-            :func:`consumer.alertfinder.rising_batch` with ``n <= last`` and a cached
+            :func:`consumer.alertfinder.api.rising_batch` with ``n <= last`` and a cached
             ``baseline``, at a fraction of the cost of the whole buffers. None: every point.
 
         Returns

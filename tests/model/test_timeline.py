@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder import HIGH_CADENCE, LOW_CADENCE, evaluate
+from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE, evaluate
 from consumer.archive import Dataset, Star
 from consumer.settings import ModelSettings, TriggerSettings
 from model.features import valid_mask

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from consumer.alertfinder import dataset_medians, evaluate_batch
+from consumer.alertfinder.api import dataset_medians, evaluate_batch
 from consumer.edge.photometry import Observations
 from consumer.pipeline.trigger import TriggerStage
 from consumer.settings import TriggerSettings

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.alertfinder import HIGH_CADENCE, evaluate, evaluate_batch, rising_batch
+from consumer.alertfinder.api import HIGH_CADENCE, evaluate, evaluate_batch, rising_batch
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.edge.photometry import Observations
 from consumer.exceptions import ConfigError, LensNetError

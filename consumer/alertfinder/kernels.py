@@ -1,6 +1,6 @@
 """Numba kernels of the AlertFinder trigger: numpy arrays in, numpy arrays out.
 
-The rule and its edge cases are documented in :mod:`consumer.alertfinder`, which validates the
+The rule and its edge cases are documented in :mod:`consumer.alertfinder.api`, which validates the
 input and is the only caller. Kernels assume clean input: every value finite, ``flux_err > 0``
 and each dataset sorted by time.
 

@@ -59,7 +59,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from consumer import alertfinder_kernels as kernels
+from consumer.alertfinder import kernels
 from consumer.exceptions import LensNetError
 
 FloatArray = npt.NDArray[np.float64]

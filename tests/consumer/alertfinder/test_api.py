@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.alertfinder import (
+from consumer.alertfinder.api import (
     HIGH_CADENCE,
     LOW_CADENCE,
     MAX_DATASETS,
