@@ -43,7 +43,7 @@ from consumer.edge.kafka import make_admin, make_consumer, watermarks
 from consumer.edge.topics import ensure_topics, required_topics
 from consumer.logs import configure_logging
 from consumer.pipeline.ingest import IngestResult
-from consumer.replay import ReplayOptions, replay
+from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import (
     ConsumerSettings,
     DaemonSettings,

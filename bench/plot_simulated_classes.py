@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
 
-from consumer.archive import Dataset, Star
 from consumer.constants import SITES
+from consumer.seasons.archive import Dataset, Star
 from model.simulate import Label, SimulationConfig, simulate_star
 
 SITE_COLOURS = {"CTIO": "tab:blue", "SAAO": "tab:orange", "SSO": "tab:green"}

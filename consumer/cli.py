@@ -122,8 +122,8 @@ def replay(
     """
     from consumer.edge.kafka import make_admin
     from consumer.edge.topics import ensure_topics, required_topics
-    from consumer.replay import ReplayOptions
-    from consumer.replay import replay as run_replay
+    from consumer.seasons.replay import ReplayOptions
+    from consumer.seasons.replay import replay as run_replay
 
     settings = _settings(ctx)
     if create_topics:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from consumer.alertfinder.api import TriggerRule
-from consumer.archive import ReadReport, Star, iter_season
 from consumer.constants import SITES
+from consumer.seasons.archive import ReadReport, Star, iter_season
 from model.export import THRESHOLD_BALANCED, THRESHOLD_HIGH_PURITY
 from model.features import Candidate, InsufficientDataError, collate, prepare
 from model.lensnet import CLASS_NAMES

@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from consumer.archive import Star
+from consumer.seasons.archive import Star
 from model.features import MAX_LENGTH, N_FEATURES, N_SITES, InsufficientDataError, prepare
 from model.lensnet import CLASS_NAMES
 from model.simulate import Label, SimulationConfig, SiteTruth, simulate_star_truth
@@ -429,7 +429,7 @@ _CODE_FILES: Final = (
     "model/timeline.py",
     "consumer/alertfinder/api.py",
     "consumer/alertfinder/kernels.py",
-    "consumer/archive.py",
+    "consumer/seasons/archive.py",
 )
 
 

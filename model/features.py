@@ -1,6 +1,6 @@
 """LensNet preprocessing shared by training, offline ``classify`` and the daemon.
 
-One star (:class:`consumer.archive.Star`) becomes one :class:`Candidate`: per-site arrays of
+One star (:class:`consumer.seasons.archive.Star`) becomes one :class:`Candidate`: per-site arrays of
 raw (unstandardised) features, ready for :class:`model.lensnet.LensNet`, which standardises
 inside. The steps, in order (paper §5.2 and §5.4; choices where the paper is silent say why):
 
@@ -54,9 +54,9 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.alertfinder.api import HIGH_CADENCE, TriggerResult, TriggerRule, evaluate, fitted_line
-from consumer.archive import Dataset, Star
 from consumer.constants import SITES
 from consumer.exceptions import LensNetError
+from consumer.seasons.archive import Dataset, Star
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

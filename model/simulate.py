@@ -1,7 +1,7 @@
 """Season simulator: labelled multi-site KMTNet-like photometry, deterministic from a seed.
 
 Use :func:`simulate_star` / :func:`simulate_season` in memory (training) or
-:func:`write_season` to write a season directory that :mod:`consumer.archive` reads:
+:func:`write_season` to write a season directory that :mod:`consumer.seasons.archive` reads:
 
 ``OUT/<star_id>/<SITE>_BLG<field>.csv``
     one native file per site and field (stars in overlapping fields have two per site);
@@ -44,8 +44,8 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from consumer.archive import ArchiveError, Dataset, Star, write_star
 from consumer.constants import SITES
+from consumer.seasons.archive import ArchiveError, Dataset, Star, write_star
 from model.simulation.behaviour import SeasonWindow, conditions_at
 from model.simulation.classes import draw_behaviour
 from model.simulation.config import CLASSES, SimulationConfig

@@ -39,8 +39,8 @@ from consumer.alertfinder.api import (
     evaluate_batch,
     rising_batch,
 )
-from consumer.archive import Star
 from consumer.constants import HIGH_CADENCE_FIELDS
+from consumer.seasons.archive import Star
 from model.features import MAX_LENGTH, valid_mask
 
 F64 = npt.NDArray[np.float64]

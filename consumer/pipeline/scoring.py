@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from consumer.archive import Dataset, Star
 from consumer.constants import SITES
 from consumer.edge.alert import (
     Alert,
@@ -36,6 +35,7 @@ from consumer.edge.alert import (
     now_utc,
 )
 from consumer.pipeline.trigger import Triggered
+from consumer.seasons.archive import Dataset, Star
 from consumer.settings import ModelSettings
 from consumer.state.store import StarStore
 from model.classify import Score, score
@@ -196,7 +196,7 @@ class Scorer:
 
 
 def star_from_store(store: StarStore, star_id: int) -> Star:
-    """The star's buffers as an archive :class:`~consumer.archive.Star` (I band, one dataset
+    """The star's buffers as an archive :class:`~consumer.seasons.archive.Star` (I band, one dataset
     per site and field), the input :func:`model.features.prepare` takes."""
     datasets = []
     for site, series in zip(SITES, store.features(star_id), strict=True):

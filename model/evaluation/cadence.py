@@ -25,7 +25,7 @@ import numpy.typing as npt
 import torch
 from tqdm import tqdm
 
-from consumer.archive import MAG_ZERO_POINT
+from consumer.seasons.archive import MAG_ZERO_POINT
 from model.dataset import Rows, SeasonSet
 from model.features import InsufficientDataError, prepare
 from model.simulate import SimulationConfig, simulate_star

@@ -16,7 +16,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from consumer.archive import MAG_ZERO_POINT
+from consumer.seasons.archive import MAG_ZERO_POINT
 
 F64 = npt.NDArray[np.float64]
 

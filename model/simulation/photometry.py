@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from consumer.archive import Dataset, quantize
+from consumer.seasons.archive import Dataset, quantize
 from model.simulation.behaviour import Behaviour, Conditions
 from model.simulation.noise import flux_sigma, psf_quality
 from model.simulation.schedule import FrameSeries

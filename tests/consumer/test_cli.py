@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.archive import read_season
+from consumer.seasons.archive import read_season
 from consumer.settings import Settings
 
 SUBCOMMANDS = ("run", "replay", "simulate", "train", "evaluate", "classify", "alerts", "topics")

@@ -27,7 +27,7 @@ from consumer.edge.kafka import watermarks
 from consumer.edge.photometry import Observations, PhotometryBatch, encode_batch
 from consumer.edge.produce import PhotometryProducer
 from consumer.pipeline.ingest import REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE_TOPIC_HEADER
-from consumer.replay import ReplayOptions, replay
+from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import DaemonSettings, Settings, StateSettings
 from consumer.state.store import StarStore, StoreConfig, store_differences
 from model.simulate import SimulationConfig, read_labels, write_season

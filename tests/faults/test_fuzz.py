@@ -49,20 +49,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from consumer.archive import (
-    FULL_HJD_MIN,
-    NATIVE_COLUMNS,
-    NATIVE_MAGIC,
-    ArchiveError,
-    Dataset,
-    ReadReport,
-    Star,
-    iter_season,
-    read_dataset,
-    read_season,
-    read_star,
-    to_observations,
-)
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.edge.alert import (
     CONTENT_TYPE_HEADER,
@@ -88,6 +74,20 @@ from consumer.edge.photometry import (
 )
 from consumer.edge.schemas import MAGIC, SchemaRegistry, frame, load_schema
 from consumer.exceptions import DecodeError
+from consumer.seasons.archive import (
+    FULL_HJD_MIN,
+    NATIVE_COLUMNS,
+    NATIVE_MAGIC,
+    ArchiveError,
+    Dataset,
+    ReadReport,
+    Star,
+    iter_season,
+    read_dataset,
+    read_season,
+    read_star,
+    to_observations,
+)
 from model.simulate import SimulationConfig, write_season
 
 # The hypothesis deadline fails an example that is slow but ends; a real hang is cut here.

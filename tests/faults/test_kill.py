@@ -27,7 +27,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.replay import ReplayOptions, replay
+from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import ProducerSettings, Settings
 from consumer.state.store import store_differences
 from model.simulate import SimulationConfig, write_season

@@ -26,7 +26,7 @@ from consumer.edge.produce import PhotometryProducer
 from consumer.edge.schemas import frame, load_schema
 from consumer.edge.topics import ensure_topics, required_topics
 from consumer.pipeline.ingest import REASON_HEADER
-from consumer.replay import ReplayOptions, replay
+from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import (
     ConsumerSettings,
     KafkaSettings,

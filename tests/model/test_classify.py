@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.archive import Star
 from consumer.constants import HJD_OFFSET, SITES
+from consumer.seasons.archive import Star
 from model.classify import classify_season, score
 from model.export import load_artifact
 from model.features import Candidate, InsufficientDataError, collate, prepare

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.archive import Dataset, Star
+from consumer.seasons.archive import Dataset, Star
 from model.features import (
     FEATURES,
     MIN_POINTS,

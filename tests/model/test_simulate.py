@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from consumer.archive import ArchiveError, Dataset, Star, read_season
 from consumer.constants import SITES
 from consumer.exceptions import ConfigError
+from consumer.seasons.archive import ArchiveError, Dataset, Star, read_season
 from model.simulate import (
     Label,
     SimulationConfig,

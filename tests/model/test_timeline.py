@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE, evaluate
-from consumer.archive import Dataset, Star
+from consumer.seasons.archive import Dataset, Star
 from consumer.settings import ModelSettings, TriggerSettings
 from model.features import valid_mask
 from model.simulate import SimulationConfig, simulate_star

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer
 from consumer.edge.alert import Alert
 from consumer.edge.plot import file_name, plot_alert
 from consumer.edge.subscribe import AlertFilter, AlertSubscriber
-from consumer.replay import ReplayOptions, replay
+from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import Settings
 from model.simulate import SimulationConfig, write_season
 from tests.consumer.test_daemon import Running, caught_up, daemon_settings, ends, read_alerts

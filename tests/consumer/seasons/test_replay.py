@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from consumer.constants import SITES
 from consumer.edge.kafka import watermarks
 from consumer.edge.photometry import PhotometryDecoder
-from consumer.replay import ReplayOptions, _slices, load_season, replay
+from consumer.seasons.replay import ReplayOptions, _slices, load_season, replay
 from consumer.settings import Settings
 from model.simulate import SimulationConfig, write_season
 

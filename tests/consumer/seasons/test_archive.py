@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.archive import (
+from consumer.constants import HJD_OFFSET
+from consumer.seasons.archive import (
     MAG_ZERO_POINT,
     NATIVE_COLUMNS,
     NATIVE_DECIMALS,
@@ -33,7 +34,6 @@ from consumer.archive import (
     to_observations,
     write_star,
 )
-from consumer.constants import HJD_OFFSET
 
 
 def make_dataset(

@@ -32,13 +32,13 @@ import structlog
 from confluent_kafka import KafkaException, TopicPartition
 from tqdm import tqdm
 
-from consumer.archive import ReadReport, read_season, to_observations
 from consumer.constants import SITES
 from consumer.edge.kafka import consumer_config, make_consumer, watermarks
 from consumer.edge.keys import partitions_for
 from consumer.edge.photometry import Observations
 from consumer.edge.produce import SEQUENCE_HEADER, PhotometryProducer
 from consumer.exceptions import KafkaClientError, LensNetError
+from consumer.seasons.archive import ReadReport, read_season, to_observations
 from consumer.settings import ConsumerSettings, Settings
 
 REPLAY_HEADER = "lensnet.replay"
