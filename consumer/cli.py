@@ -160,7 +160,7 @@ def simulate(
         typer.echo(f"  {label:5s} {sum(subclasses.values()):5d}  ({parts})")
 
 
-class Selection(enum.Enum):
+class EpochMetric(enum.Enum):
     """Which validation figure picks the epoch ``lensnet train`` keeps."""
 
     LOSS = "loss"
@@ -215,9 +215,9 @@ def train(
         int, typer.Option(min=1, help="Stop after this many epochs without progress.")
     ] = 20,
     select: Annotated[
-        Selection,
+        EpochMetric,
         typer.Option(help="Keep the epoch of the best validation loss or binary accuracy."),
-    ] = Selection.ACCURACY,
+    ] = EpochMetric.ACCURACY,
     threads: Annotated[
         int, typer.Option(min=1, help="torch threads (results depend on it on a CPU).")
     ] = 1,
@@ -255,7 +255,7 @@ def train(
         site_loss_weight=site_loss_weight,
         cosine=cosine,
         patience=patience,
-        select="accuracy" if select is Selection.ACCURACY else "loss",
+        select="accuracy" if select is EpochMetric.ACCURACY else "loss",
         threads=threads,
         device=device,
         workers=workers,

@@ -67,7 +67,7 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 #: One dataset: times (days), fluxes and flux errors (DIA flux units), each of shape (N,).
-Dataset = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]
+DatasetArrays = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]
 
 MAX_DATASETS: Final = kernels.MAX_DATASETS
 
@@ -245,7 +245,7 @@ class RisingBatchResult:
 
 
 def evaluate(
-    datasets: Sequence[Dataset], *, k: int, n: int, n_sigma: float, dchi2_min: float
+    datasets: Sequence[DatasetArrays], *, k: int, n: int, n_sigma: float, dchi2_min: float
 ) -> TriggerResult:
     """Run the trigger on one star.
 
@@ -404,7 +404,7 @@ def dataset_medians(flux: npt.ArrayLike, dataset_offsets: npt.ArrayLike) -> Floa
     return kernels.dataset_medians(flux_, offsets)
 
 
-def fitted_line(datasets: Sequence[Dataset], result: TriggerResult) -> list[FloatArray]:
+def fitted_line(datasets: Sequence[DatasetArrays], result: TriggerResult) -> list[FloatArray]:
     """The reported broken line evaluated at every input point of every dataset.
 
     Parameters
@@ -569,7 +569,7 @@ def _float_column(name: str, values: npt.ArrayLike) -> FloatArray:
     return array
 
 
-def _clean(index: int, dataset: Dataset) -> tuple[FloatArray, FloatArray, FloatArray, int]:
+def _clean(index: int, dataset: DatasetArrays) -> tuple[FloatArray, FloatArray, FloatArray, int]:
     """One dataset's columns with bad points dropped and sorted by time; plus the drop count."""
     if len(dataset) != 3:
         raise TriggerInputError(

@@ -310,7 +310,7 @@ class TriggerInput:
 
 
 @dataclass(frozen=True)
-class SiteSeries:
+class SiteBuffer:
     """One site's buffer of one star, decoded; every array (N,), time-ordered, NaN = missing."""
 
     hjd: FloatArray  # days, full HJD
@@ -716,8 +716,8 @@ class StarStore:
             out.append(records)
         return tuple(out)
 
-    def features(self, star_id: int) -> tuple[SiteSeries, ...]:
-        """Decoded buffers of one star, one :class:`SiteSeries` per site (SITES order)."""
+    def features(self, star_id: int) -> tuple[SiteBuffer, ...]:
+        """Decoded buffers of one star, one :class:`SiteBuffer` per site (SITES order)."""
         return tuple(decode_records(records) for records in self.snapshot(star_id))
 
     # -- annotations -------------------------------------------------------------------------
@@ -1022,10 +1022,10 @@ def _decode_linear(code: npt.ArrayLike, low: float, step: float) -> FloatArray:
     return np.where(array == MISSING_U8, np.nan, low + array.astype(np.float64) * step)
 
 
-def decode_records(records: npt.NDArray[np.void]) -> SiteSeries:
+def decode_records(records: npt.NDArray[np.void]) -> SiteBuffer:
     """Decode :data:`SNAPSHOT_DTYPE` records to physical units (NaN where missing)."""
     psf = records["psf_quality"]
-    return SiteSeries(
+    return SiteBuffer(
         hjd=HJD_OFFSET + records["t"].astype(np.float64) / SECONDS_PER_DAY,
         flux=records["flux"].astype(np.float64),
         flux_err=decode_flux_err(records["flux_err"]),
