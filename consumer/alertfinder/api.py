@@ -437,31 +437,6 @@ def fitted_line(datasets: Sequence[DatasetArrays], result: TriggerResult) -> lis
     return lines
 
 
-def fitted_line_batch(
-    t: npt.ArrayLike, dataset_offsets: npt.ArrayLike, result: TriggerBatchResult
-) -> FloatArray:
-    """The reported broken line of every star at every point of :func:`evaluate_batch`'s input.
-
-    Returns
-    -------
-    (N,) float64 in flux units, aligned with ``t``.
-    """
-    t_ = _float_column("t", t)
-    dataset_offsets_ = np.asarray(dataset_offsets, dtype=np.int64)
-    points_per_dataset = np.diff(dataset_offsets_)
-    star_of_dataset = np.repeat(np.arange(len(result)), np.diff(result.star_offsets))
-    bit_of_dataset = np.arange(len(dataset_offsets_) - 1) - result.star_offsets[star_of_dataset]
-    in_combination = (result.combination[star_of_dataset] >> bit_of_dataset) & 1 == 1
-    star_of_point = np.repeat(star_of_dataset, points_per_dataset)
-    return _line(
-        t_,
-        np.repeat(result.intercepts, points_per_dataset),
-        np.repeat(in_combination, points_per_dataset),
-        result.slope[star_of_point],
-        result.t_break[star_of_point],
-    )
-
-
 def _line(
     t: FloatArray,
     intercept: FloatArray,
@@ -471,7 +446,7 @@ def _line(
 ) -> FloatArray:
     """``c + slope * max(0, t - t_break)`` where in the combination and a break exists, else c.
 
-    Every argument has shape (N,); the one implementation behind both fitted-line functions.
+    Every argument has shape (N,).
     """
     rises = in_combination & np.isfinite(t_break)
     lever = np.where(rises, np.maximum(0.0, t - np.where(rises, t_break, 0.0)), 0.0)

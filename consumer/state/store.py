@@ -431,10 +431,6 @@ class StarStore:
         )
         return np.asarray(newest, dtype=np.float64)
 
-    def stars_since(self, hjd: float) -> IntArray:
-        """Ids of the stars with an observation at or after ``hjd``."""
-        return self.star_ids[self.latest() >= hjd]
-
     def nbytes(self) -> int:
         """Bytes of the state: arena segments handed out (held or on a free list), per-star
         metadata and index (:data:`OVERHEAD_BYTES_PER_STAR` each) and the free lists."""

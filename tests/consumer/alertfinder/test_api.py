@@ -29,7 +29,6 @@ from consumer.alertfinder.api import (
     evaluate,
     evaluate_batch,
     fitted_line,
-    fitted_line_batch,
     rising_batch,
 )
 from consumer.exceptions import LensNetError
@@ -463,23 +462,6 @@ def test_fitted_line_matches_reference_fit() -> None:
                 np.testing.assert_allclose(line, mean, rtol=1e-12)
         checked += 1
     assert checked > 50
-
-
-def test_fitted_line_batch_equals_single() -> None:
-    rng = np.random.default_rng(22)
-    stars_ = [random_star(rng) for _ in range(50)]
-    t, flux, flux_err, dataset_offsets, star_offsets = pack(stars_)
-    batch = evaluate_batch(
-        t, flux, flux_err, dataset_offsets, star_offsets, k=2, n=3, n_sigma=2.0, dchi2_min=10.0
-    )
-    single = [
-        line
-        for star in stars_
-        for line in fitted_line(star, evaluate(star, k=2, n=3, n_sigma=2.0, dchi2_min=10.0))
-    ]
-    np.testing.assert_array_equal(
-        fitted_line_batch(t, dataset_offsets, batch), np.concatenate(single)
-    )
 
 
 # --------------------------------------------------------------------------- input handling
