@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from consumer.edge.photometry import Observations
-from consumer.state.store import OVERHEAD_BYTES_PER_STAR, RECORD_BYTES, StarStore, StoreConfig
+from consumer.state.arena import RECORD_BYTES
+from consumer.state.store import OVERHEAD_BYTES_PER_STAR, StarStore, StoreConfig
 
 T0 = 2_460_000.0
 CADENCE_DAYS = 0.02
@@ -105,7 +106,7 @@ def part_million(args: argparse.Namespace) -> dict[str, Any]:
         "free_records": store.free_records(),
         # The free-list array keeps the width it grew to when every star changed size class
         # in one batch (counted by nbytes); read here only to explain nbytes.
-        "free_list_bytes_per_star": store._free_list.nbytes / len(store),
+        "free_list_bytes_per_star": store.arena.free_list.nbytes / len(store),
         "rss_before": before["VmRSS"],
         "rss_after": after["VmRSS"],
         "rss_delta": after["VmRSS"] - before["VmRSS"],
@@ -126,7 +127,7 @@ def part_full(args: argparse.Namespace) -> dict[str, Any]:
     store.compact()
     per_star = store.nbytes() / len(store)
     # The free-list array is a fixed >= 48 KiB (diagnostic read), large against a few stars.
-    free_list = store._free_list.nbytes
+    free_list = store.arena.free_list.nbytes
     held_per_star = (store.nbytes() - free_list) / len(store)
     return {
         "stars": len(store),

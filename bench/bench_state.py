@@ -42,7 +42,8 @@ import numpy.typing as npt
 
 from consumer.alertfinder.api import HIGH_CADENCE, evaluate_batch, rising_batch
 from consumer.edge.photometry import Observations
-from consumer.state.store import StarStore, StoreConfig, quantise
+from consumer.state.encoding import quantise
+from consumer.state.store import StarStore, StoreConfig
 
 T0 = 2_460_000.0
 #: One dataset: t (days), flux, flux_err.

@@ -609,8 +609,10 @@ class Daemon:
             star = [int(evaluations[partition].star_ids[index])]
             columns["star_id"].append(star[0])
             columns["field"].append(int(store.field_tags(star)[0, 0]))
-            for name in ("chip", "x", "y"):
-                columns[name].append(store.get(name, star)[0])
+            row = store.stars.row(star[0])
+            columns["chip"].append(store.stars.chip[row])
+            columns["x"].append(store.stars.x[row])
+            columns["y"].append(store.stars.y[row])
         verdict = vet(
             columns["star_id"],
             columns["field"],

@@ -105,8 +105,8 @@ class Scorer:
         if len(chosen) == 0:
             return out
         ids = rising.star_ids[chosen]
-        alerted = store.get("alerted_hjd", ids)
-        scored_at = store.get("scored_hjd", ids)
+        alerted = store.stars.alerted_hjd[store.stars.rows(ids)]
+        scored_at = store.stars.scored_hjd[store.stars.rows(ids)]
         for position, star_id, done, last in zip(
             chosen.tolist(), ids.tolist(), alerted.tolist(), scored_at.tolist(), strict=True
         ):
@@ -123,7 +123,7 @@ class Scorer:
             except InsufficientDataError:
                 out.insufficient += 1
                 continue
-            store.put("scored_hjd", [star_id], candidate.t_last)
+            store.stars.scored_hjd[store.stars.row(star_id)] = candidate.t_last
             out.pending.append(Pending(partition, star_id, candidate, rising, position, newest_ms))
         return out
 
@@ -144,9 +144,9 @@ class Scorer:
             if result.p_event < self.settings.alert_threshold:
                 out.below_threshold += 1
                 continue
-            if np.isfinite(store.get("alerted_hjd", [item.star_id])[0]):
+            if np.isfinite(store.stars.alerted_hjd[store.stars.row(item.star_id)]):
                 continue  # an earlier window's candidate of this star already alerted
-            store.put("alerted_hjd", [item.star_id], item.candidate.t_last)
+            store.stars.alerted_hjd[store.stars.row(item.star_id)] = item.candidate.t_last
             alert = self.alert(store, item.rising, item.position, item.candidate, result)
             out.alerts.append((item, alert))
         return out
@@ -168,9 +168,9 @@ class Scorer:
             alert_id=alert_id_for(star_id, candidate.t_last),
             star_id=star_id,
             field=primary,
-            chip=int(store.get("chip", [star_id])[0]),
-            ra=float(store.get("ra", [star_id])[0]),
-            dec=float(store.get("dec", [star_id])[0]),
+            chip=int(store.stars.chip[store.stars.row(star_id)]),
+            ra=float(store.stars.ra[store.stars.row(star_id)]),
+            dec=float(store.stars.dec[store.stars.row(star_id)]),
             trigger_hjd=candidate.t_last,
             published_at=now_utc(),
             alertfinder=AlertFinderSummary(
@@ -216,15 +216,15 @@ def star_from_store(store: StarStore, star_id: int) -> Star:
                     band=np.zeros(int(rows.sum()), dtype=np.uint8),
                 )
             )
-    ids = [star_id]
+    row = store.stars.row(star_id)
     return Star(
         star_id=star_id,
         name=str(star_id),
-        ra=float(store.get("ra", ids)[0]),
-        dec=float(store.get("dec", ids)[0]),
-        chip=int(store.get("chip", ids)[0]),
-        x=float(store.get("x", ids)[0]),
-        y=float(store.get("y", ids)[0]),
+        ra=float(store.stars.ra[row]),
+        dec=float(store.stars.dec[row]),
+        chip=int(store.stars.chip[row]),
+        x=float(store.stars.x[row]),
+        y=float(store.stars.y[row]),
         datasets=tuple(datasets),
     )
 

@@ -93,18 +93,19 @@ class TriggerStage:
         ids = np.unique(np.asarray(star_ids, dtype=np.int64))
         tail = store.to_trigger_arrays(ids, last=self._last)
         star_of, bit = _dataset_index(store, tail)
-        baseline = store.get("baseline", ids)  # (S, 3, 2)
+        rows = store.stars.rows(ids)
+        baseline = store.stars.baseline[rows]  # (S, 3, 2)
         per_dataset = baseline[star_of, tail.dataset_site, bit].astype(np.float64)
         held = np.diff(tail.dataset_offsets) > 0
         missing = np.zeros(len(ids), dtype=bool)
         np.logical_or.at(missing, star_of, held & ~np.isfinite(per_dataset))
-        points = store.get("baseline_points", ids)
-        fresh = store.get("fresh_points", ids)
+        points = store.stars.baseline_points[rows]
+        fresh = store.stars.fresh_points[rows]
         stale = missing | (points == 0) | (fresh > self.settings.baseline_refresh_fraction * points)
         refreshed = int(stale.sum())
         if refreshed:
             self._refresh(store, ids[stale])
-            baseline = store.get("baseline", ids)
+            baseline = store.stars.baseline[rows]
             per_dataset = baseline[star_of, tail.dataset_site, bit].astype(np.float64)
         rules = self.rule_for(tail.dataset_field, tail.star_offsets)
         rising = rising_batch(
@@ -175,7 +176,8 @@ def _store_baselines(
     star_of, bit = _dataset_index(store, data)
     table = np.full((len(data.star_ids), len(SITES), 2), np.nan, dtype=np.float32)
     table[star_of, data.dataset_site, bit] = medians
-    store.put("baseline", data.star_ids, table)
+    rows = store.stars.rows(data.star_ids)
+    store.stars.baseline[rows] = table
     ends = data.dataset_offsets[data.star_offsets]
-    store.put("baseline_points", data.star_ids, np.diff(ends))
-    store.put("fresh_points", data.star_ids, 0)
+    store.stars.baseline_points[rows] = np.diff(ends)
+    store.stars.fresh_points[rows] = 0

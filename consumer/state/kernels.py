@@ -10,9 +10,9 @@ the smallest class that fits, and the freed segment goes to its class's free lis
 Arena columns (all of shape (A,)): ``t`` uint32 seconds since HJD 2450000, ``flux`` float32,
 ``ferr`` uint16 log-scaled flux error, ``sky`` uint8 log-scaled, ``fwhm``/``airmass`` uint8
 linear, ``psf`` uint8 with bits 0-6 the PSF quality and bit 7 the field slot (0 or 1) of the
-star's two field tags. The encoding constants live in :mod:`consumer.state.store` and are passed in
-(:func:`encode_rows` applies them); the other kernels only move bytes and compare times. No
-Kafka, Avro or logging here.
+star's two field tags. The encoding constants live in :mod:`consumer.state.encoding` and are
+passed in (:func:`encode_rows` applies them); the other kernels only move bytes and compare
+times. No Kafka, Avro or logging here.
 """
 
 from __future__ import annotations

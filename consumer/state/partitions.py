@@ -177,7 +177,8 @@ class Partitions:
         for ids in changed:
             known = [star for star in ids.tolist() if star in state.alerted]
             if known:
-                state.store.put("alerted_hjd", known, [state.alerted.pop(s) for s in known])
+                stars = state.store.stars
+                stars.alerted_hjd[stars.rows(known)] = [state.alerted.pop(s) for s in known]
 
     def apply_alerted(self, partition: int, *, keep_unknown: bool = False) -> None:
         """Mark the partition's stars in the store that have a committed alert; the others
@@ -185,7 +186,8 @@ class Partitions:
         state = self.owned[partition]
         known = [star for star in state.alerted if star in state.store]
         if known:
-            state.store.put("alerted_hjd", known, [state.alerted.pop(s) for s in known])
+            stars = state.store.stars
+            stars.alerted_hjd[stars.rows(known)] = [state.alerted.pop(s) for s in known]
         if not keep_unknown:
             state.alerted = {}
 

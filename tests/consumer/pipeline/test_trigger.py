@@ -81,7 +81,7 @@ def test_medians_are_cached_and_refreshed_after_ten_percent_new_points() -> None
     stage = TriggerStage(TriggerSettings())
     stage.run(store, [0, 1, 2])
     full = store.to_trigger_arrays([0])
-    cached = store.get("baseline", [0])[0, 1, 0]  # SAAO, first field tag
+    cached = store.stars.baseline[store.stars.row(0), 1, 0]  # SAAO, first field tag
     assert np.isclose(cached, dataset_medians(full.flux, full.dataset_offsets)[0])
     assert stage.run(store, [0, 1, 2]).refreshed == 0
     more = light_curves(3, 112, set(), seed=1).take(

@@ -21,16 +21,14 @@ from consumer.alertfinder.api import HIGH_CADENCE, evaluate, evaluate_batch, ris
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.edge.photometry import Observations
 from consumer.exceptions import ConfigError, LensNetError
+from consumer.state.arena import RECORD_BYTES
+from consumer.state.checkpoint import CHECKPOINT_NAME, CheckpointError
+from consumer.state.encoding import encode, quantise
+from consumer.state.stars import UnknownStarError
 from consumer.state.store import (
-    CHECKPOINT_NAME,
     OVERHEAD_BYTES_PER_STAR,
-    RECORD_BYTES,
-    CheckpointError,
     StarStore,
     StoreConfig,
-    UnknownStarError,
-    encode,
-    quantise,
     store_differences,
     stores_equal,
 )
@@ -298,7 +296,7 @@ def test_nbytes_at_full_capacity_is_under_64_kib_per_star() -> None:
     for site in range(3):
         store.append(site, make_obs(np.full(1600, 5), T0 + np.arange(1600) * 0.01))
     assert store.counts(5) == (1500, 1500, 1500)
-    per_star = store.nbytes() - store._free_list.nbytes  # one batch: straight to 1500 records
+    per_star = store.nbytes() - store.arena.free_list.nbytes  # one batch: straight to 1500 records
     assert per_star == 3 * 1500 * RECORD_BYTES + OVERHEAD_BYTES_PER_STAR
     assert per_star <= 64 * 1024
 
@@ -523,8 +521,8 @@ def test_memmap_arena_grows_and_matches_ram(tmp_path: Path) -> None:
     for store in (ram, disk):
         store.append(0, obs)
         store.append(1, obs.take(slice(0, 1000)))
-    assert disk._arena.records > 1 << 16
-    assert disk._arena.path("t").stat().st_size == disk._arena.records * 4
+    assert disk.arena.records > 1 << 16
+    assert disk.arena.path("t").stat().st_size == disk.arena.records * 4
     assert stores_equal(ram, disk)
 
 
@@ -539,10 +537,10 @@ def test_growing_together_leaves_free_segments_that_compaction_returns() -> None
         )
         store.append(0, obs)
         reference.append(0, obs)
-    assert store._arena.generation > 0  # compacted at least once on its own
+    assert store.arena.generation > 0  # compacted at least once on its own
     fraction = store.config.compact_free_fraction
-    assert store.free_records() <= fraction * store._bump[0]
-    per_star = (store.nbytes() - store._free_list.nbytes) / len(store)
+    assert store.free_records() <= fraction * store.arena.bump[0]
+    per_star = (store.nbytes() - store.arena.free_list.nbytes) / len(store)
     assert store.counts(0) == (1500, 0, 0)
     assert per_star <= (1 + fraction) * 1500 * RECORD_BYTES + OVERHEAD_BYTES_PER_STAR
     assert stores_equal(store, reference)
@@ -595,7 +593,7 @@ def test_trigger_arrays_cut_to_the_latest_points() -> None:
 
 def test_checkpoint_with_inconsistent_tables_is_refused(tmp_path: Path) -> None:
     store = _filled_store(StoreConfig(capacity_per_site=64))
-    store._meta["seg_offset"][3, 1] = 10**9  # valid CRCs, wrong content
+    store.arena.seg_offset[3, 1] = 10**9  # valid CRCs, wrong content
     store.checkpoint(tmp_path, {})
     with pytest.raises(CheckpointError, match="inconsistent"):
         StarStore.restore(tmp_path, StoreConfig(capacity_per_site=64))
@@ -627,19 +625,20 @@ def test_annotations_hold_latest_position_and_survive_checkpoint(tmp_path: Path)
     )
     store.append("CTIO", xs)
     # Star 7's latest row is the first one (T0 + 2).
-    assert store.get("x", [7, 9]).tolist() == [10.0, 30.0]
-    assert store.get("chip", [7, 9]).tolist() == [1, 3]
-    assert store.get("fresh_points", [7, 9]).tolist() == [2, 1]
-    assert np.isnan(store.get("alerted_hjd", [7])).all()
-    store.put("alerted_hjd", [9], T0)
-    store.put("baseline", [7], np.arange(6, dtype=np.float32).reshape(3, 2))
+    stars = store.stars
+    assert stars.x[stars.rows([7, 9])].tolist() == [10.0, 30.0]
+    assert stars.chip[stars.rows([7, 9])].tolist() == [1, 3]
+    assert stars.fresh_points[stars.rows([7, 9])].tolist() == [2, 1]
+    assert np.isnan(stars.alerted_hjd[stars.rows([7])]).all()
+    stars.alerted_hjd[stars.rows([9])] = T0
+    stars.baseline[stars.rows([7])] = np.arange(6, dtype=np.float32).reshape(3, 2)
     store.checkpoint(tmp_path, {"t": 1})
     restored = StarStore.restore(tmp_path, StoreConfig())
     assert restored is not None
     back = restored[0]
-    assert back.get("alerted_hjd", [9]).tolist() == [T0]
-    assert back.get("baseline", [7]).tolist() == [[[0, 1], [2, 3], [4, 5]]]
+    assert back.stars.alerted_hjd[back.stars.rows([9])].tolist() == [T0]
+    assert back.stars.baseline[back.stars.rows([7])].tolist() == [[[0, 1], [2, 3], [4, 5]]]
     with pytest.raises(UnknownStarError):
-        back.get("x", [8])
-    with pytest.raises(KeyError, match="unknown annotation"):
-        back.get("seg_offset", [7])
+        back.stars.x[back.stars.rows([8])]
+    # The segment tables are the arena's, not annotations a caller can reach on the table.
+    assert not hasattr(back.stars, "seg_offset")
