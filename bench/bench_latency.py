@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from confluent_kafka import TopicPartition
 
-from consumer.daemon import BatchReport, Daemon
+from consumer.daemon import Daemon
 from consumer.edge.kafka import make_admin, make_consumer, watermarks
 from consumer.edge.topics import ensure_topics, required_topics
 from consumer.logs import configure_logging
 from consumer.pipeline.ingest import IngestResult
+from consumer.pipeline.windows import BatchReport
 from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import (
     ConsumerSettings,
@@ -92,22 +93,16 @@ class Recorded:
 
         histogram.observe = keep  # type: ignore[method-assign,assignment]
         process = self.daemon.process
+        self.rows = 0
 
         def timed(result: IngestResult) -> BatchReport:
             if self.first_batch is None:
                 self.first_batch = time.perf_counter()
-            return process(result)
-
-        self.daemon.process = timed  # type: ignore[method-assign]
-        self.rows = 0
-        stages = self.daemon._stages
-
-        def counted(result: Any, replayed: set[int]) -> Any:
-            report = stages(result, replayed)
+            report = process(result)
             self.rows += report.observations
             return report
 
-        self.daemon._stages = counted  # type: ignore[method-assign]
+        self.daemon.process = timed  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
 
     def processed(self) -> int:

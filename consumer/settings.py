@@ -205,6 +205,11 @@ class ModelSettings(_Frozen):
     alert_threshold: float = Field(0.45, ge=0, le=1)
     #: A candidate LensNet rejected is scored again only after this many days of new data.
     rescore_days: float = Field(1.0, ge=0)
+    #: Candidates a batch selects before LensNet scores them without waiting for the batch's
+    #: end: bounds the memory they hold (~150 KB each at most). Which stars alert, and when,
+    #: does not depend on it (a later candidate of a star that alerted meanwhile is skipped
+    #: either way); a larger value gives the model larger batches.
+    max_pending: int = Field(512, ge=1)
 
 
 class DaemonSettings(_Frozen):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -100,6 +100,21 @@ def watermarks(
         return int(low), int(high)
 
     return query()
+
+
+def usable(message: Any, log: Any) -> bool:
+    """Whether a consumed message carries data: error events are dropped (end of partition
+    silently, others with a warning on ``log``); a fatal error raises
+    :class:`~consumer.exceptions.KafkaClientError`."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.code() == KafkaError._PARTITION_EOF:
+        return False
+    if error.fatal():
+        raise KafkaClientError.wrap("consumer failed (fatal)", error)
+    log.warning("consumer error", error=error.str(), code=error.name())
+    return False
 
 
 def make_producer(config: dict[str, Any]) -> Producer:

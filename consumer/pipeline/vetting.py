@@ -13,18 +13,24 @@ so real events are isolated while "ghost" candidates come in clusters. Per evalu
    ids sort CTIO-detected stars first).
 
 Candidates with unknown chip or position are never clustered (nothing to compare) but count
-towards the caps under chip -1. Pure numpy: no Kafka, no logging.
+towards the caps under chip -1. :func:`vet` is pure numpy on the candidates' columns;
+:func:`vet_triggered` reads those columns from the stores for the triggered stars of every
+partition of a window. No Kafka, no logging.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from consumer.pipeline.trigger import Triggered
 from consumer.settings import VettingSettings
+from consumer.state.store import StarStore
 
 KEPT: Final = ""
 REASONS: Final = ("cluster", "cap_field", "cap_chip")
@@ -77,6 +83,43 @@ def vet(
     chip_key = fields[order] * 16 + chips[order]
     _cap(order, chip_key, settings.max_per_chip, "cap_chip", reason)
     return VettingResult(keep=reason == KEPT, reason=reason, neighbours=neighbours)
+
+
+def vet_triggered(
+    rising: Mapping[int, Triggered], stores: Mapping[int, StarStore], settings: VettingSettings
+) -> tuple[dict[int, npt.NDArray[np.bool_]], dict[str, int]]:
+    """Vet the triggered stars of every partition of ``rising`` together, with their
+    positions as the ``stores`` hold them now.
+
+    Returns
+    -------
+    keep : partition -> (R,) bool over ``rising[partition].star_ids``: False for a triggered
+        star vetting dropped (True for the others, triggered or not).
+    dropped : candidates dropped per reason.
+    """
+    keep = {p: np.ones(len(r.star_ids), dtype=bool) for p, r in rising.items()}
+    triggered = {p: np.flatnonzero(r.triggered) for p, r in rising.items()}
+    if not any(len(index) for index in triggered.values()):
+        return keep, {}
+    columns: dict[str, list[npt.NDArray[Any]]] = defaultdict(list)
+    for partition, index in triggered.items():
+        ids = rising[partition].star_ids[index]
+        stars = stores[partition].stars
+        rows = stars.rows(ids)
+        columns["star_id"].append(ids)
+        columns["field"].append(stars.fields[rows, 0])
+        columns["chip"].append(stars.chip[rows])
+        columns["x"].append(stars.x[rows])
+        columns["y"].append(stars.y[rows])
+    joined = {name: np.concatenate(parts) for name, parts in columns.items()}
+    verdict = vet(
+        joined["star_id"], joined["field"], joined["chip"], joined["x"], joined["y"], settings
+    )
+    start = 0
+    for partition, index in triggered.items():
+        keep[partition][index] = verdict.keep[start : start + len(index)]
+        start += len(index)
+    return keep, verdict.counts()
 
 
 def _neighbour_counts(

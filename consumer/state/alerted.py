@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from confluent_kafka import TopicPartition
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from consumer.edge.kafka import base_config, make_consumer, watermarks
 from consumer.edge.keys import partition_for
@@ -26,6 +27,32 @@ from consumer.exceptions import KafkaClientError
 from consumer.settings import KafkaSettings
 
 TRIGGER_HEADER: Final = "lensnet.trigger_hjd"
+
+
+class PublishedAlerts:
+    """The alert topic as the alert-once rule reads it when partitions are taken.
+
+    Reads are retried while the broker is unreachable (e.g. restarting), for up to
+    ``retry_s`` seconds.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, retry_s: float) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.retry_s = retry_s
+
+    def read(
+        self, wanted: Iterable[int], photometry_partitions: int
+    ) -> dict[int, dict[int, float]]:
+        """For each photometry partition in ``wanted``: star id -> trigger HJD of its
+        committed alerts (see :func:`published_alerts`)."""
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
+            stop=stop_after_delay(self.retry_s),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            reraise=True,
+        )
+        return retrying(published_alerts, self.kafka, self.topic, photometry_partitions, wanted)
 
 
 def published_alerts(

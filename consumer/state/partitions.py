@@ -29,16 +29,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import structlog
+from confluent_kafka import Consumer, TopicPartition
 
+from consumer.edge.kafka import watermarks
 from consumer.exceptions import LensNetError
 from consumer.settings import StateSettings
-from consumer.state.store import CheckpointError, StarStore, StoreConfig
+from consumer.state.alerted import PublishedAlerts
+from consumer.state.checkpoint import CheckpointError
+from consumer.state.store import StarStore, StoreConfig
 
 TopicPartitionKey = tuple[str, int]
 
@@ -71,11 +76,20 @@ class Partitions:
     """The partitions this process owns and their stores."""
 
     def __init__(
-        self, settings: StateSettings, topics: tuple[str, ...], window_days: float = 0.25
+        self,
+        settings: StateSettings,
+        topics: tuple[str, ...],
+        window_days: float = 0.25,
+        *,
+        published: PublishedAlerts | None = None,
+        log: Any = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self.window_days = window_days
+        #: Where :meth:`assign` learns which stars already alerted (None: none did).
+        self.published = published
+        self.log = log if log is not None else structlog.get_logger("lensnet.partitions")
         self.owned: dict[int, PartitionState] = {}
         #: Next offset to process per (topic, partition); covers exactly what the stores hold.
         self.positions: dict[TopicPartitionKey, int] = {}
@@ -198,9 +212,34 @@ class Partitions:
 
     def checkpoint(self, partition: int) -> Path:
         """Write the partition's checkpoint with the offsets its store covers."""
+        started = time.perf_counter()
         state = self.owned[partition]
         offsets = {t: self.positions[(t, partition)] for t in self.topics}
-        return state.store.checkpoint(self.directory(partition), offsets)
+        path = state.store.checkpoint(self.directory(partition), offsets)
+        self.log.info(
+            "checkpoint",
+            partition=partition,
+            path=str(path),
+            stars=len(state.store),
+            ms=round(1000 * (time.perf_counter() - started), 1),
+        )
+        return path
+
+    def revoke(self, partition: int) -> bool:
+        """The group took ``partition`` away in order: checkpoint it, then forget it; False
+        when it was not owned (nothing to checkpoint)."""
+        if partition not in self.owned:
+            return False
+        self.checkpoint(partition)
+        self.drop(partition)
+        self.log.info("partition revoked", partition=partition)
+        return True
+
+    def lose(self, partition: int) -> None:
+        """The group took ``partition`` away without a revoke (session lost): forget it with
+        no checkpoint; what it processed since the last commit is replayed by its next owner."""
+        self.drop(partition)
+        self.log.warning("partition lost (no checkpoint, nothing committed)", partition=partition)
 
     def drop(self, partition: int) -> None:
         """Forget a partition (after a checkpoint on revoke, or without one when lost)."""
@@ -214,6 +253,123 @@ class Partitions:
             return self.owned[partition].store
         except KeyError as error:
             raise LensNetError(f"partition {partition} is not owned by this process") from error
+
+    # -- at the edges of a batch: assignment, rewind, commit ---------------------------------
+
+    def assign(
+        self, consumer: Consumer, partitions: list[int], photometry_partitions: int
+    ) -> dict[int, dict[str, int]]:
+        """Own ``partitions`` (assigned, or rewound): restore or rebuild each store with the
+        stars that already alerted; returns where to start consuming each of their topics.
+
+        ``photometry_partitions`` is the partition count of the photometry topics (which
+        partition an alert's star belongs to)."""
+        committed = consumer.committed(
+            [TopicPartition(t, p) for p in partitions for t in self.topics], timeout=30
+        )
+        committed_by = {(tp.topic, tp.partition): tp.offset for tp in committed}
+        published: dict[int, dict[int, float]] = {p: {} for p in partitions}
+        if self.published is not None:
+            published = self.published.read(partitions, photometry_partitions)
+        starts: dict[int, dict[str, int]] = {}
+        for partition in partitions:
+            beginning = {
+                t: watermarks(consumer, TopicPartition(t, partition))[0] for t in self.topics
+            }
+            state, start = self.open(
+                partition,
+                {t: committed_by.get((t, partition), -1) for t in self.topics},
+                beginning,
+                published[partition],
+            )
+            starts[partition] = start
+            self.log.info(
+                "partition opened",
+                partition=partition,
+                source=state.source,
+                stars=len(state.store),
+                alerted=len(state.alerted),
+                start=start,
+                replay_until=state.targets,
+                note=state.note or None,
+            )
+        return starts
+
+    def rewind(
+        self, consumer: Consumer, partitions: list[int], photometry_partitions: int
+    ) -> dict[int, dict[str, int]]:
+        """After an aborted transaction: reopen the owned ones of ``partitions`` from their
+        checkpoint (or a rebuild) and seek the consumer back to where each starts, replaying
+        up to the committed offsets; returns the starts as :meth:`assign` does."""
+        owned = [p for p in partitions if p in self.owned]
+        for partition in owned:
+            self.drop(partition)
+        starts = self.assign(consumer, owned, photometry_partitions)
+        for partition, start in starts.items():
+            for topic, offset in start.items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+        return starts
+
+    def finish_replays(
+        self, positions: Mapping[TopicPartitionKey, int], replayed: set[int]
+    ) -> set[int]:
+        """Owned partitions whose replay is complete once a batch reaching ``positions``
+        commits; those it completes (``replayed``: the batch replayed some of their input)
+        get their committed alerts marked."""
+        done = set()
+        for partition, state in self.owned.items():
+            reached = state.restored or all(
+                max(self.positions[(t, partition)], positions.get((t, partition), -1))
+                >= state.targets[t]
+                for t in self.topics
+            )
+            if reached:
+                done.add(partition)
+                if partition in replayed:
+                    self.apply_alerted(partition)
+        return done
+
+    def offsets_to_commit(self, positions: Mapping[TopicPartitionKey, int]) -> list[TopicPartition]:
+        """The consumed ``positions`` of a batch to commit with it: owned partitions, past the
+        input committed before (a replay commits nothing new)."""
+        return [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in sorted(positions.items())
+            if partition in self.owned and offset >= self.owned[partition].targets[topic]
+        ]
+
+    def committed(self, positions: Mapping[TopicPartitionKey, int]) -> list[PartitionState]:
+        """A batch reaching ``positions`` committed: the stores now cover them. Returns the
+        partitions it completed the replay of."""
+        for key, offset in positions.items():
+            if key[1] in self.owned:
+                self.positions[key] = offset
+        restored = []
+        for partition in {p for _, p in positions}:
+            if partition in self.owned and self.update_restored(partition):
+                state = self.owned[partition]
+                seconds = (state.restored_at or 0.0) - state.opened_at
+                self.log.info("partition restored", partition=partition, seconds=round(seconds, 3))
+                restored.append(state)
+        return restored
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether alerts can be counted on from this process, and if not why."""
+        if self.ready:
+            return True, ""
+        if not self.owned:
+            return False, "no partitions assigned"
+        pending = sorted(p for p, s in self.owned.items() if not s.restored)
+        return False, f"replaying partitions {pending}"
+
+    def lag(self, high: Callable[[str, int], int]) -> dict[TopicPartitionKey, int | None]:
+        """Messages not yet processed per owned (topic, partition), given ``high``, its high
+        watermark (negative: unknown, and so is the lag)."""
+        out: dict[TopicPartitionKey, int | None] = {}
+        for (topic, partition), position in self.positions.items():
+            watermark = high(topic, partition)
+            out[(topic, partition)] = max(watermark - position, 0) if watermark >= 0 else None
+        return out
 
     @property
     def ready(self) -> bool:

@@ -9,7 +9,6 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.daemon import _windows
 from consumer.pipeline.align import Aligner
 from consumer.pipeline.ingest import DeadLetter, IngestResult, Part
 from tests.consumer.edge.test_photometry import make_observations
@@ -179,25 +178,3 @@ def test_release_order_depends_on_the_data_not_on_how_fetches_interleave(
         for offset, h in enumerate(log)
         if h is None
     )
-
-
-def test_windows_group_messages_by_first_row_and_keep_each_partitions_order() -> None:
-    """The daemon's evaluation windows: a message belongs to the window of its first row;
-    windows come out ascending, but a partition's late message is not moved ahead."""
-    parts = [
-        decoded("ctio", 0, 0, 100.05).parts[0],  # window 400 (0.25 d)
-        decoded("saao", 1, 0, 100.30).parts[0],  # window 401
-        decoded("ctio", 0, 1, 100.60).parts[0],  # window 402
-        decoded("sso", 0, 0, 100.10).parts[0],  # partition 0, window 400 again: late
-        decoded("saao", 1, 1, 100.35).parts[0],  # window 401
-    ]
-    groups = [
-        (key, [(p.topic, p.partition, p.offset) for p in group])
-        for key, group in _windows(parts, 0.25)
-    ]
-    assert groups == [
-        (400, [("ctio", 0, 0)]),
-        (401, [("saao", 1, 0), ("saao", 1, 1)]),
-        (402, [("ctio", 0, 1)]),
-        (400, [("sso", 0, 0)]),
-    ]
