@@ -7,8 +7,14 @@ moved from another machine); the input replayed up to the committed offsets re-c
 buffers exactly, but not which alerts went out, because evaluation windows can fall
 differently across batches. So the alert-once rule takes its truth from here: every alert
 carries its star in the key (:func:`consumer.edge.keys.star_key`) and its trigger time in the
-:data:`TRIGGER_HEADER` header, and the stars of the partitions being taken are collected by
-reading keys and headers only (values are fetched but never decoded).
+:data:`TRIGGER_HEADER` header.
+
+:class:`PublishedAlerts` keeps what it has read as a compacted index for the life of the
+process: star id -> latest trigger HJD, and how far each alert partition has been read. Taking
+partitions again (a rebalance, a rewind after an aborted transaction) reads only the alerts
+published since the last time, not the whole history. Kafka cannot fetch keys without values,
+so values are fetched, but never decoded; the first read of a process still reads the topic
+from the start.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Final
 
+import numpy as np
 from confluent_kafka import TopicPartition
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from consumer.edge.kafka import base_config, make_consumer, watermarks
-from consumer.edge.keys import partition_for
+from consumer.edge.keys import partitions_for
 from consumer.exceptions import KafkaClientError
 from consumer.settings import KafkaSettings
 
@@ -30,29 +37,98 @@ TRIGGER_HEADER: Final = "lensnet.trigger_hjd"
 
 
 class PublishedAlerts:
-    """The alert topic as the alert-once rule reads it when partitions are taken.
+    """The committed alerts of one alert topic, read incrementally (see the module docstring).
 
-    Reads are retried while the broker is unreachable (e.g. restarting), for up to
-    ``retry_s`` seconds.
+    Parameters
+    ----------
+    kafka : connection settings.
+    topic : the alert topic.
+    retry_s : how long :meth:`read` retries while the broker is unreachable (e.g. restarting).
+    timeout_s : longest one pass over the topic may take before it counts as a retriable error.
     """
 
-    def __init__(self, kafka: KafkaSettings, topic: str, retry_s: float) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, retry_s: float = 0.0, timeout_s: float = 120.0
+    ) -> None:
         self.kafka = kafka
         self.topic = topic
         self.retry_s = retry_s
+        self.timeout_s = timeout_s
+        #: Star id -> trigger HJD of its latest committed alert read so far.
+        self.alerted: dict[int, float] = {}
+        #: Alert partition -> next offset to read.
+        self.read_to: dict[int, int] = {}
 
     def read(
         self, wanted: Iterable[int], photometry_partitions: int
     ) -> dict[int, dict[int, float]]:
         """For each photometry partition in ``wanted``: star id -> trigger HJD of its
-        committed alerts (see :func:`published_alerts`)."""
-        retrying = Retrying(
+        committed alerts (the latest when a star has several). Reads what was published
+        since the last call first, retrying while the broker is unreachable."""
+        out: dict[int, dict[int, float]] = {p: {} for p in set(wanted)}
+        if not out:
+            return out
+        Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
             stop=stop_after_delay(self.retry_s),
             wait=wait_exponential(multiplier=0.2, max=5.0),
             reraise=True,
+        )(self.catch_up)
+        stars = np.fromiter(self.alerted, dtype=np.int64, count=len(self.alerted))
+        owners = partitions_for(stars, photometry_partitions)
+        for star, owner in zip(stars.tolist(), owners.tolist(), strict=True):
+            if owner in out:
+                out[owner][star] = self.alerted[star]
+        return out
+
+    def catch_up(self) -> None:
+        """Read the committed alerts published since the last pass, up to the high watermark
+        every alert partition had when the pass began."""
+        config = base_config(self.kafka)
+        config.update(
+            {
+                "group.id": f"lensnet-alerted-{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
         )
-        return retrying(published_alerts, self.kafka, self.topic, photometry_partitions, wanted)
+        consumer = make_consumer(config)
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+            if metadata is None or metadata.error is not None:
+                raise KafkaClientError(f"cannot read the alert topic {self.topic}", retriable=True)
+            ends = {
+                p: watermarks(consumer, TopicPartition(self.topic, p))[1]
+                for p in sorted(metadata.partitions)
+            }
+            pending = {p for p, end in ends.items() if end > self.read_to.get(p, 0)}
+            if not pending:
+                return
+            consumer.assign(
+                [TopicPartition(self.topic, p, self.read_to.get(p, 0)) for p in sorted(pending)]
+            )
+            deadline = time.monotonic() + self.timeout_s
+            while pending:
+                if time.monotonic() > deadline:
+                    raise KafkaClientError(
+                        f"reading {self.topic} back took longer than {self.timeout_s} s",
+                        retriable=True,
+                    )
+                message: Any
+                for message in consumer.consume(500, 0.5):
+                    if message.error() is not None:
+                        continue
+                    star = int.from_bytes(message.key() or b"\0" * 8, "big", signed=True)
+                    stamp = dict(message.headers() or []).get(TRIGGER_HEADER)
+                    hjd = float(stamp) if stamp else 0.0
+                    self.alerted[star] = max(self.alerted.get(star, hjd), hjd)
+                # Transaction markers take offsets too; the position passes them.
+                for tp in consumer.position([TopicPartition(self.topic, p) for p in pending]):
+                    if tp.offset >= ends[tp.partition]:
+                        pending.discard(tp.partition)
+                        self.read_to[tp.partition] = tp.offset
+        finally:
+            consumer.close()
 
 
 def published_alerts(
@@ -63,51 +139,5 @@ def published_alerts(
     timeout_s: float = 120.0,
 ) -> dict[int, dict[int, float]]:
     """For each photometry partition in ``wanted``: star id -> trigger HJD of its committed
-    alerts (the latest when a star has several)."""
-    wanted_set = set(wanted)
-    out: dict[int, dict[int, float]] = {p: {} for p in wanted_set}
-    if not wanted_set:
-        return out
-    config = base_config(kafka)
-    config.update(
-        {
-            "group.id": f"lensnet-alerted-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer = make_consumer(config)
-    try:
-        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise KafkaClientError(f"cannot read the alert topic {topic}", retriable=True)
-        parts = [TopicPartition(topic, p, 0) for p in sorted(metadata.partitions)]
-        ends = {tp.partition: watermarks(consumer, tp)[1] for tp in parts}
-        pending = {p for p, end in ends.items() if end > 0}
-        if not pending:
-            return out
-        consumer.assign([tp for tp in parts if tp.partition in pending])
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise KafkaClientError(
-                    f"reading {topic} back took longer than {timeout_s} s", retriable=True
-                )
-            message: Any
-            for message in consumer.consume(500, 0.5):
-                if message.error() is not None:
-                    continue
-                star = int.from_bytes(message.key() or b"\0" * 8, "big", signed=True)
-                partition = partition_for(star, photometry_partitions)
-                if partition in wanted_set:
-                    headers = dict(message.headers() or [])
-                    stamp = headers.get(TRIGGER_HEADER)
-                    hjd = float(stamp) if stamp else 0.0
-                    out[partition][star] = max(out[partition].get(star, hjd), hjd)
-            # Transaction markers take offsets too; the position passes them.
-            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-                if tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)
-        return out
-    finally:
-        consumer.close()
+    alerts (the latest when a star has several), read from the start of the topic once."""
+    return PublishedAlerts(kafka, topic, timeout_s=timeout_s).read(wanted, photometry_partitions)

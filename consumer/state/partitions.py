@@ -87,7 +87,8 @@ class Partitions:
         self.settings = settings
         self.topics = topics
         self.window_days = window_days
-        #: Where :meth:`assign` learns which stars already alerted (None: none did).
+        #: Where :meth:`assign` learns which stars already alerted (None: none did); it keeps
+        #: what it read, so a later assignment reads only the alerts published since.
         self.published = published
         self.log = log if log is not None else structlog.get_logger("lensnet.partitions")
         self.owned: dict[int, PartitionState] = {}
