@@ -106,6 +106,7 @@ class Daemon:
             )
             self.server.start()
         self.scorer = self._retrying("load the model", lambda: Scorer(self.settings.model))
+        self.metrics.model.labels(version=self.scorer.model_version).set(1)
         self.windows = WindowStage(self.settings, self.partitions, self.scorer, self.metrics)
         self.n_partitions = self._retrying(
             "check the photometry topics",

@@ -193,6 +193,12 @@ class Metrics:
             "Unix time of the main loop's last progress (seconds since the epoch).",
             registry=registry,
         )
+        self.model = Gauge(
+            "lensnet_model_info",
+            "The LensNet artifact scoring candidates: 1 for its content version (label).",
+            ("version",),
+            registry=registry,
+        )
 
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition of every metric.

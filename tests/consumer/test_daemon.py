@@ -30,6 +30,7 @@ from consumer.pipeline.ingest import REASON_HEADER, SOURCE_OFFSET_HEADER, SOURCE
 from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import DaemonSettings, Settings, StateSettings
 from consumer.state.store import StarStore, StoreConfig, store_differences
+from model.export import load_artifact
 from model.simulate import SimulationConfig, read_labels, write_season
 
 pytestmark = pytest.mark.kafka
@@ -276,7 +277,9 @@ def test_season_alerts_events_and_never_flat_stars(
     assert max(alerted.values()) == 1, "a star alerted twice"
     assert len({a.alert_id for a in alerts}) == len(alerts)
     assert len(alerted.keys() & events) >= len(events) // 2
+    version = load_artifact()[1]["version"]
     for alert in alerts:
+        assert alert.lensnet.model_version == version  # the content hash of the artifact
         assert alert.lensnet.p_event >= 0.45
         assert len(alert.light_curve) >= 10
         assert alert.alertfinder.dchi2 >= 250
@@ -391,6 +394,8 @@ def test_sigterm_drains_commits_and_checkpoints(
         assert status == 200
         assert "lensnet_observations_total" in metrics
         assert "lensnet_transactions_total" in metrics
+        version = load_artifact()[1]["version"]
+        assert f'lensnet_model_info{{version="{version}"}} 1.0' in metrics
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         rest, _ = process.communicate(timeout=60)
