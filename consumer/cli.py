@@ -198,6 +198,12 @@ def train(
     ] = 2000,
     epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 40,
     crops: Annotated[int, typer.Option(min=1, help="At most this many instances per star.")] = 4,
+    negative_crops: Annotated[
+        int, typer.Option(min=1, help="At most this many per non-event star that keeps triggering.")
+    ] = 4,
+    init: Annotated[
+        Path | None, typer.Option(help="Fine-tune: start from this artifact's weights.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Instances per step.")] = 512,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak AdamW step size.")] = 4e-3,
     hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
@@ -246,7 +252,7 @@ def train(
         seed=seed,
         train_seasons=SeasonSet("train", _seeds(train_seasons), stars_per_season),
         validation_seasons=SeasonSet("validation", _seeds(validation_seasons), validation_stars),
-        crop=CropConfig(crops=crops),
+        crop=CropConfig(crops=crops, negative_crops=negative_crops),
         model=LensNetConfig(hidden=hidden, dropout=dropout),
         epochs=epochs,
         batch_size=batch_size,
@@ -260,6 +266,7 @@ def train(
         device=device,
         workers=workers,
         max_minutes=max_minutes,
+        init=None if init is None else str(init),
     )
     model, history = train_model(config, cache=cache, progress=progress)
     path = save(model, model_card(config, history, model), out)
