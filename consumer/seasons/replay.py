@@ -268,7 +268,7 @@ def replay(settings: Settings, season_dir: Path, options: ReplayOptions) -> Repl
         initial=summary.already_delivered,
         unit="obs",
         unit_scale=True,
-        disable=not options.progress,
+        disable=None if options.progress else True,  # None: off when not a terminal
         desc="replay",
     )
     try:
