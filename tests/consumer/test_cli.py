@@ -13,6 +13,7 @@ import pytest
 
 from consumer.seasons.archive import read_season
 from consumer.settings import KafkaSettings, Settings
+from tests.conftest import REPO
 
 SUBCOMMANDS = ("run", "replay", "simulate", "train", "evaluate", "classify", "alerts", "topics")
 
@@ -248,3 +249,42 @@ def test_replay_prints_its_summary_only(
     assert "\r" not in result.stdout + result.stderr
     assert result.stdout.startswith("replay ")
     assert not any(line.startswith("{") for line in result.stdout.splitlines())
+
+
+@pytest.mark.kafka
+def test_topics_create_recreate_starts_from_empty_topics(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Item 5: a second `make demo` starts from clean topics (its recipe uses --recreate)."""
+    from confluent_kafka import Producer, TopicPartition
+
+    from consumer.edge.kafka import make_consumer
+
+    settings = settings_factory(partitions=2)
+    env = {
+        "LENSNET_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
+        "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
+        "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+        "LENSNET_TOPICS__PARTITIONS": "2",
+    }
+    assert lensnet("topics", "create", env=env).returncode == 0
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    producer.produce(settings.topics.alerts, b"an alert of the first demo", partition=0)
+    assert producer.flush(10) == 0
+    again = lensnet("topics", "create", "--recreate", env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("deleted ") == 5
+    assert again.stdout.count("created ") == 5
+    probe = make_consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "p"})
+    try:
+        assert probe.get_watermark_offsets(TopicPartition(settings.topics.alerts, 0), 10) == (0, 0)
+    finally:
+        probe.close()
+
+
+def test_the_demo_recreates_its_topics() -> None:
+    recipe = subprocess.run(
+        ["make", "-n", "demo"], capture_output=True, text=True, timeout=60, cwd=REPO
+    ).stdout
+    assert "lensnet topics create --recreate" in recipe
