@@ -506,8 +506,17 @@ def alerts_tail(
                 shown += 1
             if group is not None:
                 alerts.ack(alert)
+    _report_skipped(alerts, settings.topics.alerts)
     if not as_json:
         typer.echo(f"{shown} alerts")
+
+
+def _report_skipped(alerts: Any, topic: str, shown: int = 5) -> None:
+    """One stderr line per message the subscriber could not decode (the first few)."""
+    for partition, offset, why in alerts.skipped[:shown]:
+        typer.echo(f"lensnet: skipped {topic}[{partition}]@{offset}: {why}", err=True)
+    if len(alerts.skipped) > shown:
+        typer.echo(f"lensnet: skipped {len(alerts.skipped) - shown} more messages", err=True)
 
 
 def _subscriber(settings: Settings, **options: Any) -> Any:
@@ -606,6 +615,7 @@ def alerts_plot(
             if wanted(alert):
                 plot_alert(alert, out_dir / file_name(alert), days_before=days_before)
                 written += 1
+    _report_skipped(alerts, settings.topics.alerts)
     if alert_id is not None and written == 0:
         raise typer.BadParameter(f"--id {alert_id}: no such alert in {settings.topics.alerts}")
     typer.echo(f"{written} PNGs in {out_dir}")
@@ -635,6 +645,7 @@ def alerts_stats(
             for low, high in itertools.pairwise(edges):
                 if low <= alert.lensnet.p_event < high:
                     bins[f"[{low:.3g}, {min(high, 1.0):.3g}{']' if high > 1 else ')'}"] += 1
+    _report_skipped(alerts, settings.topics.alerts)
     total = sum(labels.values())
     typer.echo(f"{total} alerts in {settings.topics.alerts}")
     typer.echo("by class:  " + "  ".join(f"{k} {v}" for k, v in sorted(labels.items())))

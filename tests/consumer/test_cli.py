@@ -288,3 +288,58 @@ def test_the_demo_recreates_its_topics() -> None:
         ["make", "-n", "demo"], capture_output=True, text=True, timeout=60, cwd=REPO
     ).stdout
     assert "lensnet topics create --recreate" in recipe
+
+
+def test_the_alert_table_shows_what_an_observer_scans_for() -> None:
+    """Item 6: trigger HJD and UTC, star, field/chip, RA/Dec, sites, Δχ², p_event, label, id;
+    the wall-clock publication time only in --json."""
+    from consumer.cli import ALERT_TABLE_HEADER, alert_row, alert_summary
+    from tests.consumer.edge.test_alert import make_alert
+
+    alert = make_alert()
+    header, row = ALERT_TABLE_HEADER.split(), alert_row(alert).split()
+    assert header == [
+        "trigger", "HJD", "trigger", "UTC", "star", "field", "chip", "RA", "Dec", "sites",
+        "Δχ²", "p_event", "label", "alert", "id",
+    ]  # fmt: skip
+    assert row[0] == f"{alert.trigger_hjd:.5f}"
+    assert row[3:] == [
+        "123456789", "BLG02", "1", "17:54:00.0", "-29:54:00", "CTIO+SSO", "812", "0.930",
+        "YES", alert.alert_id,
+    ]  # fmt: skip
+    assert len(ALERT_TABLE_HEADER) <= len(alert_row(alert))  # the columns line up
+    summary = alert_summary(alert)
+    assert summary["published_at"] == "2026-05-01T03:04:05.678000+00:00"
+    assert summary["trigger_utc"].startswith(row[1] + "T" + row[2])
+
+
+@pytest.mark.kafka
+def test_json_stdout_stays_json_while_messages_fail_to_decode(
+    topics_factory: Callable[..., Settings],
+) -> None:
+    """`alerts tail --json` stdout parses line by line while errors happen: they go to stderr."""
+    from typing import Any, cast
+
+    from confluent_kafka import Producer
+
+    from consumer.edge.alert import encode_alert
+    from tests.consumer.edge.test_alert import make_alert
+
+    settings = topics_factory(partitions=1)
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for n, garbage in ((25, False), (0, True), (30, False)):
+        if garbage:
+            producer.produce(settings.topics.alerts, b"\xc3\x01 not an alert", partition=0)
+        else:
+            value, headers = encode_alert(make_alert(n))
+            producer.produce(settings.topics.alerts, value, partition=0, headers=cast(Any, headers))
+    assert producer.flush(10) == 0
+    env = {
+        "LENSNET_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
+    }
+    result = lensnet("alerts", "tail", "--from", "earliest", "--until-end", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    records = json_lines(result.stdout)
+    assert [r["alert_id"] for r in records] == [make_alert(25).alert_id, make_alert(30).alert_id]  # type: ignore[index]
+    assert f"lensnet: skipped {settings.topics.alerts}[0]@1: " in result.stderr
