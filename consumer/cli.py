@@ -598,7 +598,13 @@ def alerts_plot(
     site: Annotated[list[str] | None, _SITE] = None,
     field: Annotated[int | None, _FIELD] = None,
     star: Annotated[str | None, _STAR] = None,
-    days_before: Annotated[float, typer.Option(help="Days shown before the trigger.")] = 60.0,
+    days_before: Annotated[
+        float | None,
+        typer.Option(help="Zoom from this many days before the trigger (default: from the break)."),
+    ] = None,
+    nightly: Annotated[
+        bool, typer.Option("--nightly", help="Bin each site's points per night.")
+    ] = False,
 ) -> None:
     """PNG of each alert's multi-site light curve, fitted line and trigger (reads to the end)."""
     from tqdm import tqdm
@@ -613,7 +619,8 @@ def alerts_plot(
             if alert_id is not None and alert.alert_id != alert_id:
                 continue
             if wanted(alert):
-                plot_alert(alert, out_dir / file_name(alert), days_before=days_before)
+                path = out_dir / file_name(alert)
+                plot_alert(alert, path, days_before=days_before, nightly=nightly)
                 written += 1
     _report_skipped(alerts, settings.topics.alerts)
     if alert_id is not None and written == 0:
