@@ -9,7 +9,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Reinstall only when the dependency list changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-KAFKA_DIR ?= $(or $(LOCAL_KAFKA_DIR),/tmp/lensnet-kafka)
+# The local broker's folder, where `lensnet` looks for it too (consumer/cli.py, kafka.sh).
+KAFKA_DIR ?= $(or $(LOCAL_KAFKA_DIR),$(or $(TMPDIR),/tmp)/lensnet-kafka)
 PYTEST_ARGS ?=
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 # The image `make image` builds and the image test runs; the Kubernetes base manifests name it.
