@@ -489,7 +489,9 @@ def load_set(
             fields["n_dropped"] = int(fields["n_dropped"])
             return Instances(**fields)
     tasks = list(_tasks(seasons, crop, cadence, max_length, 4 * CHUNK))
-    bar = tqdm(total=len(tasks), desc=f"instances ({seasons.name})", disable=not progress)
+    bar = tqdm(
+        total=len(tasks), desc=f"instances ({seasons.name})", disable=None if progress else True
+    )
     parts: list[Instances] = []
     if workers > 1:
         _warm_up(cadence)

@@ -354,7 +354,7 @@ def train(
             batches(train_set, config.batch_size, rng),
             total=n_batches,
             desc=f"epoch {epoch + 1}/{planned}",
-            disable=not progress,
+            disable=None if progress else True,
             leave=False,
         )
         running = torch.zeros((), device=device)  # summed on the device: no sync per step
