@@ -22,6 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
+from consumer.edge.opinions import (
+    NoveltyScore,
+    SecondOpinion,
+    novelty_from_record,
+    novelty_to_record,
+    second_opinion_from_record,
+    second_opinion_to_record,
+)
 from consumer.edge.registry import RegistryClient, confluent_frame, confluent_unframe, is_confluent
 from consumer.edge.schemas import (
     AvroSchema,
@@ -117,14 +125,18 @@ class Alert:
     alertfinder: AlertFinderSummary
     lensnet: Classification
     light_curve: LightCurve
-    schema_version: str = "1.0"
+    schema_version: str = "1.1"
+    #: The novelty network's and the second opinion's verdicts (schema 1.1; None from 1.0
+    #: writers or a daemon without the two models).
+    novelty: NoveltyScore | None = None
+    second_opinion: SecondOpinion | None = None
 
 
 _POINT_FIELDS = ("hjd", "flux", "flux_err", "sky", "fwhm", "airmass", "psf_quality", "fitted")
 
 
 def alert_to_record(alert: Alert) -> dict[str, Any]:
-    """The Avro record (plain dicts and lists) of an alert, as written with ``alert-v1``."""
+    """The Avro record (plain dicts and lists) of an alert, as written with ``alert-v1`` (1.1)."""
     curve = alert.light_curve
     columns = [getattr(curve, name).tolist() for name in _POINT_FIELDS]
     sites = [SITES[i] for i in curve.site.tolist()]
@@ -164,6 +176,8 @@ def alert_to_record(alert: Alert) -> dict[str, Any]:
             "site_scores": dict(scores.site_scores),
         },
         "light_curve": points,
+        "novelty": novelty_to_record(alert.novelty),
+        "second_opinion": second_opinion_to_record(alert.second_opinion),
     }
 
 
@@ -219,6 +233,8 @@ def alert_from_record(record: dict[str, Any]) -> Alert:
             site_scores=dict(scores["site_scores"]),
         ),
         light_curve=curve,
+        novelty=novelty_from_record(record.get("novelty")),
+        second_opinion=second_opinion_from_record(record.get("second_opinion")),
     )
 
 

@@ -1,0 +1,91 @@
+"""Alert schema 1.1: the optional novelty and second-opinion records, FULL-compatible with 1.0."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+
+from consumer.edge.alert import Alert, AlertDecoder, alert_to_record, encode_alert, encode_record
+from consumer.edge.opinions import NoveltyScore, SecondOpinion, agreement
+from consumer.edge.schemas import AvroSchema, SchemaRegistry, load_schema, read_record
+from tests.consumer.edge.test_alert import assert_same_alert, make_alert
+
+#: The alert schema as released in 1.0 (frozen copy: what older subscribers ship).
+SCHEMA_1_0 = AvroSchema.from_json((Path(__file__).parent / "data" / "alert-v1.0.avsc").read_text())
+
+
+def opinionated_alert() -> Alert:
+    return dataclasses.replace(
+        make_alert(),
+        novelty=NoveltyScore("abc1234567", 41.5, 12.25, True, "mira"),
+        second_opinion=SecondOpinion("def7654321", 0.31, 0.69, 0.2, 0.11),
+    )
+
+
+def test_schema_is_a_new_minor_version() -> None:
+    assert SCHEMA_1_0.version == "1.0"
+    assert load_schema("alert").version == "1.1"
+    assert SCHEMA_1_0.fingerprint != load_schema("alert").fingerprint
+
+
+def test_round_trip_with_both_records() -> None:
+    alert = opinionated_alert()
+    value, headers = encode_alert(alert)
+    decoded = AlertDecoder().decode(value, headers)
+    assert_same_alert(decoded, alert)
+    assert (decoded.novelty, decoded.second_opinion) == (alert.novelty, alert.second_opinion)
+    assert decoded.second_opinion is not None
+    assert decoded.second_opinion.label == "NO"
+    assert agreement(decoded.lensnet.p_event, decoded.second_opinion) == pytest.approx(0.38)
+
+
+def test_round_trip_without_them() -> None:
+    alert = make_alert()
+    value, headers = encode_alert(alert)
+    decoded = AlertDecoder().decode(value, headers)
+    assert decoded.novelty is None
+    assert decoded.second_opinion is None
+    assert agreement(decoded.lensnet.p_event, None) is None
+
+
+def test_a_1_0_reader_reads_a_1_1_alert() -> None:
+    """Backward direction of FULL: the old reader skips the new fields."""
+    alert = opinionated_alert()
+    value, _ = encode_alert(alert)
+    record = read_record(io.BytesIO(value[10:]), load_schema("alert"), SCHEMA_1_0)
+    assert "novelty" not in record
+    assert "second_opinion" not in record
+    assert record["lensnet"] == alert_to_record(make_alert())["lensnet"]
+
+
+def test_a_1_0_subscriber_decodes_a_1_1_alert_from_its_header() -> None:
+    """What a subscriber that ships only 1.0 does: the writer schema comes from the header."""
+    value, headers = encode_alert(opinionated_alert())
+    decoder = AlertDecoder(registry=SchemaRegistry([SCHEMA_1_0]))
+    decoder._reader = SCHEMA_1_0  # the reader schema such a subscriber ships
+    decoded = decoder.decode(value, headers)
+    assert_same_alert(decoded, make_alert())
+
+
+def test_a_1_1_reader_reads_a_1_0_alert_with_defaults() -> None:
+    """Forward direction of FULL: the new fields take their defaults (null)."""
+    record_1_0 = alert_to_record(make_alert())
+    del record_1_0["novelty"], record_1_0["second_opinion"]
+    value, headers = encode_record(SCHEMA_1_0, record_1_0)
+    decoded = AlertDecoder().decode(value, headers)
+    assert decoded.novelty is None
+    assert decoded.second_opinion is None
+    assert_same_alert(decoded, make_alert())
+
+
+def test_new_fields_are_optional_with_defaults() -> None:
+    fields = {f["name"]: f for f in load_schema("alert").definition["fields"]}
+    old = {f["name"] for f in SCHEMA_1_0.definition["fields"]}
+    added = set(fields) - old
+    assert added >= {"novelty", "second_opinion"}
+    for name in added:
+        assert "default" in fields[name], name
+        assert fields[name]["type"][0] == "null", name
