@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from consumer import __version__
+from consumer.cli_opinions import novelty_app, second_opinion_app
 from consumer.exceptions import LensNetError
 from consumer.logs import configure_logging
 from consumer.settings import Settings, env_name, load_settings
@@ -51,6 +52,8 @@ alerts_app = typer.Typer(
 )
 app.add_typer(topics_app, name="topics")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(novelty_app, name="novelty")
+app.add_typer(second_opinion_app, name="second-opinion")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -427,6 +430,9 @@ def classify(
             "default: by each star's fields, as the daemon does."
         ),
     ] = None,
+    opinions: Annotated[
+        bool, typer.Option(help="Also the novelty score and the second opinion (shipped).")
+    ] = True,
 ) -> None:
     """Classify light curves from files with the shipped LensNet artifact (JSON lines)."""
     import json
@@ -439,7 +445,10 @@ def classify(
     module, _ = load_artifact(artifact)
     rule = None if low_cadence is None else (LOW_CADENCE if low_cadence else HIGH_CADENCE)
     as_of_hjd = math.inf if as_of is None else as_of
-    for record in classify_season(module, season_dir, as_of=as_of_hjd, rule=rule):
+    from model.second_opinion import OpinionModels
+
+    extra = OpinionModels() if opinions else None
+    for record in classify_season(module, season_dir, as_of=as_of_hjd, rule=rule, opinions=extra):
         typer.echo(json.dumps(record))
 
 
