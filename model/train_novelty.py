@@ -266,6 +266,8 @@ def train_novelty(
     rng = np.random.default_rng([config.seed, 5])
     if train_set is None or val_set is None:
         train_set, val_set = load_sets(config, cache, progress)
+    train_set = subset(train_set, ~np.isin(train_set.subclass, config.holdout))
+    val_set = subset(val_set, ~np.isin(val_set.subclass, config.holdout))
     names = sorted(set(train_set.subclass.tolist()))
     config = NoveltyTrainConfig(
         **{
