@@ -459,6 +459,15 @@ _SITE = typer.Option(help="Only alerts whose trigger used this site (repeatable)
 _FIELD = typer.Option(help="Only alerts of this KMTNet field.")
 _STAR = typer.Option(help="Only stars whose id matches this shell pattern, e.g. '41*'.")
 _GROUP = typer.Option(help="Consumer group; acknowledges what it handled, resumes after it.")
+_UNUSUAL = typer.Option(
+    "--unusual", help="Only alerts the novelty network flags as unlike its training seasons."
+)
+_MIN_AGREEMENT = typer.Option(
+    min=0.0,
+    max=1.0,
+    help="Only alerts whose second opinion agrees with LensNet at least this much "
+    "(1 - |p_event difference|).",
+)
 
 
 def _start(value: str) -> Any:
@@ -474,7 +483,13 @@ def _start(value: str) -> Any:
 
 
 def _alert_filter(
-    min_score: float, label: str | None, site: list[str] | None, field: int | None, star: str | None
+    min_score: float,
+    label: str | None,
+    site: list[str] | None,
+    field: int | None,
+    star: str | None,
+    unusual: bool = False,
+    min_agreement: float | None = None,
 ) -> Any:
     from consumer.constants import SITES
     from consumer.edge.subscribe import AlertFilter
@@ -483,7 +498,15 @@ def _alert_filter(
     unknown = [s for s in sites if s not in SITES]
     if unknown:
         raise typer.BadParameter(f"--site {unknown[0]}: expected one of {', '.join(SITES)}")
-    return AlertFilter(min_score=min_score, label=label, sites=sites, field=field, star=star)
+    return AlertFilter(
+        min_score=min_score,
+        label=label,
+        sites=sites,
+        field=field,
+        star=star,
+        unusual=unusual,
+        min_agreement=min_agreement,
+    )
 
 
 @alerts_app.command("tail")
@@ -499,15 +522,18 @@ def alerts_tail(
     field: Annotated[int | None, _FIELD] = None,
     star: Annotated[str | None, _STAR] = None,
     group: Annotated[str | None, _GROUP] = None,
+    unusual: Annotated[bool, _UNUSUAL] = False,
+    min_agreement: Annotated[float | None, _MIN_AGREEMENT] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON line per alert (with the publication time).")
     ] = False,
 ) -> None:
-    """Table (or JSON lines) of alerts: trigger time, star, field, position, sites, scores."""
+    """Table (or JSON lines) of alerts: trigger time, star, field, position, sites, scores,
+    novelty and second opinion."""
     import json
 
     settings = _settings(ctx)
-    wanted = _alert_filter(min_score, label, site, field, star)
+    wanted = _alert_filter(min_score, label, site, field, star, unusual, min_agreement)
     shown = 0
     options = {"group_id": group, "start": _start(start), "stop_at_end": until_end}
     with _subscriber(settings, **options) as alerts:
@@ -550,10 +576,12 @@ def _subscriber(settings: Settings, **options: Any) -> Any:
 
 
 #: ``alerts tail``: what an observer scans for. The UTC is that of the trigger as seen from
-#: Earth (HJD corrected for the light time to the Sun at the star's position).
+#: Earth (HJD corrected for the light time to the Sun at the star's position). ``novel``: the
+#: novelty network's flag (``!`` unusual, ``-`` no score); ``2nd``: the second opinion's p_event.
 ALERT_TABLE_HEADER = (
     f"{'trigger HJD':>13}  {'trigger UTC':16}  {'star':>12}  {'field':5}  {'chip':>4}  "
-    f"{'RA':10}  {'Dec':9}  {'sites':14}  {'Δχ²':>8}  {'p_event':>7}  {'label':5}  alert id"
+    f"{'RA':10}  {'Dec':9}  {'sites':14}  {'Δχ²':>8}  {'p_event':>7}  {'label':5}  "
+    f"{'novel':5}  {'2nd':>5}  alert id"
 )
 
 
@@ -563,17 +591,20 @@ def alert_row(alert: Any) -> str:
 
     utc = utc_from_hjd(alert.trigger_hjd, alert.ra, alert.dec)
     field_name = f"BLG{alert.field:02d}" if alert.field >= 0 else "-"
+    novel = "-" if alert.novelty is None else ("!" if alert.novelty.unusual else ".")
+    second = "-" if alert.second_opinion is None else f"{alert.second_opinion.p_event:.3f}"
     return (
         f"{alert.trigger_hjd:>13.5f}  {utc:%Y-%m-%d %H:%M}  {alert.star_id:>12}  "
         f"{field_name:5}  {alert.chip:>4}  {sexagesimal_ra(alert.ra):10}  "
         f"{sexagesimal_dec(alert.dec):9}  {'+'.join(dict.fromkeys(alert.alertfinder.sites)):14}  "
         f"{alert.alertfinder.dchi2:>8.0f}  {alert.lensnet.p_event:>7.3f}  "
-        f"{alert.lensnet.label:5}  {alert.alert_id}"
+        f"{alert.lensnet.label:5}  {novel:5}  {second:>5}  {alert.alert_id}"
     )
 
 
 def alert_summary(alert: Any) -> dict[str, Any]:
     """The JSON line of one alert in ``alerts tail --json`` (no light curve)."""
+    from consumer.edge.opinions import agreement, novelty_to_record, second_opinion_to_record
     from consumer.edge.times import utc_from_hjd
 
     return {
@@ -598,6 +629,9 @@ def alert_summary(alert: Any) -> dict[str, Any]:
         "p_no": alert.lensnet.p_no,
         "model_version": alert.lensnet.model_version,
         "n_points": len(alert.light_curve),
+        "novelty": novelty_to_record(alert.novelty),
+        "second_opinion": second_opinion_to_record(alert.second_opinion),
+        "agreement": agreement(alert.lensnet.p_event, alert.second_opinion),
     }
 
 

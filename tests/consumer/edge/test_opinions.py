@@ -89,3 +89,32 @@ def test_new_fields_are_optional_with_defaults() -> None:
     for name in added:
         assert "default" in fields[name], name
         assert fields[name]["type"][0] == "null", name
+
+
+def test_filters_on_novelty_and_agreement() -> None:
+    """``alerts tail --unusual / --min-agreement``: alerts without the records never pass."""
+    from consumer.edge.subscribe import AlertFilter
+
+    flagged = opinionated_alert()  # LensNet 0.93 (make_alert), second opinion 0.31
+    plain = make_alert()
+    usual = dataclasses.replace(
+        flagged,
+        novelty=dataclasses.replace(flagged.novelty, unusual=False),  # type: ignore[arg-type]
+        second_opinion=dataclasses.replace(flagged.second_opinion, p_event=0.9),  # type: ignore[arg-type]
+    )
+    unusual = AlertFilter(unusual=True)
+    assert [unusual(a) for a in (flagged, plain, usual)] == [True, False, False]
+    agreeing = AlertFilter(min_agreement=0.9)
+    assert [agreeing(a) for a in (flagged, plain, usual)] == [False, False, True]
+    assert AlertFilter()(plain)
+    assert AlertFilter(min_agreement=0.0)(flagged)
+
+
+def test_the_alert_table_shows_the_flag_and_the_second_opinion() -> None:
+    from consumer.cli import alert_row, alert_summary
+
+    row = alert_row(opinionated_alert()).split()
+    assert row[-3:-1] == ["!", "0.310"]
+    summary = alert_summary(opinionated_alert())
+    assert summary["novelty"]["unusual"] is True
+    assert summary["agreement"] == pytest.approx(1 - abs(0.93 - 0.31))
