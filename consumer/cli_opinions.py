@@ -125,6 +125,73 @@ def novelty_train(
     )
 
 
+_HOLDOUT_MODELS = typer.Argument(
+    help="Folders of held-out-subclass novelty models (lensnet novelty train --holdout NAME)."
+)
+_EVALUATION_DIR = Path("model/artifacts/evaluation")
+
+
+@novelty_app.command("choose-cut")
+def novelty_choose_cut(
+    holdout_models: Annotated[list[Path], _HOLDOUT_MODELS],
+    shipped: Annotated[
+        Path, typer.Option(help="Folder of the novelty artifact whose cut is set.")
+    ] = Path("model/artifacts/novelty"),
+    validation_seasons: Annotated[
+        str, typer.Option(help="Seeds of the validation seasons.")
+    ] = "2001,2002",
+    validation_stars: Annotated[
+        int, typer.Option(min=10, help="Stars per validation season.")
+    ] = 2000,
+    out: Annotated[Path, typer.Option(help="Folder for novelty-validation.json.")] = (
+        _EVALUATION_DIR
+    ),
+    cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
+) -> None:
+    """Choose the energy cut on the validation seasons (best mean F1 of flagging held-out
+    subclasses) and write it into the shipped novelty artifact (a new version)."""
+    import torch
+
+    from model.dataset import SeasonSet
+    from model.evaluation.opinions_run import choose_cut
+
+    torch.set_num_threads(1)
+    seasons = SeasonSet("validation", _seeds(validation_seasons), validation_stars)
+    metrics = choose_cut(holdout_models, shipped, out, validation_seasons=seasons, cache=cache)
+    means = metrics["mean_f1_by_percentile"]
+    chosen = metrics["chosen_percentile"]
+    typer.echo(
+        f"chose training p{chosen} (validation mean F1 {means[chosen]:.4f}); "
+        f"wrote {metrics['shipped']}"
+    )
+
+
+@novelty_app.command("evaluate")
+def novelty_evaluate(
+    holdout_models: Annotated[list[Path], _HOLDOUT_MODELS],
+    lensnet: Annotated[
+        Path | None, typer.Option(help="LensNet artifact to compare with; default: shipped.")
+    ] = None,
+    test_seasons: Annotated[str, typer.Option(help="Seeds of the test seasons.")] = "3001,3002",
+    test_stars: Annotated[int, typer.Option(min=10, help="Stars per test season.")] = 3000,
+    out: Annotated[Path, typer.Option(help="Folder of novelty-validation.json; report.")] = (
+        _EVALUATION_DIR
+    ),
+    cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
+) -> None:
+    """Score the test seasons once (after choose-cut): held-out-subclass flagging, the shipped
+    model's unusual shares, the second opinion beside LensNet; writes opinions.md."""
+    import torch
+
+    from model.dataset import SeasonSet
+    from model.evaluation.opinions_run import evaluate_opinions
+
+    torch.set_num_threads(1)
+    seasons = SeasonSet("test", _seeds(test_seasons), test_stars)
+    evaluate_opinions(holdout_models, lensnet, out, test_seasons=seasons, cache=cache)
+    typer.echo(f"wrote {out / 'opinions.md'} and {out / 'opinions-test.json'}")
+
+
 def _percentile_table(percentiles: dict[str, float]) -> tuple[list[float], list[float]]:
     pairs = sorted((float(k), v) for k, v in percentiles.items())
     return [p for p, _ in pairs], [v for _, v in pairs]

@@ -317,7 +317,7 @@ def train_novelty(
                 energy = batch_mixture(z, torch.softmax(logits, dim=-1), config.model.ridge)
                 loss = loss + config.gmm_weight * energy.mean().float()
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
             schedule.step()

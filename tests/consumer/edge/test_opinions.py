@@ -99,8 +99,8 @@ def test_filters_on_novelty_and_agreement() -> None:
     plain = make_alert()
     usual = dataclasses.replace(
         flagged,
-        novelty=dataclasses.replace(flagged.novelty, unusual=False),  # type: ignore[arg-type]
-        second_opinion=dataclasses.replace(flagged.second_opinion, p_event=0.9),  # type: ignore[arg-type]
+        novelty=NoveltyScore("abc1234567", 1.0, 12.25, False, "pspl"),
+        second_opinion=SecondOpinion("def7654321", 0.9, 0.1, 0.2, 0.7),
     )
     unusual = AlertFilter(unusual=True)
     assert [unusual(a) for a in (flagged, plain, usual)] == [True, False, False]
