@@ -48,10 +48,10 @@ I64 = npt.NDArray[np.int64]
 LIBRARY_DECISION: Final = (
     "LightGBM: its text model format is stable across versions and read by LightGBM's C API "
     "and other tools (a portable artifact, unlike scikit-learn's pickles, which load only on "
-    "the version that wrote them); predicting a batch of 32 takes tens of microseconds with "
-    "one thread; the wheel is ~4 MB plus scipy, where XGBoost's Linux wheel pulls in CUDA's "
-    "NCCL (~200 MB) and scikit-learn's HistGradientBoosting costs ~0.5 ms of Python per "
-    "call and a pickle."
+    "the version that wrote them); both boosters predict a batch of 32 in ~5 ms with one "
+    "thread (432 + 3 x 280 trees, bench/bench_opinions.py); the wheel is small, where "
+    "XGBoost's Linux wheel pulls in CUDA's NCCL and scikit-learn's HistGradientBoosting "
+    "saves as a pickle."
 )
 #: :func:`trigger_figures` column names.
 FIGURE_NAMES: Final = (
