@@ -186,7 +186,8 @@ def novelty_card(config: Any, history: Any, model: NoveltyNet, percentile: float
             "training_percentile": percentile,
             "training_percentiles": history.energy_percentiles,
             "rule": "unusual when energy > value; the percentile is chosen on the "
-            "validation seasons' held-out-subclass experiments (evaluation/report.md)",
+            "validation seasons' held-out-subclass experiments (lensnet novelty choose-cut; "
+            "evaluation/opinions.md)",
         },
         "components": list(history.components),
         "holdout": list(config.holdout),
