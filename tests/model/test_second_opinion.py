@@ -154,3 +154,36 @@ def test_assess_is_independent_of_the_chunking(pool: list[Candidate], tmp_path: 
         assert a.p_event == pytest.approx(b.p_event, abs=1e-6)
         assert a.unusual == (a.energy > 50.0)
         assert a.nearest in ("a", "b")
+
+
+def test_a_smoke_training_run_exports_a_working_artifact(
+    pool: list[Candidate], tmp_path: Path
+) -> None:
+    """``lensnet second-opinion train``'s path on two tiny simulated seasons: both boosters
+    train, the artifact loads and scores candidates."""
+    from model.dataset import CropConfig, SeasonSet
+    from model.train_second_opinion import SecondOpinionConfig, train_second_opinion
+
+    config = NoveltyConfig(steps=8, hidden=8, embedding=4, estimation_hidden=4, components=2)
+    model = NoveltyNet(config)
+    d = config.z_size
+    model.set_mixture(
+        torch.log(torch.tensor([0.5, 0.5])), torch.zeros(2, d), torch.eye(d).expand(2, d, d)
+    )
+    module = script(model)
+    smoke = SecondOpinionConfig(
+        train_seasons=SeasonSet("train", (43,), 40),
+        validation_seasons=SeasonSet("validation", (44,), 20),
+        crop=CropConfig(crops=2, untriggered_probability=1.0),
+        min_data_in_leaf=5,
+        rounds=20,
+        early_stopping=5,
+    )
+    binary, classes, history = train_second_opinion(smoke, novelty=module, progress=False)
+    assert history["n_train"] > 0
+    assert history["binary"]["best_iteration"] >= 1
+    names = feature_names(config.embedding)
+    path = save_second_opinion(booster_document(binary, classes, names, "v"), {}, tmp_path)
+    opinions = assess(module, load_booster(path), ["a", "b"], pool[:8])
+    assert all(0.0 <= o.p_event <= 1.0 for o in opinions)
+    assert all(sum(o.p_class) == pytest.approx(1.0) for o in opinions)
