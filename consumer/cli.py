@@ -692,9 +692,11 @@ def topics_create(
     """Create the photometry, alert and dead-letter topics that do not exist yet."""
     from consumer.edge.kafka import make_admin
     from consumer.edge.topics import (
+        broker_count,
         check_copartitioning,
         delete_topics,
         ensure_topics,
+        replication,
         required_topics,
     )
 
@@ -707,8 +709,12 @@ def topics_create(
             typer.echo(f"deleted {name}")
     created = ensure_topics(admin, required_topics(settings.topics))
     partitions = check_copartitioning(admin, settings.topics)
+    topics = settings.topics
+    replicas, min_insync = replication(
+        broker_count(admin), topics.replication_factor, topics.min_insync_replicas
+    )
     for name in created:
-        typer.echo(f"created {name}")
+        typer.echo(f"created {name} ({replicas} replicas, min.insync.replicas={min_insync})")
     typer.echo(f"photometry topics co-partitioned with {partitions} partitions")
 
 
