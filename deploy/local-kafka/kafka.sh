@@ -27,7 +27,7 @@
 #   admin    super user (the brokers' own inter-broker login, topic creation)
 #   lensnet  the daemon: reads the photometry topics, writes alerts and dead letters, uses its
 #            consumer group and transactional ids, nothing else
-#   replay   writes the photometry topics
+#   replay   writes the photometry topics (and reads them, to resume where it stopped)
 #   reader   reads alerts and dead letters, in groups of its own (lensnet-subscriber-*)
 # DIR/users/<user>/ is a secrets folder for `lensnet --secrets-dir` (the file
 # lensnet_kafka__sasl_password) and DIR/users/<user>.env sets the other LENSNET_KAFKA__*
@@ -348,6 +348,8 @@ User:lensnet WRITE TOPIC PREFIXED $dead_letter
 User:lensnet READ GROUP PREFIXED $group
 User:lensnet WRITE TRANSACTIONAL_ID PREFIXED $group
 User:replay WRITE TOPIC PREFIXED $photometry
+User:replay READ TOPIC PREFIXED $photometry
+User:replay READ GROUP PREFIXED lensnet-replay-
 User:reader READ TOPIC PREFIXED $alerts
 User:reader READ TOPIC PREFIXED $dead_letter
 User:reader READ GROUP PREFIXED lensnet-subscriber-
