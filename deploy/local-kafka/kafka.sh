@@ -3,19 +3,20 @@
 # one combined broker + controller by default, or a cluster of N of them (a controller quorum
 # of N, N <= 3, else 3). No Docker, no tarball: Java 17, Maven and openssl are enough.
 #
-#   deploy/local-kafka/kafka.sh fetch                 resolve the jars into the cache (once)
-#   deploy/local-kafka/kafka.sh start [OPTIONS] [DIR] format storage, start, wait; prints bootstrap
-#       --brokers N          N brokers (default 1); node i lives in DIR/node-i when N > 1
-#       --security sasl_ssl  TLS + SASL/SCRAM-SHA-512 + ACLs (default plaintext; see below)
-#   deploy/local-kafka/kafka.sh stop  [--node I] [DIR]  SIGTERM, wait for a clean shutdown, then SIGKILL
-#   deploy/local-kafka/kafka.sh kill  [--node I] [DIR]  SIGKILL (hard crash, for fault tests)
-#   deploy/local-kafka/kafka.sh restart [--node I] [DIR] start again on the same ports and data
-#   deploy/local-kafka/kafka.sh status [DIR]          exit 0 and print bootstrap when it answers
+#   deploy/local-kafka/kafka.sh fetch            resolve the jars into the cache (once)
+#   deploy/local-kafka/kafka.sh start [DIR]      format storage, start, wait; prints bootstrap
+#       --brokers N            N brokers (default 1); node i lives in DIR/node-i when N > 1
+#       --security sasl_ssl    TLS + SASL/SCRAM-SHA-512 + ACLs (default plaintext; see below)
+#   deploy/local-kafka/kafka.sh stop  [DIR]      SIGTERM, wait for a clean shutdown, then SIGKILL
+#   deploy/local-kafka/kafka.sh kill  [DIR]      SIGKILL (hard crash, for fault tests)
+#   deploy/local-kafka/kafka.sh restart [DIR]    start again on the same ports and data
+#       --node I               stop, kill or restart only node I of a cluster
+#   deploy/local-kafka/kafka.sh status [DIR]     exit 0 and print bootstrap when every node answers
 #
 # DIR holds the data, logs, pids and the file `bootstrap` (host:port[,host:port...]). It defaults
 # to $LOCAL_KAFKA_DIR or ${TMPDIR:-/tmp}/lensnet-kafka. Ports are picked free at first start and
 # kept for restarts; KAFKA_PORT names a port to prefer for the (first) broker when it is free
-# (`make kafka-start`: 9092, the clients' default). --node I acts on node I of a cluster only.
+# (`make kafka-start`: 9092, the clients' default).
 # Environment: KAFKA_HEAP_OPTS (default -Xms256m -Xmx768m, and -Xms128m -Xmx512m per node of a
 # cluster), LOCAL_KAFKA_LIBS (jar folder; default deploy/local-kafka/target/libs),
 # KAFKA_START_TIMEOUT (seconds, default 90).
@@ -413,6 +414,7 @@ case "$cmd" in
     need; fetch
     dir=$(dir_of "$target")
     mapfile -t chosen < <(nodes "$dir" "$only")
+    [ "${#chosen[@]}" -gt 0 ] || exit 1  # nodes said why
     [ -f "${chosen[0]}/server.properties" ] || die "nothing to restart in $dir; use start"
     stop_nodes TERM "${chosen[@]}"
     launch "${chosen[@]}"
@@ -421,6 +423,7 @@ case "$cmd" in
   stop|kill)
     dir=$(dir_of "$target")
     mapfile -t chosen < <(nodes "$dir" "$only")
+    [ "${#chosen[@]}" -gt 0 ] || exit 1  # nodes said why
     if [ "$cmd" = stop ]; then stop_nodes TERM "${chosen[@]}"; else stop_nodes KILL "${chosen[@]}"; fi
     ;;
   status)
@@ -433,5 +436,5 @@ case "$cmd" in
     done
     cat "$dir/bootstrap"
     ;;
-  *) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac
