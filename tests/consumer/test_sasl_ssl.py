@@ -138,57 +138,62 @@ def test_daemon_and_alerts_end_to_end(
     no_secret_in(secure_kafka, daemon.stdout, daemon.stderr, alerts.stdout, alerts.stderr)
 
 
-@pytest.mark.parametrize("fault", ["wrong password", "untrusted certificate"])
 def test_refused_login_is_one_line_naming_the_setting(
-    secure_kafka: SecureBroker, fault: str, tmp_path: Path
+    secure_kafka: SecureBroker, tmp_path: Path
 ) -> None:
-    variables = names()
-    if fault == "wrong password":
-        secrets = tmp_path / "secrets"
-        secrets.mkdir()
-        (secrets / "lensnet_kafka__sasl_password").write_text("not-the-password")
-        extra = {}
-        setting = "LENSNET_KAFKA__SASL_PASSWORD"
-    else:
-        secrets = secure_kafka.secrets("lensnet")
-        other_ca = tmp_path / "other-ca.pem"
-        made = subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-                *("-subj", "/CN=another CA", "-keyout", str(tmp_path / "key")),
-                *("-out", str(other_ca)),
-            ],
-            capture_output=True,
-            timeout=60,
-        )
-        assert made.returncode == 0
-        extra = {"LENSNET_KAFKA__SSL_CA_LOCATION": str(other_ca)}
-        setting = "LENSNET_KAFKA__SSL_CA_LOCATION"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
-    env.update({**secure_kafka.env("lensnet"), **variables, **extra})
-    env["LENSNET_DAEMON__HTTP_PORT"] = "-1"
-    env["LENSNET_DAEMON__STARTUP_ATTEMPTS"] = str(ATTEMPTS)
-    started = time.monotonic()
-    daemon = subprocess.run(
-        [sys.executable, "-m", "consumer.cli", "--secrets-dir", str(secrets), "run"],
-        env=env,
+    """A wrong password and a CA that did not sign the broker's certificate: two daemons,
+    started side by side."""
+    wrong = tmp_path / "secrets"
+    wrong.mkdir()
+    (wrong / "lensnet_kafka__sasl_password").write_text("not-the-password")
+    other_ca = tmp_path / "other-ca.pem"
+    made = subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=another CA", "-keyout", str(tmp_path / "key"), "-out", str(other_ca)),
+        ],
         capture_output=True,
-        text=True,
-        timeout=120,
+        timeout=60,
     )
-    elapsed = time.monotonic() - started
-    print(f"\n{fault}: exit {daemon.returncode} after {elapsed:.1f} s: {daemon.stderr.strip()}")
-    assert daemon.returncode == 3
-    assert len(daemon.stderr.strip().splitlines()) == 1
-    assert setting in daemon.stderr
-    # Each attempt fails at once (the refusal is decisive); the daemon retries (a Secret may be
-    # rotated meanwhile), logging each attempt, and gives up after its budget: 0.5 + 1 s of
-    # back-off for 3 attempts, plus the interpreter's start.
-    retries = [line for line in daemon.stdout.splitlines() if "retrying" in line]
-    assert len(retries) == ATTEMPTS - 1
-    assert all(setting in line for line in retries)
-    assert elapsed < 30
-    no_secret_in(secure_kafka, daemon.stdout, daemon.stderr)
+    assert made.returncode == 0
+    faults = {  # fault: (secrets folder, variables, the setting the error must name)
+        "wrong password": (wrong, {}, "LENSNET_KAFKA__SASL_PASSWORD"),
+        "untrusted certificate": (
+            secure_kafka.secrets("lensnet"),
+            {"LENSNET_KAFKA__SSL_CA_LOCATION": str(other_ca)},
+            "LENSNET_KAFKA__SSL_CA_LOCATION",
+        ),
+    }
+    started = time.monotonic()
+    daemons = {}
+    for fault, (secrets, extra, _) in faults.items():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
+        env.update({**secure_kafka.env("lensnet"), **names(), **extra})
+        env["LENSNET_DAEMON__HTTP_PORT"] = "-1"
+        env["LENSNET_DAEMON__STARTUP_ATTEMPTS"] = str(ATTEMPTS)
+        daemons[fault] = subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "--secrets-dir", str(secrets), "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    for fault, daemon in daemons.items():
+        stdout, stderr = daemon.communicate(timeout=120)
+        elapsed = time.monotonic() - started
+        setting = faults[fault][2]
+        print(f"\n{fault}: exit {daemon.returncode} after {elapsed:.1f} s: {stderr.strip()}")
+        assert daemon.returncode == 3
+        assert len(stderr.strip().splitlines()) == 1
+        assert setting in stderr
+        # Each attempt fails at once (the refusal is decisive); the daemon retries (a Secret
+        # may be rotated meanwhile), logging each attempt, and gives up after its budget: 0.5
+        # + 1 s of back-off for 3 attempts, plus the interpreter's and the model's start.
+        retries = [line for line in stdout.splitlines() if "retrying" in line]
+        assert len(retries) == ATTEMPTS - 1
+        assert all(setting in line for line in retries)
+        assert elapsed < 60
+        no_secret_in(secure_kafka, stdout, stderr)
 
 
 def delivery_error(kafka: KafkaSettings, topic: str) -> int | None:

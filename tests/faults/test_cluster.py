@@ -154,7 +154,7 @@ def test_leader_killed_under_load(
     env = daemon_env(
         settings,
         tmp_path / "state",
-        batch_messages=8,
+        batch_messages=20,
         LENSNET_STATE__CHECKPOINT_INTERVAL_S="0.5",
         LENSNET_TRIGGER__EVALUATE_WHEN_CAUGHT_UP="false",
         LENSNET_DAEMON__TRANSACTION_TIMEOUT_MS="10000",
