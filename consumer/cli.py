@@ -102,7 +102,11 @@ def _with_local_broker(settings: Settings) -> Settings:
     folder = local_broker_dir()
     try:
         bootstrap = (folder / "bootstrap").read_text().strip()
-        pid = int((folder / "kafka.pid").read_text().strip())
+        # A single broker keeps its pid beside `bootstrap`; a cluster, in node-1/.
+        pid_file = folder / "kafka.pid"
+        if not pid_file.exists():
+            pid_file = folder / "node-1" / "kafka.pid"
+        pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except PermissionError:
         pass  # alive, another user's
