@@ -105,7 +105,11 @@ def _with_local_broker(settings: Settings) -> Settings:
     folder = local_broker_dir()
     try:
         bootstrap = (folder / "bootstrap").read_text().strip()
-        pid = int((folder / "kafka.pid").read_text().strip())
+        # A single broker keeps its pid beside `bootstrap`; a cluster, in node-1/.
+        pid_file = folder / "kafka.pid"
+        if not pid_file.exists():
+            pid_file = folder / "node-1" / "kafka.pid"
+        pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except PermissionError:
         pass  # alive, another user's
@@ -744,9 +748,11 @@ def topics_create(
     """Create the photometry, alert and dead-letter topics that do not exist yet."""
     from consumer.edge.kafka import make_admin
     from consumer.edge.topics import (
+        broker_count,
         check_copartitioning,
         delete_topics,
         ensure_topics,
+        replication,
         required_topics,
     )
 
@@ -759,8 +765,12 @@ def topics_create(
             typer.echo(f"deleted {name}")
     created = ensure_topics(admin, required_topics(settings.topics))
     partitions = check_copartitioning(admin, settings.topics)
+    topics = settings.topics
+    replicas, min_insync = replication(
+        broker_count(admin), topics.replication_factor, topics.min_insync_replicas
+    )
     for name in created:
-        typer.echo(f"created {name}")
+        typer.echo(f"created {name} ({replicas} replicas, min.insync.replicas={min_insync})")
     typer.echo(f"photometry topics co-partitioned with {partitions} partitions")
 
 
