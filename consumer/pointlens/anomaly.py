@@ -1,0 +1,104 @@
+"""Anomalies: recent points that the point-lens fit cannot explain, coherently, across sites.
+
+In the spirit of the real-time anomaly detectors of microlensing follow-up (SIGNALMEN, Dominik
+et al. 2007; ARTEMiS): the point-lens model is fitted to all the data with robust weights
+(:mod:`consumer.pointlens.fit`: errors rescaled per dataset, gross outliers left out), and the
+newest points are tested against it. A point's deviation is its residual in units of its
+scaled error, ``z = (flux - model) / (flux_err * error_scale)``. An anomaly is a *run*: points
+consecutive in time over all datasets, all deviating by at least ``n_sigma`` with the same
+sign, at least ``min_run`` of them when they come from two or more sites (a deviation seen from
+two continents is the sky's, not one telescope's) and ``min_run_one_site`` when from one site
+only; the run must end within the last ``recent_days`` of data (it is new). Lone outliers, a
+bad night at one site and noise do not make runs; a planet's caustic crossing or cusp approach
+does, and so does a binary lens or a wrong point-lens fit, which is why only what persists
+after a refit on all the data counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from consumer.pointlens.fit import Datasets, PointLensFit
+
+F64 = npt.NDArray[np.float64]
+
+N_SIGMA: Final = 3.0
+MIN_RUN: Final = 3
+MIN_RUN_ONE_SITE: Final = 4
+RECENT_DAYS: Final = 1.0
+
+
+@dataclass(frozen=True)
+class AnomalyRule:
+    """When a run of deviating points is an anomaly (see the module docstring)."""
+
+    n_sigma: float = N_SIGMA
+    min_run: int = MIN_RUN
+    min_run_one_site: int = MIN_RUN_ONE_SITE
+    recent_days: float = RECENT_DAYS
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """The strongest qualifying run: where it is and how far it deviates."""
+
+    start_hjd: float
+    end_hjd: float
+    n_points: int
+    sites: tuple[str, ...]
+    sign: int  # +1 brighter than the point lens, -1 fainter
+    max_sigma: float  # largest |z| in the run
+    chi2: float  # sum of z**2 over the run
+
+
+def deviations(data: Datasets, model: PointLensFit) -> F64:
+    """(N,) residual of every point in units of its scaled error (``z`` above)."""
+    dataset = data.dataset_of()
+    fits = model.datasets
+    fs = np.array([f.fs for f in fits])[dataset]
+    fb = np.array([f.fb for f in fits])[dataset]
+    scale = np.array([f.error_scale for f in fits])[dataset]
+    expected = fs * model.magnification(data.t) + fb
+    return np.asarray((data.flux - expected) / (data.flux_err * scale), dtype=np.float64)
+
+
+def find_anomaly(
+    data: Datasets, model: PointLensFit, rule: AnomalyRule = AnomalyRule()
+) -> Anomaly | None:
+    """The strongest run of ``data`` against ``model`` that makes an anomaly, or None."""
+    if len(data) == 0:
+        return None
+    z = deviations(data, model)
+    site = np.asarray(data.sites)[data.dataset_of()]
+    order = np.argsort(data.t, kind="stable")
+    t, z, site = data.t[order], z[order], site[order]
+    sign = np.where(z >= rule.n_sigma, 1, np.where(z <= -rule.n_sigma, -1, 0))
+    recent = t >= t[-1] - rule.recent_days
+    best: Anomaly | None = None
+    # Runs of equal non-zero sign: boundaries where the sign changes.
+    edges = np.flatnonzero(np.diff(sign)) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [len(sign)]])
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if sign[a] == 0 or not recent[b - 1]:
+            continue
+        sites = tuple(sorted(set(site[a:b].tolist())))
+        needed = rule.min_run if len(sites) >= 2 else rule.min_run_one_site
+        if b - a < needed:
+            continue
+        chi2 = float(np.sum(z[a:b] ** 2))
+        if best is None or chi2 > best.chi2:
+            best = Anomaly(
+                start_hjd=float(t[a]),
+                end_hjd=float(t[b - 1]),
+                n_points=b - a,
+                sites=sites,
+                sign=int(sign[a]),
+                max_sigma=float(np.max(np.abs(z[a:b]))),
+                chi2=chi2,
+            )
+    return best
