@@ -94,6 +94,7 @@ def settings_factory(kafka_settings: KafkaSettings) -> Callable[..., Settings]:
             photometry_prefix=f"test-{suffix}.photometry.",
             alerts=f"test-{suffix}.alerts",
             dead_letter=f"test-{suffix}.deadletter",
+            events=f"test-{suffix}.events",
             partitions=partitions,
             alert_partitions=2,
         )

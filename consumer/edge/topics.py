@@ -28,7 +28,7 @@ class TopicSpec:
 
 
 def required_topics(topics: TopicSettings) -> list[TopicSpec]:
-    """The three photometry topics, the alert topic and the dead-letter topic."""
+    """The three photometry topics, the alert, events and dead-letter topics."""
     photometry_config = {
         "retention.ms": str(topics.photometry_retention_ms),
         "max.message.bytes": "1048576",
@@ -39,6 +39,7 @@ def required_topics(topics: TopicSettings) -> list[TopicSpec]:
     ]
     specs.append(TopicSpec(topics.alerts, topics.alert_partitions, topics.replication_factor))
     specs.append(TopicSpec(topics.dead_letter, topics.alert_partitions, topics.replication_factor))
+    specs.append(TopicSpec(topics.events, topics.alert_partitions, topics.replication_factor))
     return specs
 
 
