@@ -300,17 +300,25 @@ def test_the_alert_table_shows_what_an_observer_scans_for() -> None:
     header, row = ALERT_TABLE_HEADER.split(), alert_row(alert).split()
     assert header == [
         "trigger", "HJD", "trigger", "UTC", "star", "field", "chip", "RA", "Dec", "sites",
-        "Δχ²", "p_event", "label", "alert", "id",
+        "Δχ²", "p_event", "label", "peak", "HJD", "±", "1", "sd", "I_pk", "alert", "id",
     ]  # fmt: skip
     assert row[0] == f"{alert.trigger_hjd:.5f}"
     assert row[3:] == [
         "123456789", "BLG02", "1", "17:54:00.0", "-29:54:00", "CTIO+SSO", "812", "0.930",
-        "YES", alert.alert_id,
+        "YES", "-", "-", alert.alert_id,
     ]  # fmt: skip
     assert len(ALERT_TABLE_HEADER) <= len(alert_row(alert))  # the columns line up
     summary = alert_summary(alert)
     assert summary["published_at"] == "2026-05-01T03:04:05.678000+00:00"
     assert summary["trigger_utc"].startswith(row[1] + "T" + row[2])
+    # With the event model (alert schema 1.1): the predicted peak, its 1 sd and I at the peak.
+    from dataclasses import replace
+
+    from tests.consumer.edge.test_event_model import make_model
+
+    fitted = replace(alert, event_model=make_model())
+    assert alert_row(fitted).split()[12:16] == ["2460134.50", "±", "0.8", "16.1"]
+    assert alert_summary(fitted)["event_model"]["peak_hjd"] == 2_460_134.5
 
 
 @pytest.mark.kafka
