@@ -8,8 +8,10 @@ scaled error, ``z = (flux - model) / (flux_err * error_scale)``. An anomaly is a
 consecutive in time over all datasets, all deviating by at least ``n_sigma`` with the same
 sign, at least ``min_run`` of them when they come from two or more sites (a deviation seen from
 two continents is the sky's, not one telescope's) and ``min_run_one_site`` when from one site
-only; the run must end within the last ``recent_days`` of data (it is new). Lone outliers, a
-bad night at one site and noise do not make runs; a planet's caustic crossing or cusp approach
+only; the run must end within the last ``recent_days`` of data (it is new). As SIGNALMEN
+does, a run that deviates only mildly (``suspect_sigma``) is tested again against a fit that
+leaves its points out, since a fit that includes them bends towards them. Lone outliers, a bad
+night at one site and noise do not make runs; a planet's caustic crossing or cusp approach
 does, and so does a binary lens or a wrong point-lens fit, which is why only what persists
 after a refit on all the data counts.
 """
@@ -22,7 +24,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from consumer.pointlens.fit import Datasets, PointLensFit
+from consumer.pointlens.fit import Datasets, FitInputError, PointLensFit, fit
 
 F64 = npt.NDArray[np.float64]
 
@@ -30,6 +32,7 @@ N_SIGMA: Final = 3.0
 MIN_RUN: Final = 3
 MIN_RUN_ONE_SITE: Final = 4
 RECENT_DAYS: Final = 1.0
+SUSPECT_SIGMA: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class AnomalyRule:
     min_run: int = MIN_RUN
     min_run_one_site: int = MIN_RUN_ONE_SITE
     recent_days: float = RECENT_DAYS
+    #: A run at this level is refitted without its points and tested again (>= n_sigma: off).
+    suspect_sigma: float = SUSPECT_SIGMA
 
 
 @dataclass(frozen=True)
@@ -69,16 +74,42 @@ def deviations(data: Datasets, model: PointLensFit) -> F64:
 def find_anomaly(
     data: Datasets, model: PointLensFit, rule: AnomalyRule = AnomalyRule()
 ) -> Anomaly | None:
-    """The strongest run of ``data`` against ``model`` that makes an anomaly, or None."""
+    """The strongest run of ``data`` against ``model`` that makes an anomaly, or None.
+
+    A run that qualifies only at ``suspect_sigma`` is a suspect: the model is refitted without
+    its points (a deviation the fit partly absorbed shows in full against a fit that does not
+    see it), and the run qualifies or not against that fit.
+    """
     if len(data) == 0:
         return None
-    z = deviations(data, model)
-    site = np.asarray(data.sites)[data.dataset_of()]
     order = np.argsort(data.t, kind="stable")
-    t, z, site = data.t[order], z[order], site[order]
-    sign = np.where(z >= rule.n_sigma, 1, np.where(z <= -rule.n_sigma, -1, 0))
+    site = np.asarray(data.sites)[data.dataset_of()][order]
+    t = data.t[order]
+    z = deviations(data, model)[order]
+    found = _strongest_run(t, z, site, rule, rule.n_sigma)
+    if found is not None or rule.suspect_sigma >= rule.n_sigma:
+        return None if found is None else found[0]
+    suspect = _strongest_run(t, z, site, rule, rule.suspect_sigma)
+    if suspect is None:
+        return None
+    exclude = np.zeros(len(t), dtype=bool)
+    exclude[order[suspect[1]]] = True
+    try:
+        refit = fit(data, exclude=exclude)
+    except FitInputError:
+        return None
+    found = _strongest_run(t, deviations(data, refit)[order], site, rule, rule.n_sigma)
+    return None if found is None else found[0]
+
+
+def _strongest_run(
+    t: F64, z: F64, site: npt.NDArray[np.str_], rule: AnomalyRule, n_sigma: float
+) -> tuple[Anomaly, slice] | None:
+    """The qualifying run with the largest sum of z**2 (points in time order), and where it
+    lies."""
+    sign = np.where(z >= n_sigma, 1, np.where(z <= -n_sigma, -1, 0))
     recent = t >= t[-1] - rule.recent_days
-    best: Anomaly | None = None
+    best: tuple[Anomaly, slice] | None = None
     # Runs of equal non-zero sign: boundaries where the sign changes.
     edges = np.flatnonzero(np.diff(sign)) + 1
     starts = np.concatenate([[0], edges])
@@ -91,8 +122,8 @@ def find_anomaly(
         if b - a < needed:
             continue
         chi2 = float(np.sum(z[a:b] ** 2))
-        if best is None or chi2 > best.chi2:
-            best = Anomaly(
+        if best is None or chi2 > best[0].chi2:
+            anomaly = Anomaly(
                 start_hjd=float(t[a]),
                 end_hjd=float(t[b - 1]),
                 n_points=b - a,
@@ -101,4 +132,5 @@ def find_anomaly(
                 max_sigma=float(np.max(np.abs(z[a:b]))),
                 chi2=chi2,
             )
+            best = (anomaly, slice(a, b))
     return best

@@ -21,7 +21,16 @@ Steps:
    ``max(1, 1.4826 * MAD(residual / flux_err))`` (KMTNet errors are underestimated, by site),
    points beyond :data:`CLIP_SIGMA` scaled errors are left out, and LM continues.
 3. **Errors**: the Laplace covariance of ``(t0, ln u0, ln tE)`` and of every ``(fs_d, fb_d)``
-   from the inverse of the full Gauss-Newton matrix at the optimum, with the scaled errors.
+   from the inverse of the full Gauss-Newton matrix at the optimum, with the scaled errors; for
+   ``t0``, the predicted peak, the interval where the objective profiled over the others rises
+   by 1 (:func:`peak_interval`): a still-rising light curve bounds an early peak much better
+   than a late one, which a symmetric Laplace error cannot say.
+
+Priors: the fit maximises the posterior with weak priors, ``ln u0`` normal about 0.3 (one
+e-fold) and ``ln tE`` normal about 20 days (0.5 dex) (:data:`PRIOR`). A light curve that has
+only begun to rise constrains neither alone (a faint source near the lens, or a bright one far
+from it, rise alike: the blending degeneracy), and without a prior the optimum runs off to
+``u0 -> 0`` or ``u0 -> 3``; with data that constrain them the priors do not matter.
 
 Derived: the predicted peak ``t0 ± t0_err`` (symmetric light curve); the peak magnification
 ``A(u0)``; the I magnitude of the magnified source at the peak, ``28 - 2.5 log10(fs A(u0))`` in
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -56,14 +65,19 @@ GRID_POINTS: Final = 300
 ROUNDS: Final = 2
 CLIP_SIGMA: Final = 5.0
 MAX_ITERATIONS: Final = 60
+#: Steps of each scan of the t0 profile (see :func:`peak_interval`).
+PROFILE_STEPS: Final = 12
 #: A step that lowers chi2 by less than this ends LM.
 TOLERANCE: Final = 1e-4
-#: Weak priors (see the module docstring): ln tE normal about 20 d with 0.5 dex, u0 half-normal
-#: with scale 1 (detected events have u0 below ~1).
+#: Weak priors (see the module docstring): ln u0 and ln tE normal, about u0 = 0.3 (one e-fold)
+#: and tE = 20 d (0.5 dex), the Galactic bulge's typical values and wider than its spread.
+PRIOR_U0: Final = 0.3
+PRIOR_U0_SD_LN: Final = 1.0
 PRIOR_TE_DAYS: Final = 20.0
 PRIOR_TE_DEX: Final = 0.5
-PRIOR_U0: Final = 1.0
-PRIOR: Final = np.array([math.log(PRIOR_TE_DAYS), PRIOR_TE_DEX * math.log(10.0), PRIOR_U0])
+PRIOR: Final = np.array(
+    [math.log(PRIOR_U0), PRIOR_U0_SD_LN, math.log(PRIOR_TE_DAYS), PRIOR_TE_DEX * math.log(10.0)]
+)
 #: Fewer points than this (all datasets) is not fitted.
 MIN_POINTS: Final = 8
 #: The most recent points kept per site, as the daemon's store holds them.
@@ -117,13 +131,14 @@ class PointLensFit:
     """A point-lens fit and what follows from it (times full HJD, fluxes DIA units).
 
     ``covariance`` (3, 3) is that of ``(t0, ln u0, ln tE)``; the ``*_err`` are one-sigma errors
-    from it (NaN when the fit does not constrain the parameter, e.g. an ill-conditioned matrix).
+    from it (NaN when the fit does not constrain the parameter, e.g. an ill-conditioned matrix),
+    except ``t0_err``, half the width of the profile interval ``[t0_lower, t0_upper]``.
     """
 
     t0: float
     u0: float
     tE: float  # noqa: N815 - the field's name for the Einstein time
-    t0_err: float
+    t0_err: float  # half the width of [t0_lower, t0_upper]
     u0_err: float
     tE_err: float  # noqa: N815
     covariance: F64
@@ -141,6 +156,9 @@ class PointLensFit:
     converged: bool
     t_first: float
     t_last: float  # newest point fitted
+    #: The 1-sigma interval of t0 from its likelihood profile (asymmetric; may be infinite).
+    t0_lower: float = math.nan
+    t0_upper: float = math.nan
 
     @property
     def peak_hjd(self) -> float:
@@ -249,8 +267,11 @@ def _subsample(data: Datasets, t: F64, weight: F64) -> tuple[F64, F64, F64, I64]
     return t[every], data.flux[every], weight[every], offsets
 
 
-def fit(data: Datasets, *, name: str = "star") -> PointLensFit:
-    """Fit the point-lens model to ``data`` (see the module docstring).
+def fit(
+    data: Datasets, *, name: str = "star", exclude: npt.NDArray[np.bool_] | None = None
+) -> PointLensFit:
+    """Fit the point-lens model to ``data`` (see the module docstring); points where
+    ``exclude`` (N,) is true are left out (an anomaly under test).
 
     Raises
     ------
@@ -269,7 +290,8 @@ def fit(data: Datasets, *, name: str = "star") -> PointLensFit:
         raise FitInputError(f"{name}: non-finite values or flux_err <= 0 in the light curve")
     t_ref = float(data.t.max())
     t = data.t - t_ref  # days before the newest point: small numbers in the kernels
-    weight = 1.0 / data.flux_err**2
+    keep = np.ones(n, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    weight = np.where(keep, 1.0 / data.flux_err**2, 0.0)
 
     # 1. starts
     t_peak = _highest_run_time(data, t)
@@ -304,9 +326,9 @@ def fit(data: Datasets, *, name: str = "star") -> PointLensFit:
         residual = _normalised_residuals(t, data, weight, p)
         for d in range(len(data.sites)):
             a, b = int(data.offsets[d]), int(data.offsets[d + 1])
-            mad = float(np.median(np.abs(residual[a:b]))) if b > a else 0.0
-            scale[d] = max(1.0, 1.4826 * mad)
-        used = np.abs(residual) <= CLIP_SIGMA * scale[dataset]
+            kept = np.abs(residual[a:b][keep[a:b]])
+            scale[d] = max(1.0, 1.4826 * float(np.median(kept))) if len(kept) else 1.0
+        used = keep & (np.abs(residual) <= CLIP_SIGMA * scale[dataset])
         weight = np.where(used, 1.0 / (data.flux_err * scale[dataset]) ** 2, 0.0)
         chi2, more, converged = kernels.levenberg_marquardt(
             t, data.flux, weight, data.offsets, p, PRIOR, MAX_ITERATIONS, TOLERANCE
@@ -315,8 +337,43 @@ def fit(data: Datasets, *, name: str = "star") -> PointLensFit:
 
     # 3. errors
     cov_p, fs, fb, cov_linear, cov_cross, chi2 = covariance(t, data.flux, weight, data.offsets, p)
-    return _summarise(data, t_ref, p, cov_p, fs, fb, cov_linear, cov_cross, chi2, used, scale,
-                      iterations, converged)  # fmt: skip
+    lower, upper = peak_interval(t, data.flux, weight, data.offsets, p, float(cov_p[0, 0]))
+    result = _summarise(data, t_ref, p, cov_p, fs, fb, cov_linear, cov_cross, chi2, used, scale,
+                        iterations, converged)  # fmt: skip
+    return replace(
+        result,
+        t0_lower=result.t0 + lower,
+        t0_upper=result.t0 + upper,
+        t0_err=0.5 * (upper - lower),
+    )
+
+
+def peak_interval(
+    t: F64, flux: F64, weight: F64, offsets: I64, p: F64, variance: float
+) -> tuple[float, float]:
+    """The 1-sigma interval of t0 from the profile of the objective (``Delta = 1``), as
+    offsets from ``p[0]``: asymmetric where the light curve is still rising (a later peak is
+    easier to hide than an earlier one). Steps of half the Laplace sigma, then of three sigma
+    (or of a day, then a week, when the Laplace sigma is undefined); +-inf when the data do
+    not bound it within :data:`PROFILE_STEPS` of the large steps."""
+    best = kernels.linear_fit(
+        t, flux, weight, offsets, p, np.empty(len(t)), np.empty(len(offsets) - 1),
+        np.empty(len(offsets) - 1),
+    ) + kernels.prior_penalty(p, PRIOR)  # fmt: skip
+    sigma = math.sqrt(variance) if math.isfinite(variance) and variance > 0 else math.nan
+    fine, coarse = (0.5 * sigma, 3.0 * sigma) if math.isfinite(sigma) else (1.0, 7.0)
+    lower, upper = kernels.profile_interval(
+        t, flux, weight, offsets, p, PRIOR, best, fine, PROFILE_STEPS, 1.0, MAX_ITERATIONS,
+        TOLERANCE,
+    )  # fmt: skip
+    if not (math.isfinite(lower) and math.isfinite(upper)):
+        wide = kernels.profile_interval(
+            t, flux, weight, offsets, p, PRIOR, best, coarse, PROFILE_STEPS, 1.0,
+            MAX_ITERATIONS, TOLERANCE,
+        )  # fmt: skip
+        lower = lower if math.isfinite(lower) else wide[0]
+        upper = upper if math.isfinite(upper) else wide[1]
+    return lower, upper
 
 
 def covariance(
@@ -376,7 +433,7 @@ def _summarise(
 ) -> PointLensFit:
     t0, u0, tE = t_ref + float(p[0]), math.exp(float(p[1])), math.exp(float(p[2]))
     sigma = np.sqrt(np.maximum(np.diag(cov_p), 0.0))  # NaN stays NaN
-    counts = np.add.reduceat(used.astype(np.int64), data.offsets[:-1]) if len(used) else []
+    counts = np.diff(np.concatenate([[0], np.cumsum(used)])[data.offsets])
     datasets = tuple(
         DatasetFit(
             site=data.sites[d],

@@ -186,30 +186,25 @@ def normal_matrix(
 def prior_penalty(p: F64, prior: F64) -> float:  # pragma: no cover - compiled
     """``-2 ln`` of the prior density of ``p = (t0, ln u0, ln tE)``, up to a constant.
 
-    ``prior = (mean ln tE, sd ln tE, sd u0)``: ln tE normal; u0 half-normal (flat for small
-    u0, falling beyond ``sd u0``), whose density in ln u0 carries the Jacobian ``u0``. A
-    non-positive sd switches that part off; t0 is free.
+    ``prior = (mean ln u0, sd ln u0, mean ln tE, sd ln tE)``: independent normals in ln u0 and
+    ln tE (a non-positive sd switches that part off); t0 is free.
     """
     penalty = 0.0
-    if prior[1] > 0.0:
-        z = (p[2] - prior[0]) / prior[1]
-        penalty += z * z
-    if prior[2] > 0.0:
-        u0 = math.exp(p[1])
-        penalty += (u0 / prior[2]) ** 2 - 2.0 * p[1]
+    for j in range(2):
+        if prior[2 * j + 1] > 0.0:
+            z = (p[j + 1] - prior[2 * j]) / prior[2 * j + 1]
+            penalty += z * z
     return penalty
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _add_prior(p: F64, prior: F64, schur: F64, gradient: F64) -> None:  # pragma: no cover
     """Add the prior's curvature and ``-1/2`` its slope to the normal equations."""
-    if prior[1] > 0.0:
-        schur[2, 2] += 1.0 / (prior[1] * prior[1])
-        gradient[2] -= (p[2] - prior[0]) / (prior[1] * prior[1])
-    if prior[2] > 0.0:
-        ratio = math.exp(p[1]) / prior[2]
-        schur[1, 1] += 2.0 * ratio * ratio
-        gradient[1] += 1.0 - ratio * ratio
+    for j in range(2):
+        sd = prior[2 * j + 1]
+        if sd > 0.0:
+            schur[j + 1, j + 1] += 1.0 / (sd * sd)
+            gradient[j + 1] -= (p[j + 1] - prior[2 * j]) / (sd * sd)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -257,8 +252,10 @@ def levenberg_marquardt(
     prior: F64,
     max_iterations: int,
     tolerance: float,
+    fix_t0: bool = False,
 ) -> tuple[float, int, bool]:  # pragma: no cover - compiled
-    """Minimise chi2 + :func:`prior_penalty` over ``p`` (updated in place) from its value.
+    """Minimise chi2 + :func:`prior_penalty` over ``p`` (updated in place) from its value;
+    over ``(ln u0, ln tE)`` alone with ``fix_t0`` (a profile in t0).
 
     Returns ``(objective, iterations, converged)``; converged when a step lowers the objective
     by less than ``tolerance`` (absolute) or the parameters stop moving.
@@ -290,6 +287,12 @@ def levenberg_marquardt(
                     damped[j, k] = schur[j, k]
                 # Marquardt's scaling, with a floor so a flat direction still gets damped.
                 damped[j, j] += lam * max(schur[j, j], 1e-12)
+            if fix_t0:  # no step in t0: its row and column become the identity's
+                for j in range(3):
+                    damped[0, j] = 0.0
+                    damped[j, 0] = 0.0
+                damped[0, 0] = 1.0
+                gradient[0] = 0.0
             if not _solve3(damped, gradient, step):
                 lam *= 10.0
                 continue
@@ -354,3 +357,43 @@ def blocks(
     chi2 = normal_matrix(t, flux, weight, offsets, p, amp, fs, fb, schur, gradient, cross, linear)
     _add_prior(p, prior, schur, gradient)
     return schur, cross, linear, fs, fb, chi2
+
+
+@numba.njit(cache=True, error_model="numpy")
+def profile_interval(
+    t: F64,
+    flux: F64,
+    weight: F64,
+    offsets: I64,
+    p: F64,
+    prior: F64,
+    best: float,
+    step: float,
+    max_steps: int,
+    delta: float,
+    max_iterations: int,
+    tolerance: float,
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Where the objective profiled over ``(ln u0, ln tE)`` (and the linear parameters) rises by
+    ``delta`` above ``best`` (its value at the optimum ``p``), walking t0 away from ``p[0]`` in
+    steps of ``step`` days, each fit warm-started from the last; linear interpolation between
+    the last two steps. Returns ``(lower, upper)`` t0 offsets from ``p[0]`` (negative, positive);
+    +-inf when ``max_steps`` steps do not get there."""
+    out = np.empty(2)
+    for side in range(2):
+        direction = -1.0 if side == 0 else 1.0
+        q = p.copy()
+        previous = 0.0
+        out[side] = direction * np.inf
+        for k in range(1, max_steps + 1):
+            q[0] = p[0] + direction * k * step
+            value, _, _ = levenberg_marquardt(
+                t, flux, weight, offsets, q, prior, max_iterations, tolerance, True
+            )
+            rise = value - best
+            if rise >= delta:
+                fraction = (delta - previous) / max(rise - previous, 1e-12)
+                out[side] = direction * step * (k - 1 + min(max(fraction, 0.0), 1.0))
+                break
+            previous = max(rise, 0.0)
+    return out[0], out[1]
