@@ -581,7 +581,8 @@ def _model_summary(model: Any) -> dict[str, Any] | None:
     """The JSON of an event model in ``tail --json`` lines (no per-dataset fluxes)."""
     if model is None:
         return None
-    names = ("fitted_to_hjd", "peak_hjd", "peak_hjd_err", "peak_mag", "peak_mag_err", "t0",
+    names = ("fitted_to_hjd", "peak_hjd", "peak_hjd_err", "peak_hjd_lower", "peak_hjd_upper",
+             "peak_mag", "peak_mag_err", "t0",
              "t0_err", "u0", "u0_err", "tE", "tE_err", "peak_magnification", "source_mag",
              "peak_seen")  # fmt: skip
     out = {name: getattr(model, name) for name in names}

@@ -237,13 +237,19 @@ class EventsSettings(_Frozen):
     min_shift_days: float = Field(0.05, ge=0)
     #: Stop following this many days after the fitted event is back at baseline (A < 1.01).
     stop_days: float = Field(10.0, ge=0)
-    #: Anomaly: a run of points deviating by n_sigma scaled errors, same sign, at least
-    #: min_run long across two or more sites, min_run_one_site from one site, ending within
-    #: the last recent_days of data.
-    anomaly_n_sigma: float = Field(3.0, gt=0)
+    #: ... or once this many days passed since the alert (a non-event never returns to a point
+    #: lens's baseline).
+    max_days: float = Field(150.0, gt=0)
+    #: Anomaly (consumer.pointlens.anomaly): a run of points deviating by n_sigma scaled
+    #: errors, same sign, at least min_run long across two or more sites, min_run_one_site
+    #: from one site, ending within the last recent_days of data.
+    anomaly_n_sigma: float = Field(2.5, gt=0)
     anomaly_min_run: int = Field(3, ge=1)
-    anomaly_min_run_one_site: int = Field(4, ge=1)
-    anomaly_recent_days: float = Field(1.0, gt=0)
+    anomaly_min_run_one_site: int = Field(3, ge=1)
+    anomaly_recent_days: float = Field(3.0, gt=0)
+    #: A run at this level is refitted without its points and tested again (SIGNALMEN's
+    #: second look); at or above anomaly_n_sigma: off.
+    anomaly_suspect_sigma: float = Field(2.0, gt=0)
 
 
 class DaemonSettings(_Frozen):

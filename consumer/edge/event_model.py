@@ -67,6 +67,9 @@ class EventModel:
     reference_dataset: int
     datasets: tuple[DatasetModel, ...]
     anomaly: AnomalyRun | None = None
+    #: The predicted peak's 1-sigma interval (HJD; asymmetric while the curve still rises).
+    peak_hjd_lower: float | None = None
+    peak_hjd_upper: float | None = None
     model: str = "point-lens"
 
     def magnification(self, hjd: npt.ArrayLike) -> npt.NDArray[np.float64]:

@@ -35,6 +35,7 @@ from consumer.pointlens.anomaly import Anomaly, AnomalyRule, find_anomaly
 from consumer.pointlens.fit import Datasets, FitInputError, PointLensFit, fit, make_datasets
 from consumer.pointlens.fit import star_datasets as fit_input
 from consumer.pointlens.updates import Published, UpdateRule, decide
+from consumer.pointlens.updates import baseline_hjd as _baseline
 from consumer.settings import EventsSettings
 from consumer.state.events import FollowedEvent
 from consumer.state.store import StarStore
@@ -73,11 +74,13 @@ class EventModelStage:
             min_run=settings.anomaly_min_run,
             min_run_one_site=settings.anomaly_min_run_one_site,
             recent_days=settings.anomaly_recent_days,
+            suspect_sigma=settings.anomaly_suspect_sigma,
         )
         self.update_rule = UpdateRule(
             every_days=settings.every_days,
             min_shift_days=settings.min_shift_days,
             stop_days=settings.stop_days,
+            max_days=settings.max_days,
         )
 
     def watch(
@@ -169,7 +172,7 @@ class EventModelStage:
                 continue
             fitted, anomaly = model
             last = None if followed is None else followed.last
-            kind = decide(last, fitted, anomaly, snapshot.as_of, self.update_rule)
+            kind = decide(last, fitted, anomaly, snapshot.as_of, self.update_rule, alert_hjd)
             if kind is None:
                 continue
             published = _published_model(fitted, anomaly)
@@ -237,6 +240,8 @@ def _published_model(fitted: PointLensFit, anomaly: Anomaly | None) -> EventMode
         tE_err=finite_or_none(fitted.tE_err),
         peak_hjd=fitted.peak_hjd,
         peak_hjd_err=finite_or_none(fitted.peak_hjd_err),
+        peak_hjd_lower=finite_or_none(fitted.t0_lower),
+        peak_hjd_upper=finite_or_none(fitted.t0_upper),
         peak_magnification=fitted.peak_magnification,
         peak_magnification_err=finite_or_none(fitted.peak_magnification_err),
         peak_mag=finite_or_none(fitted.peak_mag),
@@ -302,6 +307,8 @@ def _reason(
             f"{'above' if anomaly.sign > 0 else 'below'} the point lens, "
             f"up to {anomaly.max_sigma:.1f} sigma"
         )
+    if kind == "final" and fitted.t_last - _baseline(fitted) < 0:
+        return "followed for the longest allowed; no more updates"
     if kind == "final":
         return "back at baseline; no more updates"
     shift = fitted.peak_hjd - last.peak_hjd

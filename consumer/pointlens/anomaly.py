@@ -28,10 +28,11 @@ from consumer.pointlens.fit import Datasets, FitInputError, PointLensFit, fit
 
 F64 = npt.NDArray[np.float64]
 
-N_SIGMA: Final = 3.0
+#: Chosen on the development seasons (event-rich seed 2101; model/artifacts/event_model/).
+N_SIGMA: Final = 2.5
 MIN_RUN: Final = 3
-MIN_RUN_ONE_SITE: Final = 4
-RECENT_DAYS: Final = 1.0
+MIN_RUN_ONE_SITE: Final = 3
+RECENT_DAYS: Final = 3.0
 SUSPECT_SIGMA: Final = 2.0
 
 

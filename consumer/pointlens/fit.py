@@ -24,7 +24,9 @@ Steps:
    from the inverse of the full Gauss-Newton matrix at the optimum, with the scaled errors; for
    ``t0``, the predicted peak, the interval where the objective profiled over the others rises
    by 1 (:func:`peak_interval`): a still-rising light curve bounds an early peak much better
-   than a late one, which a symmetric Laplace error cannot say.
+   than a late one, which a symmetric Laplace error cannot say; the published interval is the
+   union of the two (on the development seasons each alone covered the true peak in 57-63 %
+   of the fits before the peak, the union in 68 %).
 
 Priors: the fit maximises the posterior with weak priors, ``ln u0`` normal about 0.3 (one
 e-fold) and ``ln tE`` normal about 20 days (0.5 dex) (:data:`PRIOR`). A light curve that has
@@ -65,8 +67,11 @@ GRID_POINTS: Final = 300
 ROUNDS: Final = 2
 CLIP_SIGMA: Final = 5.0
 MAX_ITERATIONS: Final = 60
-#: Steps of each scan of the t0 profile (see :func:`peak_interval`).
-PROFILE_STEPS: Final = 12
+#: Steps of each scan of the t0 profile (see :func:`peak_interval`), and its fits' limits: the
+#: crossing of a rise of 1 needs the objective to about 0.01.
+PROFILE_STEPS: Final = 8
+PROFILE_ITERATIONS: Final = 20
+PROFILE_TOLERANCE: Final = 1e-2
 #: A step that lowers chi2 by less than this ends LM.
 TOLERANCE: Final = 1e-4
 #: Weak priors (see the module docstring): ln u0 and ln tE normal, about u0 = 0.3 (one e-fold)
@@ -338,6 +343,12 @@ def fit(
     # 3. errors
     cov_p, fs, fb, cov_linear, cov_cross, chi2 = covariance(t, data.flux, weight, data.offsets, p)
     lower, upper = peak_interval(t, data.flux, weight, data.offsets, p, float(cov_p[0, 0]))
+    # The union with the Laplace interval: where the profile follows a narrow valley into a
+    # neighbouring solution it can be the narrower of the two (development seasons: the
+    # union covers the true peak at the rate a 1-sigma interval should, either alone does not).
+    laplace = math.sqrt(cov_p[0, 0]) if cov_p[0, 0] > 0 else math.nan
+    if math.isfinite(laplace):
+        lower, upper = min(lower, -laplace), max(upper, laplace)
     result = _summarise(data, t_ref, p, cov_p, fs, fb, cov_linear, cov_cross, chi2, used, scale,
                         iterations, converged)  # fmt: skip
     return replace(
@@ -353,23 +364,23 @@ def peak_interval(
 ) -> tuple[float, float]:
     """The 1-sigma interval of t0 from the profile of the objective (``Delta = 1``), as
     offsets from ``p[0]``: asymmetric where the light curve is still rising (a later peak is
-    easier to hide than an earlier one). Steps of half the Laplace sigma, then of three sigma
-    (or of a day, then a week, when the Laplace sigma is undefined); +-inf when the data do
+    easier to hide than an earlier one). Steps of the Laplace sigma, then of four sigma (or of
+    a day, then a week, when the Laplace sigma is undefined); +-inf when the data do
     not bound it within :data:`PROFILE_STEPS` of the large steps."""
     best = kernels.linear_fit(
         t, flux, weight, offsets, p, np.empty(len(t)), np.empty(len(offsets) - 1),
         np.empty(len(offsets) - 1),
     ) + kernels.prior_penalty(p, PRIOR)  # fmt: skip
     sigma = math.sqrt(variance) if math.isfinite(variance) and variance > 0 else math.nan
-    fine, coarse = (0.5 * sigma, 3.0 * sigma) if math.isfinite(sigma) else (1.0, 7.0)
+    fine, coarse = (sigma, 4.0 * sigma) if math.isfinite(sigma) else (1.0, 7.0)
     lower, upper = kernels.profile_interval(
-        t, flux, weight, offsets, p, PRIOR, best, fine, PROFILE_STEPS, 1.0, MAX_ITERATIONS,
-        TOLERANCE,
+        t, flux, weight, offsets, p, PRIOR, best, fine, PROFILE_STEPS, 1.0, PROFILE_ITERATIONS,
+        PROFILE_TOLERANCE,
     )  # fmt: skip
     if not (math.isfinite(lower) and math.isfinite(upper)):
         wide = kernels.profile_interval(
             t, flux, weight, offsets, p, PRIOR, best, coarse, PROFILE_STEPS, 1.0,
-            MAX_ITERATIONS, TOLERANCE,
+            PROFILE_ITERATIONS, PROFILE_TOLERANCE,
         )  # fmt: skip
         lower = lower if math.isfinite(lower) else wide[0]
         upper = upper if math.isfinite(upper) else wide[1]
@@ -391,7 +402,10 @@ def covariance(
     cov_p = np.full((3, 3), np.nan)
     cov_linear = np.full((n_sets, 2, 2), np.nan)
     cov_cross = np.full((n_sets, 3, 2), np.nan)
-    if not np.isfinite(schur).all() or np.linalg.cond(schur) > 1e14:
+    # Not positive definite (a bound, or rounding in a flat direction): nothing to invert.
+    if not np.isfinite(schur).all() or np.linalg.eigvalsh(schur).min() <= 1e-14 * abs(
+        np.trace(schur)
+    ):
         return cov_p, fs, fb, cov_linear, cov_cross, chi2
     cov_p = np.linalg.inv(schur)
     cov_p = 0.5 * (cov_p + cov_p.T)

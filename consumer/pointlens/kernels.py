@@ -15,7 +15,9 @@ with the Gauss-Newton matrix of the full problem after eliminating the linear pa
 Schur complement of their block, i.e. variable projection with Kaufman's Jacobian); the same
 blocks give the full covariance at the optimum.
 
-Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur.
+Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur; the
+two that run over every point (:func:`linear_fit`, :func:`normal_matrix`) also with
+``fastmath`` (their input is finite by contract), which lets the sums vectorise.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _magnification_slope(u: float) -> float:  # pragma: no cover - compiled
     return -8.0 / (u2 * s * math.sqrt(s))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=True)
 def linear_fit(
     t: F64, flux: F64, weight: F64, offsets: I64, p: F64, amp: F64, fs: F64, fb: F64
 ) -> float:  # pragma: no cover - compiled
@@ -102,7 +104,7 @@ def linear_fit(
     return chi2
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=True)
 def normal_matrix(
     t: F64,
     flux: F64,
@@ -126,38 +128,54 @@ def normal_matrix(
     """
     chi2 = linear_fit(t, flux, weight, offsets, p, amp, fs, fb)
     t0, u0, tE = p[0], math.exp(p[1]), math.exp(p[2])
+    u02 = u0 * u0
     schur[:, :] = 0.0
     gradient[:] = 0.0
-    g = np.zeros(3)
+    h = np.zeros((3, 3))
+    c = np.zeros((3, 2))
     for d in range(len(offsets) - 1):
-        h = np.zeros((3, 3))
-        c = np.zeros((3, 2))
-        s1 = 0.0
-        sa = 0.0
-        saa = 0.0
+        # Scalars in the loop (it runs over every point at every LM step): h the p-p block,
+        # c the p-(fs, fb) block, b the gradient, s* the (fs, fb) block.
+        h00 = h10 = h11 = h20 = h21 = h22 = 0.0
+        c00 = c01 = c10 = c11 = c20 = c21 = 0.0
+        b0 = b1 = b2 = 0.0
+        s1 = sa = saa = 0.0
+        fsd, fbd = fs[d], fb[d]
         for i in range(offsets[d], offsets[d + 1]):
             w = weight[i]
-            if w == 0.0:
-                continue
             tau = (t[i] - t0) / tE
-            u = max(math.sqrt(u0 * u0 + tau * tau), U_FLOOR)
-            slope = fs[d] * _magnification_slope(u)
-            g[0] = slope * (-tau / (tE * u))  # d model / d t0
-            g[1] = slope * (u0 * u0 / u)  # d model / d ln u0
-            g[2] = slope * (-tau * tau / u)  # d model / d ln tE
-            r = flux[i] - fs[d] * amp[i] - fb[d]
-            for j in range(3):
-                gradient[j] += w * g[j] * r
-                c[j, 0] += w * g[j] * amp[i]
-                c[j, 1] += w * g[j]
-                for k in range(j + 1):
-                    h[j, k] += w * g[j] * g[k]
+            u = max(math.sqrt(u02 + tau * tau), U_FLOOR)
+            slope = fsd * _magnification_slope(u)
+            g0 = slope * (-tau / (tE * u))  # d model / d t0
+            g1 = slope * (u02 / u)  # d model / d ln u0
+            g2 = slope * (-tau * tau / u)  # d model / d ln tE
+            a = amp[i]
+            wr = w * (flux[i] - fsd * a - fbd)
+            b0 += g0 * wr
+            b1 += g1 * wr
+            b2 += g2 * wr
+            w0, w1, w2 = w * g0, w * g1, w * g2
+            h00 += w0 * g0
+            h10 += w1 * g0
+            h11 += w1 * g1
+            h20 += w2 * g0
+            h21 += w2 * g1
+            h22 += w2 * g2
+            c00 += w0 * a
+            c01 += w0
+            c10 += w1 * a
+            c11 += w1
+            c20 += w2 * a
+            c21 += w2
             s1 += w
-            sa += w * amp[i]
-            saa += w * amp[i] * amp[i]
-        for j in range(3):
-            for k in range(j):
-                h[k, j] = h[j, k]
+            sa += w * a
+            saa += w * a * a
+        gradient[0] += b0
+        gradient[1] += b1
+        gradient[2] += b2
+        h[0, 0], h[1, 0], h[1, 1], h[2, 0], h[2, 1], h[2, 2] = h00, h10, h11, h20, h21, h22
+        h[0, 1], h[0, 2], h[1, 2] = h10, h20, h21
+        c[0, 0], c[0, 1], c[1, 0], c[1, 1], c[2, 0], c[2, 1] = c00, c01, c10, c11, c20, c21
         linear[d, 0, 0] = saa
         linear[d, 0, 1] = sa
         linear[d, 1, 0] = sa
@@ -376,9 +394,10 @@ def profile_interval(
 ) -> tuple[float, float]:  # pragma: no cover - compiled
     """Where the objective profiled over ``(ln u0, ln tE)`` (and the linear parameters) rises by
     ``delta`` above ``best`` (its value at the optimum ``p``), walking t0 away from ``p[0]`` in
-    steps of ``step`` days, each fit warm-started from the last; linear interpolation between
-    the last two steps. Returns ``(lower, upper)`` t0 offsets from ``p[0]`` (negative, positive);
-    +-inf when ``max_steps`` steps do not get there."""
+    steps of ``step`` days, each fit warm-started from the last; interpolated between the last
+    two steps in ``sqrt(rise)`` (linear in t0 for a parabola). Returns ``(lower, upper)``, t0
+    offsets from ``p[0]`` (negative, positive); +-inf when ``max_steps`` steps do not get
+    there."""
     out = np.empty(2)
     for side in range(2):
         direction = -1.0 if side == 0 else 1.0
@@ -390,10 +409,12 @@ def profile_interval(
             value, _, _ = levenberg_marquardt(
                 t, flux, weight, offsets, q, prior, max_iterations, tolerance, True
             )
-            rise = value - best
+            rise = max(value - best, 0.0)
             if rise >= delta:
-                fraction = (delta - previous) / max(rise - previous, 1e-12)
+                # sqrt(rise) is about linear in the distance (a parabola's): interpolate it.
+                low, high = math.sqrt(previous), math.sqrt(rise)
+                fraction = (math.sqrt(delta) - low) / max(high - low, 1e-12)
                 out[side] = direction * step * (k - 1 + min(max(fraction, 0.0), 1.0))
                 break
-            previous = max(rise, 0.0)
+            previous = rise
     return out[0], out[1]

@@ -8,7 +8,9 @@ fit decide, in this order:
 - the star was finished: nothing, ever again;
 - an anomaly is found and the last message had none: ``anomaly``, at once;
 - the fit says the event returned to baseline (``A < BASELINE_MAGNIFICATION``) more than
-  ``stop_days`` ago: ``final``, and the star is finished;
+  ``stop_days`` ago, or the star has been followed for ``max_days`` since its alert (a variable
+  star or an artefact that alerted never returns to a point lens's baseline): ``final``, and
+  the star is finished;
 - the predicted peak moved by more than the last published one-sigma (at least
   ``min_shift_days``), or the anomaly ended: ``update``;
 - a day (``every_days``) of data since the last message: ``update`` (at most daily otherwise).
@@ -42,6 +44,7 @@ class UpdateRule:
     every_days: float = 1.0
     min_shift_days: float = 0.05
     stop_days: float = 10.0
+    max_days: float = 150.0
 
 
 @dataclass(frozen=True)
@@ -72,15 +75,17 @@ def decide(
     anomaly: Anomaly | None,
     as_of: float,
     rule: UpdateRule = UpdateRule(),
+    alert_hjd: float = math.nan,
 ) -> Kind | None:
-    """The kind of message to publish now, or None (see the module docstring)."""
+    """The kind of message to publish now, or None (see the module docstring); ``alert_hjd``
+    is when the star alerted."""
     if last is None:
         return "initial"
     if last.kind == "final":
         return None
     if anomaly is not None and not last.anomalous:
         return "anomaly"
-    if finished(model, as_of, rule.stop_days):
+    if finished(model, as_of, rule.stop_days) or as_of - alert_hjd > rule.max_days:
         return "final"
     allowed = last.peak_hjd_err if math.isfinite(last.peak_hjd_err) else math.inf
     if abs(model.peak_hjd - last.peak_hjd) > max(allowed, rule.min_shift_days):

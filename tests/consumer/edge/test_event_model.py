@@ -52,6 +52,8 @@ def make_model(anomaly: bool = True) -> EventModel:
         anomaly=AnomalyRun(2_460_130.0, 2_460_130.2, 4, ("CTIO", "SSO"), 1, 6.5, 90.0)
         if anomaly
         else None,
+        peak_hjd_lower=2_460_134.1,
+        peak_hjd_upper=None,
     )
 
 
