@@ -18,6 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -99,14 +100,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         chosen = [d for name, d in curves if name == moment]
         fits, anomalies, finder = [], [], []
         for data in chosen:
-            fits.append(best_of(args.repeat, lambda data=data: fit(data)))
+            fits.append(best_of(args.repeat, partial(fit, data)))
             model = fit(data)
-            anomalies.append(best_of(args.repeat, lambda d=data, m=model: find_anomaly(d, m)))
+            anomalies.append(best_of(args.repeat, partial(find_anomaly, data, model)))
             sets = [
                 (data.t[a:b], data.flux[a:b], data.flux_err[a:b])
                 for a, b in zip(data.offsets[:-1], data.offsets[1:], strict=True)
             ]
-            finder.append(best_of(args.repeat, lambda s=sets: evaluate(s, **_rule())))
+            finder.append(best_of(args.repeat, partial(evaluate, sets, **_rule())))
         points = np.median([len(d) for d in chosen])
         print(
             f"{moment:<12} {len(chosen):>4} {points:>7.0f} {1e3 * np.mean(fits):>8.2f} "

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.simulation.lens import MAX_MAGNIFICATION, binary_magnification  # noqa: E402
+from model.simulation.lens import MAX_MAGNIFICATION, binary_magnification
 
 
 def main() -> None:
@@ -45,12 +45,14 @@ def main() -> None:
         ratios, magnifications = [], []
         for _ in range(args.trajectories):
             if kind == "binary":
-                s, q = math.exp(rng.uniform(math.log(0.4), math.log(2.5))), math.exp(
-                    rng.uniform(math.log(0.05), math.log(1.0))
+                s, q = (
+                    math.exp(rng.uniform(math.log(0.4), math.log(2.5))),
+                    math.exp(rng.uniform(math.log(0.05), math.log(1.0))),
                 )
             else:
-                s, q = math.exp(rng.uniform(math.log(0.6), math.log(1.7))), math.exp(
-                    rng.uniform(math.log(1e-4), math.log(1e-2))
+                s, q = (
+                    math.exp(rng.uniform(math.log(0.6), math.log(1.7))),
+                    math.exp(rng.uniform(math.log(1e-4), math.log(1e-2))),
                 )
             u0 = rng.uniform(-1.0, 1.0)
             alpha = rng.uniform(0.0, 2.0 * math.pi)
