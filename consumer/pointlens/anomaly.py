@@ -77,9 +77,9 @@ def find_anomaly(
 ) -> Anomaly | None:
     """The strongest run of ``data`` against ``model`` that makes an anomaly, or None.
 
-    A run that qualifies only at ``suspect_sigma`` is a suspect: the model is refitted without
-    its points (a deviation the fit partly absorbed shows in full against a fit that does not
-    see it), and the run qualifies or not against that fit.
+    The strongest run at ``suspect_sigma`` is a suspect: the model is refitted without its
+    points (a deviation the fit partly absorbed shows in full against a fit that does not see
+    it), and the strongest run that qualifies against either fit is the anomaly.
     """
     if len(data) == 0:
         return None
@@ -88,18 +88,21 @@ def find_anomaly(
     t = data.t[order]
     z = deviations(data, model)[order]
     found = _strongest_run(t, z, site, rule, rule.n_sigma)
-    if found is not None or rule.suspect_sigma >= rule.n_sigma:
-        return None if found is None else found[0]
     suspect = _strongest_run(t, z, site, rule, rule.suspect_sigma)
-    if suspect is None:
-        return None
-    exclude = np.zeros(len(t), dtype=bool)
-    exclude[order[suspect[1]]] = True
-    try:
-        refit = fit(data, exclude=exclude)
-    except FitInputError:
-        return None
-    found = _strongest_run(t, deviations(data, refit)[order], site, rule, rule.n_sigma)
+    if suspect is not None and rule.suspect_sigma < rule.n_sigma:
+        # The second look, also when a run qualifies already: a deviation at the end of the
+        # data bends the fit towards it, and the points just before may then stand out more,
+        # with the other sign, than the deviation itself.
+        exclude = np.zeros(len(t), dtype=bool)
+        exclude[order[suspect[1]]] = True
+        try:
+            refit = fit(data, exclude=exclude)
+        except FitInputError:
+            refit = None
+        if refit is not None:
+            again = _strongest_run(t, deviations(data, refit)[order], site, rule, rule.n_sigma)
+            if again is not None and (found is None or again[0].chi2 > found[0].chi2):
+                found = again
     return None if found is None else found[0]
 
 
