@@ -249,7 +249,7 @@ class EventsSettings(_Frozen):
     anomaly_recent_days: float = Field(3.0, gt=0)
     #: A run at this level is refitted without its points and tested again (SIGNALMEN's
     #: second look); at or above anomaly_n_sigma: off.
-    anomaly_suspect_sigma: float = Field(2.0, gt=0)
+    anomaly_suspect_sigma: float = Field(1.5, gt=0)
 
 
 class DaemonSettings(_Frozen):

@@ -238,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--flag",
+        default="anomaly_start",
+        help="the column of the anomaly rule to report in full (default: the run's default "
+        "rule; e.g. anomaly_2.5s_3_3_3d_1.5 for a run made before that rule became the default)",
+    )
     args = parser.parse_args(argv)
     events: list[dict[str, Any]] = []
     columns: list[str] = []
@@ -247,8 +253,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         events += run["events"]
     args.out.mkdir(parents=True, exist_ok=True)
     peak = peak_metrics(events, columns)
-    anomaly = anomaly_metrics(events, columns)
-    anomaly_5sigma = anomaly_metrics(events, columns, deviation_sigma=5.0)
+    anomaly = anomaly_metrics(events, columns, args.flag)
+    anomaly_5sigma = anomaly_metrics(events, columns, args.flag, deviation_sigma=5.0)
     alternatives = {
         name: anomaly_metrics(events, columns, name)
         for name in columns
@@ -260,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "events": len(events),
         "alerted": sum(1 for e in events if math.isfinite(e["alert"])),
         "peak": {k: v for k, v in peak.items() if not k.startswith("_")},
+        "anomaly_flag": args.flag,
         "anomaly": anomaly,
         "anomaly_deviation_5sigma": anomaly_5sigma,
         "anomaly_rules": {
