@@ -258,6 +258,7 @@ def test_broker_restarts_clean_and_hard(
                 photometry_prefix=f"{name}.photometry.",
                 alerts=f"{name}.alerts",
                 dead_letter=f"{name}.deadletter",
+                events=f"{name}.events",  # not the default topic the reference run writes too
                 partitions=4,
                 alert_partitions=2,
             ),
