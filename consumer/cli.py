@@ -106,7 +106,11 @@ def _with_local_broker(settings: Settings) -> Settings:
     folder = local_broker_dir()
     try:
         bootstrap = (folder / "bootstrap").read_text().strip()
-        pid = int((folder / "kafka.pid").read_text().strip())
+        # A single broker keeps its pid beside `bootstrap`; a cluster, in node-1/.
+        pid_file = folder / "kafka.pid"
+        if not pid_file.exists():
+            pid_file = folder / "node-1" / "kafka.pid"
+        pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except PermissionError:
         pass  # alive, another user's
@@ -388,10 +392,18 @@ def evaluate(
     baseline: Annotated[bool, typer.Option(help="Also fit and report the linear baseline.")] = True,
     cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    validation_calls: Annotated[
+        Path | None,
+        typer.Option(
+            help="calls-validation.npz of an earlier run with the same artifacts in the same "
+            "order: reused instead of rescoring the validation seasons."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate artifacts (seeds) on validation and test seasons; write the report."""
     import torch
 
+    from model.evaluation.cadence import load_calls
     from model.evaluation.run import evaluate as run_evaluation
     from model.export import shipped_artifact
 
@@ -405,6 +417,7 @@ def evaluate(
         device=device,
         progress=progress,
         baseline=baseline,
+        validation_calls=load_calls(validation_calls) if validation_calls else None,
     )
     from model.evaluation.report import TARGETS, fmt, lookup
 
@@ -800,9 +813,11 @@ def topics_create(
     """Create the photometry, alert, events and dead-letter topics that do not exist yet."""
     from consumer.edge.kafka import make_admin
     from consumer.edge.topics import (
+        broker_count,
         check_copartitioning,
         delete_topics,
         ensure_topics,
+        replication,
         required_topics,
     )
 
@@ -815,8 +830,12 @@ def topics_create(
             typer.echo(f"deleted {name}")
     created = ensure_topics(admin, required_topics(settings.topics))
     partitions = check_copartitioning(admin, settings.topics)
+    topics = settings.topics
+    replicas, min_insync = replication(
+        broker_count(admin), topics.replication_factor, topics.min_insync_replicas
+    )
     for name in created:
-        typer.echo(f"created {name}")
+        typer.echo(f"created {name} ({replicas} replicas, min.insync.replicas={min_insync})")
     typer.echo(f"photometry topics co-partitioned with {partitions} partitions")
 
 

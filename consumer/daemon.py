@@ -165,9 +165,10 @@ class Daemon:
             for reason, count in decoded.rejected.items():
                 self.metrics.observations_rejected.labels(reason=reason).inc(count)
             ready = self.aligner.add(good, decoded)
+        self.aligner.advance(self._positions())
         ready.merge(self.aligner.release(self._high))
         self._flow()
-        if ready.messages or self.windows.due(self._caught_up):
+        if ready.messages or ready.positions or self.windows.due(self._caught_up):
             self.process(ready)
         else:
             self._idle()
@@ -254,6 +255,14 @@ class Daemon:
         return int(
             self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1]
         )
+
+    def _positions(self) -> list[tuple[str, int, int]]:
+        """The consumer's position in every tracked topic-partition (local, no request)."""
+        assert self.consumer is not None
+        tracked = [TopicPartition(t, p) for t, p in self.aligner.fetched]
+        if not tracked:
+            return []
+        return [(tp.topic, tp.partition, tp.offset) for tp in self.consumer.position(tracked)]
 
     def _caught_up(self, partition: int) -> bool:
         """The partition has read everything there is, and the aligner released it all."""

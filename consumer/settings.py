@@ -104,9 +104,23 @@ class TopicSettings(_Frozen):
     #: Partitions of every photometry topic (co-partitioned: star -> same partition number).
     partitions: int = Field(12, ge=1, le=10_000)
     alert_partitions: int = Field(3, ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=7)
+    #: Copies of each partition; None: 3 where the cluster has three brokers or more, else 1.
+    replication_factor: int | None = Field(None, ge=1, le=7)
+    #: Replicas that must hold a write before it counts (the producers use acks=all); None:
+    #: 2 when the topic has three copies or more (one broker may fail), else 1.
+    min_insync_replicas: int | None = Field(None, ge=1, le=7)
     #: Retention of photometry topics in ms; -1 keeps everything so state can be rebuilt.
     photometry_retention_ms: int = -1
+
+    @model_validator(mode="after")
+    def _enough_replicas(self) -> TopicSettings:
+        rf, isr = self.replication_factor, self.min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(
+                f"{env_name(('topics', 'min_insync_replicas'))}={isr} exceeds "
+                f"{env_name(('topics', 'replication_factor'))}={rf}: no write could succeed"
+            )
+        return self
 
     def photometry(self, site: str) -> str:
         """Topic carrying one site's photometry, e.g. ``kmtnet.photometry.ctio``."""

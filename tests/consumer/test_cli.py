@@ -114,6 +114,16 @@ def test_the_local_broker_is_used_when_no_address_is_set(tmp_path: Path) -> None
     assert explicit.stderr.startswith("lensnet: cannot reach Kafka at 127.0.0.1:2 ")
 
 
+def test_a_local_cluster_is_found_like_a_single_broker(tmp_path: Path) -> None:
+    """kafka.sh start --brokers 3 keeps the pids in node-<i>/."""
+    (tmp_path / "bootstrap").write_text("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3\n")
+    (tmp_path / "node-1").mkdir()
+    (tmp_path / "node-1" / "kafka.pid").write_text(f"{os.getpid()}\n")
+    result = lensnet("topics", "describe", env={"LOCAL_KAFKA_DIR": str(tmp_path)}, timeout=30)
+    assert result.returncode == 3
+    assert result.stderr.startswith("lensnet: Kafka at 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3, ")
+
+
 def test_a_stale_local_broker_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "bootstrap").write_text("127.0.0.1:1\n")
     (tmp_path / "kafka.pid").write_text("999999999\n")  # no such process

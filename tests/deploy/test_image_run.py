@@ -276,6 +276,7 @@ def overrides(prefix: str, bootstrap: str, port: int) -> dict[str, str]:
     return {
         "LENSNET_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "LENSNET_TOPICS__REPLICATION_FACTOR": "1",
+        "LENSNET_TOPICS__MIN_INSYNC_REPLICAS": "1",
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": f"{prefix}.photometry.",
         "LENSNET_TOPICS__ALERTS": f"{prefix}.alerts.image",
         "LENSNET_TOPICS__DEAD_LETTER": f"{prefix}.deadletter",
