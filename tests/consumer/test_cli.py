@@ -202,11 +202,12 @@ def test_topics_create_then_describe(settings_factory: Callable[..., Settings]) 
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
         "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
         "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+        "LENSNET_TOPICS__EVENTS": settings.topics.events,
         "LENSNET_TOPICS__PARTITIONS": "3",
     }
     created = lensnet("topics", "create", env=env)
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created ") == 5
+    assert created.stdout.count("created ") == 6  # 3 photometry, alerts, dead letters, events
     assert "co-partitioned with 3 partitions" in created.stdout
     described = lensnet("topics", "describe", env=env)
     assert described.returncode == 0, described.stderr
@@ -252,6 +253,7 @@ def test_replay_prints_its_summary_only(
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
         "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
         "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+        "LENSNET_TOPICS__EVENTS": settings.topics.events,
         "LENSNET_TOPICS__PARTITIONS": "2",
     }
     result = lensnet("replay", str(season), env=env)
@@ -276,6 +278,7 @@ def test_topics_create_recreate_starts_from_empty_topics(
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
         "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
         "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+        "LENSNET_TOPICS__EVENTS": settings.topics.events,
         "LENSNET_TOPICS__PARTITIONS": "2",
     }
     assert lensnet("topics", "create", env=env).returncode == 0
@@ -284,8 +287,8 @@ def test_topics_create_recreate_starts_from_empty_topics(
     assert producer.flush(10) == 0
     again = lensnet("topics", "create", "--recreate", env=env)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("deleted ") == 5
-    assert again.stdout.count("created ") == 5
+    assert again.stdout.count("deleted ") == 6
+    assert again.stdout.count("created ") == 6
     probe = make_consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "p"})
     try:
         assert probe.get_watermark_offsets(TopicPartition(settings.topics.alerts, 0), 10) == (0, 0)
