@@ -68,6 +68,7 @@ def settings_for(bootstrap: str, state: Path) -> Settings:
             photometry_prefix=f"{name}.photometry.",
             alerts=f"{name}.alerts",
             dead_letter=f"{name}.deadletter",
+            events=f"{name}.events",
             partitions=4,
         ),
         consumer=ConsumerSettings(group_id=name, session_timeout_ms=10_000),

@@ -46,6 +46,7 @@ from consumer.pipeline.windows import BatchReport, Evaluated, WindowStage
 from consumer.settings import Settings
 from consumer.signals import exit_after, stop_on_signals
 from consumer.state.alerted import PublishedAlerts
+from consumer.state.events import PublishedEvents
 from consumer.state.partitions import Partitions
 
 log = structlog.get_logger("lensnet.daemon")
@@ -63,8 +64,14 @@ class Daemon:
         retry_s = settings.daemon.transaction_timeout_ms / 1000
         published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s)
         days = settings.trigger.evaluation_days
+        events = PublishedEvents(settings.kafka, settings.topics.events, retry_s)
         self.partitions = Partitions(
-            settings.state, self.topics, days, published=published, log=self.log
+            settings.state,
+            self.topics,
+            days,
+            published=published,
+            published_events=events if settings.events.enabled else None,
+            log=self.log,
         )
         self.aligner = Aligner(self.topics, settings.consumer.max_held_messages)
         self.decoder = PhotometryDecoder()
@@ -318,7 +325,7 @@ class Daemon:
         return evaluated.report
 
     def _publish(self, evaluated: Evaluated) -> None:
-        """Produce the batch's alerts, then its dead letters, in the open transaction."""
+        """Produce the batch's alerts, event updates and dead letters in the open transaction."""
         report = evaluated.report
         for item, alert in evaluated.alerts:
             self.output.alert(alert)
@@ -336,6 +343,16 @@ class Daemon:
                 dchi2=round(alert.alertfinder.dchi2, 1),
                 p_event=round(alert.lensnet.p_event, 4),
                 label=alert.lensnet.label,
+            )
+        for update in evaluated.events:
+            self.output.event(update)
+            self.log.info(
+                "event update",
+                event_id=update.event_id,
+                sequence=update.sequence,
+                kind=update.kind,
+                reason=update.reason,
+                peak_hjd=round(update.event_model.peak_hjd, 3),
             )
         for letter in evaluated.dead_letters:
             self.output.dead_letter(letter)

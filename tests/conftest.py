@@ -106,6 +106,7 @@ SECURE_NAMES = {
     "LENSNET_TOPICS__PHOTOMETRY_PREFIX": "sasl.photometry.",
     "LENSNET_TOPICS__ALERTS": "sasl.alerts",
     "LENSNET_TOPICS__DEAD_LETTER": "sasl.deadletter",
+    "LENSNET_TOPICS__EVENTS": "sasl.events",
     "LENSNET_CONSUMER__GROUP_ID": "sasl-daemon",
 }
 
@@ -202,6 +203,7 @@ def settings_factory(kafka_settings: KafkaSettings) -> Callable[..., Settings]:
             photometry_prefix=f"test-{suffix}.photometry.",
             alerts=f"test-{suffix}.alerts",
             dead_letter=f"test-{suffix}.deadletter",
+            events=f"test-{suffix}.events",
             partitions=partitions,
             alert_partitions=2,
         )

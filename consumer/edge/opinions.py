@@ -1,4 +1,4 @@
-"""The novelty score and the second opinion an alert carries (alert schema 1.1), and their Avro
+"""The novelty score and the second opinion an alert carries (alert schema 1.2), and their Avro
 records. Both are optional in the schema: alerts of 1.0 writers, or of a daemon running without
 the two models, have neither.
 """

@@ -47,7 +47,7 @@ def replication(brokers: int, factor: int | None, min_insync: int | None) -> tup
 
 
 def required_topics(topics: TopicSettings) -> list[TopicSpec]:
-    """The three photometry topics, the alert topic and the dead-letter topic."""
+    """The three photometry topics, the alert, events and dead-letter topics."""
     photometry_config = {
         "retention.ms": str(topics.photometry_retention_ms),
         "max.message.bytes": "1048576",
@@ -62,7 +62,7 @@ def required_topics(topics: TopicSettings) -> list[TopicSpec]:
         )
         for name in topics.photometry_topics()
     ]
-    for name in (topics.alerts, topics.dead_letter):
+    for name in (topics.alerts, topics.dead_letter, topics.events):
         specs.append(
             TopicSpec(
                 name,

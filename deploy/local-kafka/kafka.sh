@@ -26,15 +26,18 @@
 # mechanism is SCRAM-SHA-512, and StandardAuthorizer denies what no ACL allows. The users are
 # created at format time (kafka-storage --add-scram) with random passwords:
 #   admin    super user (the brokers' own inter-broker login, topic creation)
-#   lensnet  the daemon: reads the photometry topics, writes alerts and dead letters, uses its
-#            consumer group and transactional ids, nothing else
+#   lensnet  the daemon: reads the photometry topics, writes alerts and dead letters, writes
+#            and reads back the events topic, uses its consumer group and transactional ids,
+#            nothing else
 #   replay   writes the photometry topics (and reads them, to resume where it stopped)
-#   reader   reads alerts and dead letters, in groups of its own (lensnet-subscriber-*)
+#   reader   reads alerts, event updates and dead letters, in groups of its own
+#            (lensnet-subscriber-*)
 # DIR/users/<user>/ is a secrets folder for `lensnet --secrets-dir` (the file
 # lensnet_kafka__sasl_password) and DIR/users/<user>.env sets the other LENSNET_KAFKA__*
 # variables. The ACLs name the topics, group and transactional ids by prefix from the
 # variables the daemon reads, with the daemon's defaults: LENSNET_TOPICS__PHOTOMETRY_PREFIX,
-# LENSNET_TOPICS__ALERTS, LENSNET_TOPICS__DEAD_LETTER and LENSNET_CONSUMER__GROUP_ID.
+# LENSNET_TOPICS__ALERTS, LENSNET_TOPICS__DEAD_LETTER, LENSNET_TOPICS__EVENTS and
+# LENSNET_CONSUMER__GROUP_ID.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -330,6 +333,7 @@ grant() {  # grant DIR: the ACLs of the SASL users (see the header), made as adm
   local photometry=${LENSNET_TOPICS__PHOTOMETRY_PREFIX:-kmtnet.photometry.}
   local alerts=${LENSNET_TOPICS__ALERTS:-lensnet.alerts}
   local dead_letter=${LENSNET_TOPICS__DEAD_LETTER:-lensnet.deadletter}
+  local events=${LENSNET_TOPICS__EVENTS:-lensnet.events}
   local group=${LENSNET_CONSUMER__GROUP_ID:-lensnet-daemon}
   cat >"$props" <<EOF
 bootstrap.servers=$(cat "$dir/bootstrap")
@@ -346,6 +350,8 @@ EOF
 User:lensnet READ TOPIC PREFIXED $photometry
 User:lensnet WRITE TOPIC PREFIXED $alerts
 User:lensnet WRITE TOPIC PREFIXED $dead_letter
+User:lensnet WRITE TOPIC PREFIXED $events
+User:lensnet READ TOPIC PREFIXED $events
 User:lensnet READ GROUP PREFIXED $group
 User:lensnet WRITE TRANSACTIONAL_ID PREFIXED $group
 User:replay WRITE TOPIC PREFIXED $photometry
@@ -353,6 +359,7 @@ User:replay READ TOPIC PREFIXED $photometry
 User:replay READ GROUP PREFIXED lensnet-replay-
 User:reader READ TOPIC PREFIXED $alerts
 User:reader READ TOPIC PREFIXED $dead_letter
+User:reader READ TOPIC PREFIXED $events
 User:reader READ GROUP PREFIXED lensnet-subscriber-
 EOF
 }

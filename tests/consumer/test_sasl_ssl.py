@@ -1,9 +1,10 @@
 """Over TLS with SASL/SCRAM-SHA-512 and ACLs, for real (kafka.sh --security sasl_ssl).
 
 The broker's users: admin creates the topics, replay writes photometry, lensnet runs the
-daemon (which may read photometry, write alerts and dead letters, use its group and
-transactional id, and nothing else), reader reads the alerts. Every password comes from a
-secrets folder (``lensnet --secrets-dir``), as in Kubernetes, and must never reach a log line.
+daemon (which may read photometry, write alerts and dead letters, write and read back event
+updates, use its group and transactional id, and nothing else), reader reads the alerts.
+Every password comes from a secrets folder (``lensnet --secrets-dir``), as in Kubernetes, and
+must never reach a log line.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def names() -> dict[str, str]:
         f"{suffix}.",
         "LENSNET_TOPICS__ALERTS": f"{SECURE_NAMES['LENSNET_TOPICS__ALERTS']}.{suffix}",
         "LENSNET_TOPICS__DEAD_LETTER": f"{SECURE_NAMES['LENSNET_TOPICS__DEAD_LETTER']}.{suffix}",
+        "LENSNET_TOPICS__EVENTS": f"{SECURE_NAMES['LENSNET_TOPICS__EVENTS']}.{suffix}",
         "LENSNET_CONSUMER__GROUP_ID": f"{SECURE_NAMES['LENSNET_CONSUMER__GROUP_ID']}-{suffix}",
         "LENSNET_TOPICS__PARTITIONS": "4",
         "LENSNET_TOPICS__ALERT_PARTITIONS": "2",
@@ -59,6 +61,7 @@ def settings_of(kafka: KafkaSettings, variables: dict[str, str]) -> Settings:
             photometry_prefix=variables["LENSNET_TOPICS__PHOTOMETRY_PREFIX"],
             alerts=variables["LENSNET_TOPICS__ALERTS"],
             dead_letter=variables["LENSNET_TOPICS__DEAD_LETTER"],
+            events=variables["LENSNET_TOPICS__EVENTS"],
             partitions=int(variables["LENSNET_TOPICS__PARTITIONS"]),
             alert_partitions=int(variables["LENSNET_TOPICS__ALERT_PARTITIONS"]),
         ),

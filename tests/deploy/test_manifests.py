@@ -451,6 +451,8 @@ def test_kafka_user_may_do_what_the_daemon_does(
     assert all(allowed("topic", t, "Read") for t in settings.topics.photometry_topics())
     assert allowed("topic", settings.topics.alerts, "Write")
     assert allowed("topic", settings.topics.dead_letter, "Write")
+    assert allowed("topic", settings.topics.events, "Write")
+    assert allowed("topic", settings.topics.events, "Read")  # read back on assignment
     assert allowed("group", group, "Read")
     assert allowed("transactionalId", f"{group}-{settings.daemon.instance_id}", "Write")
 

@@ -51,6 +51,7 @@ def cluster_topics(cluster: LocalCluster, name: str) -> Settings:
             photometry_prefix=f"{suffix}.photometry.",
             alerts=f"{suffix}.alerts",
             dead_letter=f"{suffix}.deadletter",
+            events=f"{suffix}.events",
             partitions=4,
             alert_partitions=2,
         ),
@@ -78,6 +79,7 @@ def test_topics_create_replicates_three_times(kafka_cluster: LocalCluster) -> No
             "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
             "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
             "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+            "LENSNET_TOPICS__EVENTS": settings.topics.events,
         }
     )
     created = subprocess.run(

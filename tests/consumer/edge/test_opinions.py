@@ -1,4 +1,5 @@
-"""Alert schema 1.1: the optional novelty and second-opinion records, FULL-compatible with 1.0."""
+"""Alert schema 1.2: the optional novelty and second-opinion records, FULL-compatible with 1.0
+and 1.1 (the event model's version) in both directions."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from consumer.edge.opinions import NoveltyScore, SecondOpinion, agreement
 from consumer.edge.schemas import AvroSchema, SchemaRegistry, load_schema, read_record
 from tests.consumer.edge.test_alert import assert_same_alert, make_alert
 
-#: The alert schema as released in 1.0 (frozen copy: what older subscribers ship).
+#: The alert schema as released in 1.0 and 1.1 (frozen copies: what older subscribers ship).
 SCHEMA_1_0 = AvroSchema.from_json((Path(__file__).parent / "data" / "alert-v1.0.avsc").read_text())
+SCHEMA_1_1 = AvroSchema.from_json((Path(__file__).parent / "data" / "alert-v1.1.avsc").read_text())
+OLDER = pytest.mark.parametrize("old", [SCHEMA_1_0, SCHEMA_1_1], ids=["1.0", "1.1"])
 
 
 def opinionated_alert() -> Alert:
@@ -26,9 +29,9 @@ def opinionated_alert() -> Alert:
 
 
 def test_schema_is_a_new_minor_version() -> None:
-    assert SCHEMA_1_0.version == "1.0"
-    assert load_schema("alert").version == "1.1"
-    assert SCHEMA_1_0.fingerprint != load_schema("alert").fingerprint
+    assert (SCHEMA_1_0.version, SCHEMA_1_1.version) == ("1.0", "1.1")
+    assert load_schema("alert").version == "1.2"
+    assert load_schema("alert").fingerprint not in (SCHEMA_1_0.fingerprint, SCHEMA_1_1.fingerprint)
 
 
 def test_round_trip_with_both_records() -> None:
@@ -51,30 +54,34 @@ def test_round_trip_without_them() -> None:
     assert agreement(decoded.lensnet.p_event, None) is None
 
 
-def test_a_1_0_reader_reads_a_1_1_alert() -> None:
+@OLDER
+def test_an_older_reader_reads_a_1_2_alert(old: AvroSchema) -> None:
     """Backward direction of FULL: the old reader skips the new fields."""
     alert = opinionated_alert()
     value, _ = encode_alert(alert)
-    record = read_record(io.BytesIO(value[10:]), load_schema("alert"), SCHEMA_1_0)
+    record = read_record(io.BytesIO(value[10:]), load_schema("alert"), old)
     assert "novelty" not in record
     assert "second_opinion" not in record
     assert record["lensnet"] == alert_to_record(make_alert())["lensnet"]
 
 
-def test_a_1_0_subscriber_decodes_a_1_1_alert_from_its_header() -> None:
-    """What a subscriber that ships only 1.0 does: the writer schema comes from the header."""
+@OLDER
+def test_an_older_subscriber_decodes_a_1_2_alert_from_its_header(old: AvroSchema) -> None:
+    """What a subscriber that ships only 1.0 or 1.1 does: the writer schema comes from the
+    header."""
     value, headers = encode_alert(opinionated_alert())
-    decoder = AlertDecoder(registry=SchemaRegistry([SCHEMA_1_0]))
-    decoder._reader = SCHEMA_1_0  # the reader schema such a subscriber ships
+    decoder = AlertDecoder(registry=SchemaRegistry([old]))
+    decoder._reader = old  # the reader schema such a subscriber ships
     decoded = decoder.decode(value, headers)
     assert_same_alert(decoded, make_alert())
 
 
-def test_a_1_1_reader_reads_a_1_0_alert_with_defaults() -> None:
+@OLDER
+def test_a_1_2_reader_reads_an_older_alert_with_defaults(old: AvroSchema) -> None:
     """Forward direction of FULL: the new fields take their defaults (null)."""
-    record_1_0 = alert_to_record(make_alert())
-    del record_1_0["novelty"], record_1_0["second_opinion"]
-    value, headers = encode_record(SCHEMA_1_0, record_1_0)
+    record = alert_to_record(make_alert())
+    del record["novelty"], record["second_opinion"]
+    value, headers = encode_record(old, record)
     decoded = AlertDecoder().decode(value, headers)
     assert decoded.novelty is None
     assert decoded.second_opinion is None
@@ -85,7 +92,11 @@ def test_new_fields_are_optional_with_defaults() -> None:
     fields = {f["name"]: f for f in load_schema("alert").definition["fields"]}
     old = {f["name"] for f in SCHEMA_1_0.definition["fields"]}
     added = set(fields) - old
-    assert added >= {"novelty", "second_opinion"}
+    assert added == {"event_model", "novelty", "second_opinion"}
+    assert set(fields) - {f["name"] for f in SCHEMA_1_1.definition["fields"]} == {
+        "novelty",
+        "second_opinion",
+    }
     for name in added:
         assert "default" in fields[name], name
         assert fields[name]["type"][0] == "null", name
