@@ -175,10 +175,7 @@ def test_kill_9_loop_loses_and_doubles_nothing(
     assert not set(per_star) & set(FLAT_IDS)
     assert differences == []  # the same stars alert, at the same trigger times
     assert len(letters) == len(reference_letters)
-    if event_lines:  # each event's updates once, in sequence, as the reference's
-        # Known defect (issue #16, seen in the 2026-11-30 CI runs): after restarts a few
-        # stars get extra or reordered updates on the events topic. Alerts stay strict.
-        pytest.xfail(f"events topic not yet exactly-once under faults: {event_lines[:2]}")
+    assert event_lines == []  # each event's updates once, in sequence, as the reference's
     assert no_open_transactions(consumer_factory(), killed.topics.alerts, 2)
     assert no_open_transactions(consumer_factory(), killed.topics.events, 2)
     assert no_open_transactions(consumer_factory(), killed.topics.dead_letter, 2)

@@ -131,10 +131,7 @@ def verify(
     assert differences == []
     assert differing == []
     # The events topic: each event's updates numbered 0, 1, 2, ... once, as the reference's.
-    if event_lines:  # each event's updates once, in sequence, as the reference's
-        # Known defect (issue #16, seen in the 2026-11-30 CI runs): after restarts a few
-        # stars get extra or reordered updates on the events topic. Alerts stay strict.
-        pytest.xfail(f"events topic not yet exactly-once under faults: {event_lines[:2]}")
+    assert event_lines == []
     assert no_open_transactions(consumer_factory(), settings.topics.alerts, 2)
     assert no_open_transactions(consumer_factory(), settings.topics.events, 2)
     end = ends(settings, consumer_factory())
