@@ -2,8 +2,8 @@
 simulator's binary and planetary ranges (point source, the same coordinates: centre of mass at
 the origin, the heavier lens at negative x).
 
-VBMicrolensing (PyPI, the field's standard contour-integration code) is not a dependency of
-the project; run with an interpreter that has it and numpy::
+VBMicrolensing (PyPI, the field's standard contour-integration code) is in the ``binary`` and
+``dev`` extras (the binary-lens flow trains on it); or run with any interpreter that has it::
 
     python -m venv /tmp/vbm && /tmp/vbm/bin/pip install VBMicrolensing numpy
     /tmp/vbm/bin/python bench/compare_vbmicrolensing.py [--trajectories 300]
@@ -30,7 +30,7 @@ from model.simulation.lens import MAX_MAGNIFICATION, binary_magnification
 
 
 def main() -> None:
-    import VBMicrolensing  # type: ignore[import-not-found]
+    import VBMicrolensing
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trajectories", type=int, default=300)
