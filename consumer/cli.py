@@ -469,6 +469,46 @@ def classify(
         typer.echo(json.dumps(record))
 
 
+@app.command()
+def posterior(
+    star_dir: Annotated[
+        Path, typer.Argument(help="An archived star folder: one file per site-field dataset.")
+    ],
+    samples: Annotated[int, typer.Option(min=1, help="Posterior draws.")] = 1000,
+    as_of: Annotated[
+        float | None, typer.Option(help="Use only observations up to this full HJD.")
+    ] = None,
+    artifact: Annotated[
+        Path | None, typer.Option(help="Binary-flow artifact (default: the shipped one).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+) -> None:
+    """Binary-lens posterior of a star's light curve (amortised flow; offline, not the daemon's):
+    median and 16th/84th percentiles per parameter and the close/wide modes of s."""
+    import math
+
+    from consumer.seasons.archive import read_star
+    from model.binary.export import load, shipped_artifact
+    from model.binary.posterior import posterior as binary_posterior
+
+    path = artifact or shipped_artifact()
+    result = binary_posterior(
+        read_star(star_dir),
+        samples,
+        as_of=math.inf if as_of is None else as_of,
+        model=load(path),
+        seed=seed,
+    )
+    typer.echo(
+        f"star {star_dir.name}: last point HJD {result.t_last:.5f}, {samples} samples, {path.name}"
+    )
+    typer.echo(f"{'parameter':10s} {'median':>14s} {'16%':>14s} {'84%':>14s}")
+    for name, summary in result.summaries.items():
+        typer.echo(f"{name:10s} {summary.median:14.4f} {summary.p16:14.4f} {summary.p84:14.4f}")
+    modes = ", ".join(f"{m.label} {m.weight:.0%} (s = {m.s:.3f})" for m in result.s_modes)
+    typer.echo(f"s modes: {modes}")
+
+
 _FROM = typer.Option("--from", help="earliest, latest, committed, or an ISO time (UTC).")
 _MIN_SCORE = typer.Option(help="Only alerts with p_event >= this.")
 _LABEL = typer.Option(help="Only alerts of this 3-class label (YES, MAYBE, NO).")
