@@ -60,7 +60,8 @@ def card(chosen: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> dict[str, 
                 f"python -m model.binary.train --seed {training['seed']} --epochs "
                 f"{training['epochs']} --batch-size {training['batch_size']} --learning-rate "
                 f"{training['learning_rate']} --patience {training['patience']} --max-minutes "
-                f"{training['max_minutes']} --threads {training['threads']}"
+                f"{training['max_minutes']} --threads {training['threads']} --cache "
+                f"{training.get('cache', '/tmp/flow-data')}"
             ),
             "arguments": training,
             "seasons": {k: list(v) for k, v in SPLIT_SEASONS.items()},
