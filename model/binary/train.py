@@ -29,7 +29,7 @@ from tqdm import tqdm
 from model.binary.flow import BinaryFlow, FlowConfig
 from model.binary.simulate import EventArrays, simulate_events
 
-TRAIN_SEASONS: Final = tuple(range(3001, 3017))
+TRAIN_SEASONS: Final = tuple(range(3001, 3029))
 VALIDATION_SEASONS: Final = (3101, 3102)
 TEST_SEASONS: Final = (3201, 3202)
 #: Events per season of each split (the shipped model's sizes).

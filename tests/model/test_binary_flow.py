@@ -223,3 +223,9 @@ def test_cli_prints_the_summaries(tmp_path: Path) -> None:
     names = [line.split()[0] for line in lines[2:10]]
     assert names == ["t0", "u0", "log_tE", "log_s", "log_q", "alpha", "log_rho", "log_fs"]
     assert lines[-1].startswith("s modes: ")
+
+
+def test_the_shipped_artifact_loads_and_its_name_is_its_content() -> None:
+    path = shipped_artifact()
+    model = load(path)
+    assert path.name == f"binary-flow-{content_version(model)}.pt"
