@@ -15,7 +15,17 @@ from consumer.seasons.archive import read_season
 from consumer.settings import KafkaSettings, Settings
 from tests.conftest import REPO
 
-SUBCOMMANDS = ("run", "replay", "simulate", "train", "evaluate", "classify", "alerts", "topics")
+SUBCOMMANDS = (
+    "run",
+    "replay",
+    "simulate",
+    "train",
+    "evaluate",
+    "classify",
+    "posterior",
+    "alerts",
+    "topics",
+)
 
 
 DEAD = {"LENSNET_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
