@@ -426,7 +426,7 @@ def fitted_line(datasets: Sequence[DatasetArrays], result: TriggerResult) -> lis
     for index, dataset in enumerate(datasets):
         t = _float_column(f"dataset {index} t", dataset[0])
         lines.append(
-            _line(
+            broken_line(
                 t,
                 np.full(t.shape, result.intercepts[index]),
                 np.full(t.shape, index in in_combination),
@@ -437,7 +437,7 @@ def fitted_line(datasets: Sequence[DatasetArrays], result: TriggerResult) -> lis
     return lines
 
 
-def _line(
+def broken_line(
     t: FloatArray,
     intercept: FloatArray,
     in_combination: BoolArray,
