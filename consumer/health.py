@@ -136,7 +136,8 @@ class Metrics:
         )
         self.triggers = Counter(
             "lensnet_triggers_total",
-            "Stars passing the full AlertFinder (count).",
+            "Stars passing the full AlertFinder, of those fitted (count): a star already "
+            "alerted or waiting for its rescore is not fitted, unless vetting needs it.",
             registry=registry,
         )
         self.vetting_drops = Counter(
@@ -164,7 +165,8 @@ class Metrics:
         )
         self.alert_latency = Histogram(
             "lensnet_observation_to_alert_seconds",
-            "Wall time from the observation message's Kafka timestamp to alert production "
+            "Wall time from the Kafka timestamp (producer create time) of the last message that "
+            "changed the star before the evaluation that alerted, to the alert's production "
             "(seconds).",
             buckets=ALERT_LATENCY_BUCKETS,
             registry=registry,
