@@ -40,6 +40,7 @@ from consumer.health import Health, HealthServer, Metrics
 from consumer.pipeline.align import Aligner
 from consumer.pipeline.ingest import IngestResult, ingest, sites_by_topic
 from consumer.pipeline.scoring import Scorer
+from consumer.pipeline.warmup import warm_up
 from consumer.pipeline.windows import BatchReport, Evaluated, WindowStage
 from consumer.settings import Settings
 from consumer.signals import exit_after, stop_on_signals
@@ -107,6 +108,7 @@ class Daemon:
             self.server.start()
         self.scorer = self._retrying("load the model", lambda: Scorer(self.settings.model))
         self.metrics.model.labels(version=self.scorer.model_version).set(1)
+        warm_up(self.settings, self.scorer)
         self.windows = WindowStage(self.settings, self.partitions, self.scorer, self.metrics)
         self.n_partitions = self._retrying(
             "check the photometry topics",
@@ -309,8 +311,8 @@ class Daemon:
             report.alerts += 1
             self.alerts_published += 1
             self.metrics.alerts.labels(label=alert.lensnet.label).inc()
-            if item.newest_ms > 0:
-                self.metrics.alert_latency.observe(time.time() - item.newest_ms / 1000)
+            if item.arrival_ms > 0:
+                self.metrics.alert_latency.observe(time.time() - item.arrival_ms / 1000)
             self.log.info(
                 "alert",
                 alert_id=alert.alert_id,
