@@ -27,8 +27,17 @@ class Feed:
         self.log = log
 
     def consume(self, messages: int, timeout_s: float) -> list[Any]:
-        """Up to ``messages`` messages, without the error events (logged)."""
-        return [m for m in self.consumer.consume(messages, timeout_s) if usable(m, self.log)]
+        """Up to ``messages`` messages, without the error events (logged): those waiting
+        now, or else the first to arrive within ``timeout_s`` and any that came with it.
+
+        ``consume(n, timeout)`` alone would wait out the timeout unless ``n`` messages come:
+        at survey pace that is the whole timeout added to every observation's latency."""
+        batch = self.consumer.consume(messages, 0)
+        if not batch:
+            batch = self.consumer.consume(1, timeout_s)
+            if batch and messages > 1:
+                batch += self.consumer.consume(messages - 1, 0)
+        return [m for m in batch if usable(m, self.log)]
 
     def high(self, topic: str, partition: int) -> int:
         """High watermark of the consumer's last fetch response (negative: none yet). A fresh
