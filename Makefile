@@ -9,7 +9,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Reinstall only when the dependency list changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-KAFKA_DIR ?= $(or $(LOCAL_KAFKA_DIR),/tmp/lensnet-kafka)
+# The local broker's folder, where `lensnet` looks for it too (consumer/cli.py, kafka.sh).
+KAFKA_DIR ?= $(or $(LOCAL_KAFKA_DIR),$(or $(TMPDIR),/tmp)/lensnet-kafka)
 PYTEST_ARGS ?=
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 # The image `make image` builds and the image test runs; the Kubernetes base manifests name it.
@@ -18,7 +19,7 @@ IMAGE ?= localhost/lensnet:$(VERSION)
 # is reachable; empty: PyPI's torch, the CUDA build (deploy/README.md, "The image").
 TORCH_INDEX ?=
 
-.PHONY: help install kafka-jars deploy-tools image wheelhouse lint typecheck unit test demo kafka-start kafka-stop clean
+.PHONY: help install kafka-jars registry-jars deploy-tools image wheelhouse lint typecheck unit test demo kafka-start kafka-stop clean
 
 help:
 	@echo "make demo        local Kafka broker, replay a simulated season through the daemon, print its alerts"
@@ -38,10 +39,15 @@ install: $(STAMP)
 kafka-jars:
 	deploy/local-kafka/kafka.sh fetch
 
+# Apicurio Registry (Confluent-compatible API) for the tests of alerts in the Confluent wire
+# format; from Maven Central, cached in ~/.m2 and deploy/local-registry/target.
+registry-jars:
+	deploy/local-registry/registry.sh fetch
+
 # kustomize and the CRDs the manifest tests validate against (tests/deploy), built and fetched
 # once per machine into ~/.cache/lensnet-tools (deploy/tools.sh).
-deploy-tools:
-	deploy/tools.sh all
+deploy-tools: install
+	UV=$(BIN)/uv PYTHON=$(BIN)/python deploy/tools.sh all
 
 # The container image with Debian's podman, runc and mmdebstrap (installed with apt-get when
 # missing and run as root), from a wheelhouse of the venv's versions; no network in the build.
@@ -63,11 +69,12 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -m "not kafka" $(PYTEST_ARGS)
 
-test: install kafka-jars deploy-tools image lint typecheck
+test: install kafka-jars registry-jars deploy-tools image lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Prefers port 9092 (the clients' default); `lensnet` finds the broker either way.
 kafka-start: kafka-jars
-	deploy/local-kafka/kafka.sh start $(KAFKA_DIR)
+	KAFKA_PORT=$${KAFKA_PORT:-9092} deploy/local-kafka/kafka.sh start $(KAFKA_DIR)
 
 kafka-stop:
 	deploy/local-kafka/kafka.sh stop $(KAFKA_DIR)
@@ -76,21 +83,21 @@ DEMO_DIR ?= /tmp/lensnet-demo
 DEMO_ENV = LENSNET_KAFKA__BOOTSTRAP_SERVERS=$$(cat $(KAFKA_DIR)/bootstrap) \
 	LENSNET_STATE__DIRECTORY=$(DEMO_DIR)/state LENSNET_CONSUMER__GROUP_ID=lensnet-demo-$$(date +%s)
 
-# The main job on one machine: broker, topics, a simulated season replayed through the
-# per-site topics, the daemon run until the season is drained, and the alerts it published.
+# The main job on one machine: broker, fresh topics (a second demo does not count its alerts
+# twice), a simulated season replayed through the per-site topics, the daemon run until the
+# season is drained, and the alerts it published. The broker stays up for ad-hoc commands.
 demo: install kafka-start
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	$(BIN)/lensnet simulate $(DEMO_DIR)/season --stars 200 --seed 1
-	$(DEMO_ENV) $(BIN)/lensnet topics create
+	$(DEMO_ENV) $(BIN)/lensnet topics create --recreate
 	$(DEMO_ENV) $(BIN)/lensnet replay $(DEMO_DIR)/season
-	@echo "lensnet run --until-end (log: $(DEMO_DIR)/daemon.log) ..."
-	@$(DEMO_ENV) sh -c 'start=$$(date -u +%Y-%m-%dT%H:%M:%S); \
-	  $(BIN)/lensnet run --until-end --http-port 0 > $(DEMO_DIR)/daemon.log && \
-	  tail -n 1 $(DEMO_DIR)/daemon.log && \
-	  $(BIN)/lensnet alerts tail --from $$start --until-end && \
-	  $(BIN)/lensnet alerts plot $(DEMO_DIR)/plots --from $$start --label YES --min-score 0.955'
+	@echo "lensnet run --until-end (its log: $(DEMO_DIR)/daemon.log) ..."
+	@$(DEMO_ENV) $(BIN)/lensnet run --until-end --http-port 0 > $(DEMO_DIR)/daemon.log
+	@$(DEMO_ENV) $(BIN)/lensnet alerts tail --from earliest --until-end
+	@$(DEMO_ENV) $(BIN)/lensnet alerts plot $(DEMO_DIR)/plots --label YES --min-score 0.955
 	@echo "truth of every star: $(DEMO_DIR)/season/labels.csv"
-	@echo "broker left running at $$(cat $(KAFKA_DIR)/bootstrap); stop it with: make kafka-stop"
+	@echo "broker left running at $$(cat $(KAFKA_DIR)/bootstrap) (stop it: make kafka-stop); try:"
+	@echo "  .venv/bin/lensnet alerts stats"
 
 clean:
-	rm -rf $(VENV) deploy/local-kafka/target build/image .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) deploy/local-kafka/target deploy/local-registry/target build/image .mypy_cache .ruff_cache .pytest_cache

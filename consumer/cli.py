@@ -7,6 +7,7 @@ refusing, 130 interrupted. Errors print one line to stderr naming what is wrong.
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ import typer
 from consumer import __version__
 from consumer.exceptions import LensNetError
 from consumer.logs import configure_logging
-from consumer.settings import Settings, load_settings
+from consumer.settings import Settings, env_name, load_settings
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/lensnet")
 #: Built training/test arrays (simulated stars, crops) are cached here between runs.
@@ -24,6 +25,18 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lensnet"
 _CACHE_OPTION = typer.Option(
     envvar="LENSNET_CACHE_DIR", help="Cache of built training and test arrays."
 )
+
+
+def _flag_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """typer (0.2x) lists a flag's type in the rich help (``--until-end <bool>``), which reads as
+    if it took a value: a flag shows no type, like click's own help."""
+    if self.is_flag:
+        return None
+    return _option_type_rich(self, ctx)
+
+
+_option_type_rich = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="lensnet",
@@ -60,8 +73,64 @@ def _main(
         typer.echo(__version__)
         raise typer.Exit(0)
     settings = load_settings(secrets_dir)
-    configure_logging(settings.log)
+    # The daemon's log is its output (stdout); every other command's output is its result, so
+    # its log goes to stderr and stays quiet.
+    daemon = ctx.invoked_subcommand == "run"
+    configure_logging(settings.log, stream=sys.stdout if daemon else sys.stderr, quiet=not daemon)
+    if ctx.invoked_subcommand in _KAFKA_COMMANDS:
+        settings = _with_local_broker(settings)
     ctx.obj = settings
+
+
+#: Subcommands that talk to Kafka.
+_KAFKA_COMMANDS = ("run", "replay", "alerts", "topics")
+
+
+def local_broker_dir() -> Path:
+    """Folder of the broker ``make kafka-start`` / ``make demo`` run (deploy/local-kafka)."""
+    return Path(
+        os.environ.get("LOCAL_KAFKA_DIR")
+        or Path(os.environ.get("TMPDIR") or "/tmp") / "lensnet-kafka"
+    )
+
+
+def _with_local_broker(settings: Settings) -> Settings:
+    """Without a bootstrap setting, the local broker's address when one runs (one stderr line
+    says so); the default ``127.0.0.1:9092`` otherwise."""
+    if "bootstrap_servers" in settings.kafka.model_fields_set:
+        return settings
+    folder = local_broker_dir()
+    try:
+        bootstrap = (folder / "bootstrap").read_text().strip()
+        pid = int((folder / "kafka.pid").read_text().strip())
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # alive, another user's
+    except (OSError, ValueError):
+        return settings
+    if not bootstrap:
+        return settings
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+    typer.echo(
+        f"lensnet: Kafka at {bootstrap}, the local broker ({folder / 'bootstrap'}); "
+        f"{env_name(('kafka', 'bootstrap_servers'))} chooses another",
+        err=True,
+    )
+    return settings.model_copy(update={"kafka": kafka})
+
+
+def _reach(settings: Settings) -> None:
+    """Fail fast, with one line naming the address and setting, when Kafka does not answer."""
+    from consumer.edge.reach import reach
+
+    reach(settings.kafka)
+
+
+class AlertFormat(enum.Enum):
+    """How ``lensnet run`` frames the alerts it publishes."""
+
+    SINGLE_OBJECT = "single-object"
+    CONFLUENT = "confluent"
 
 
 @app.command()
@@ -78,6 +147,14 @@ def run(
         int | None,
         typer.Option(help="Port of /healthz, /readyz, /metrics (0: any free port, -1: off)."),
     ] = None,
+    alert_format: Annotated[
+        AlertFormat | None,
+        typer.Option(
+            help="Alerts as Avro single-object messages, or in the Confluent wire format "
+            "(schema registered at LENSNET_SCHEMA_REGISTRY__URL). Default: "
+            "LENSNET_DAEMON__ALERT_FORMAT, else single-object."
+        ),
+    ] = None,
 ) -> None:
     """Run the broker daemon: consume photometry, trigger, classify, publish alerts."""
     from consumer.daemon import Daemon
@@ -88,9 +165,15 @@ def run(
         update["stop_at_end"] = True
     if http_port is not None:
         update["http_port"] = http_port
+    if alert_format is not None:
+        update["alert_format"] = alert_format.value
     if update:
         daemon = settings.daemon.model_copy(update=update)
         settings = settings.model_copy(update={"daemon": daemon})
+        if daemon.alert_format == "confluent" and settings.schema_registry.url is None:
+            raise typer.BadParameter(
+                f"--alert-format confluent needs {env_name(('schema_registry', 'url'))}"
+            )
     raise typer.Exit(Daemon(settings).run())
 
 
@@ -122,10 +205,14 @@ def replay(
     """
     from consumer.edge.kafka import make_admin
     from consumer.edge.topics import ensure_topics, required_topics
+    from consumer.seasons.archive import ArchiveError
     from consumer.seasons.replay import ReplayOptions
     from consumer.seasons.replay import replay as run_replay
 
     settings = _settings(ctx)
+    if not season_dir.is_dir():  # before the broker: the more useful message
+        raise ArchiveError(f"{season_dir}: not a directory")
+    _reach(settings)
     if create_topics:
         ensure_topics(make_admin(settings.kafka), required_topics(settings.topics))
     options = ReplayOptions(
@@ -198,6 +285,12 @@ def train(
     ] = 2000,
     epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 40,
     crops: Annotated[int, typer.Option(min=1, help="At most this many instances per star.")] = 4,
+    negative_crops: Annotated[
+        int, typer.Option(min=1, help="At most this many per non-event star that keeps triggering.")
+    ] = 4,
+    init: Annotated[
+        Path | None, typer.Option(help="Fine-tune: start from this artifact's weights.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Instances per step.")] = 512,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak AdamW step size.")] = 4e-3,
     hidden: Annotated[int, typer.Option(min=1, help="LSTM state size per site.")] = 32,
@@ -246,7 +339,7 @@ def train(
         seed=seed,
         train_seasons=SeasonSet("train", _seeds(train_seasons), stars_per_season),
         validation_seasons=SeasonSet("validation", _seeds(validation_seasons), validation_stars),
-        crop=CropConfig(crops=crops),
+        crop=CropConfig(crops=crops, negative_crops=negative_crops),
         model=LensNetConfig(hidden=hidden, dropout=dropout),
         epochs=epochs,
         batch_size=batch_size,
@@ -260,6 +353,7 @@ def train(
         device=device,
         workers=workers,
         max_minutes=max_minutes,
+        init=None if init is None else str(init),
     )
     model, history = train_model(config, cache=cache, progress=progress)
     path = save(model, model_card(config, history, model), out)
@@ -396,51 +490,91 @@ def alerts_tail(
     field: Annotated[int | None, _FIELD] = None,
     star: Annotated[str | None, _STAR] = None,
     group: Annotated[str | None, _GROUP] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per alert.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON line per alert (with the publication time).")
+    ] = False,
 ) -> None:
-    """Table (or JSON lines) of alerts: time, star, sites, dchi2, binary score, class."""
+    """Table (or JSON lines) of alerts: trigger time, star, field, position, sites, scores."""
     import json
-
-    from consumer.edge.subscribe import AlertSubscriber
 
     settings = _settings(ctx)
     wanted = _alert_filter(min_score, label, site, field, star)
-    header = f"{'published (UTC)':19} {'star':>12} {'sites':14} {'dchi2':>9} {'p_event':>7} label"
     shown = 0
-    with AlertSubscriber(
-        settings.kafka,
-        settings.topics.alerts,
-        group_id=group,
-        start=_start(start),
-        stop_at_end=until_end,
-    ) as alerts:
+    options = {"group_id": group, "start": _start(start), "stop_at_end": until_end}
+    with _subscriber(settings, **options) as alerts:
         for alert in alerts:
             if wanted(alert):
                 if as_json:
                     typer.echo(json.dumps(alert_summary(alert)))
                 else:
                     if shown == 0:
-                        typer.echo(header)
-                    typer.echo(
-                        f"{alert.published_at:%Y-%m-%d %H:%M:%S} {alert.star_id:>12} "
-                        f"{'+'.join(dict.fromkeys(alert.alertfinder.sites)):14} "
-                        f"{alert.alertfinder.dchi2:>9.0f} "
-                        f"{alert.lensnet.p_event:>7.3f} {alert.lensnet.label}"
-                    )
+                        typer.echo(ALERT_TABLE_HEADER)
+                    typer.echo(alert_row(alert))
                 shown += 1
             if group is not None:
                 alerts.ack(alert)
+    _report_skipped(alerts, settings.topics.alerts)
     if not as_json:
         typer.echo(f"{shown} alerts")
 
 
+def _report_skipped(alerts: Any, topic: str, shown: int = 5) -> None:
+    """One stderr line per message the subscriber could not decode (the first few)."""
+    for partition, offset, why in alerts.skipped[:shown]:
+        typer.echo(f"lensnet: skipped {topic}[{partition}]@{offset}: {why}", err=True)
+    if len(alerts.skipped) > shown:
+        typer.echo(f"lensnet: skipped {len(alerts.skipped) - shown} more messages", err=True)
+
+
+def _subscriber(settings: Settings, **options: Any) -> Any:
+    """An alert subscriber of the configured alert topic (and registry, when one is set)."""
+    from consumer.edge.subscribe import AlertSubscriber
+
+    registry = settings.schema_registry if settings.schema_registry.url else None
+    return AlertSubscriber(
+        settings.kafka,
+        settings.topics.alerts,
+        registry=registry,
+        topic_setting=env_name(("topics", "alerts")),
+        **options,
+    )
+
+
+#: ``alerts tail``: what an observer scans for. The UTC is that of the trigger as seen from
+#: Earth (HJD corrected for the light time to the Sun at the star's position).
+ALERT_TABLE_HEADER = (
+    f"{'trigger HJD':>13}  {'trigger UTC':16}  {'star':>12}  {'field':5}  {'chip':>4}  "
+    f"{'RA':10}  {'Dec':9}  {'sites':14}  {'Δχ²':>8}  {'p_event':>7}  {'label':5}  alert id"
+)
+
+
+def alert_row(alert: Any) -> str:
+    """One line of the ``alerts tail`` table (see :data:`ALERT_TABLE_HEADER`)."""
+    from consumer.edge.times import sexagesimal_dec, sexagesimal_ra, utc_from_hjd
+
+    utc = utc_from_hjd(alert.trigger_hjd, alert.ra, alert.dec)
+    field_name = f"BLG{alert.field:02d}" if alert.field >= 0 else "-"
+    return (
+        f"{alert.trigger_hjd:>13.5f}  {utc:%Y-%m-%d %H:%M}  {alert.star_id:>12}  "
+        f"{field_name:5}  {alert.chip:>4}  {sexagesimal_ra(alert.ra):10}  "
+        f"{sexagesimal_dec(alert.dec):9}  {'+'.join(dict.fromkeys(alert.alertfinder.sites)):14}  "
+        f"{alert.alertfinder.dchi2:>8.0f}  {alert.lensnet.p_event:>7.3f}  "
+        f"{alert.lensnet.label:5}  {alert.alert_id}"
+    )
+
+
 def alert_summary(alert: Any) -> dict[str, Any]:
     """The JSON line of one alert in ``alerts tail --json`` (no light curve)."""
+    from consumer.edge.times import utc_from_hjd
+
     return {
         "alert_id": alert.alert_id,
         "star_id": alert.star_id,
         "published_at": alert.published_at.isoformat(),
         "trigger_hjd": alert.trigger_hjd,
+        "trigger_utc": utc_from_hjd(alert.trigger_hjd, alert.ra, alert.dec).isoformat(
+            timespec="seconds"
+        ),
         "field": alert.field,
         "chip": alert.chip,
         "ra": alert.ra,
@@ -471,26 +605,31 @@ def alerts_plot(
     site: Annotated[list[str] | None, _SITE] = None,
     field: Annotated[int | None, _FIELD] = None,
     star: Annotated[str | None, _STAR] = None,
-    days_before: Annotated[float, typer.Option(help="Days shown before the trigger.")] = 60.0,
+    days_before: Annotated[
+        float | None,
+        typer.Option(help="Zoom from this many days before the trigger (default: from the break)."),
+    ] = None,
+    nightly: Annotated[
+        bool, typer.Option("--nightly", help="Bin each site's points per night.")
+    ] = False,
 ) -> None:
     """PNG of each alert's multi-site light curve, fitted line and trigger (reads to the end)."""
     from tqdm import tqdm
 
     from consumer.edge.plot import file_name, plot_alert
-    from consumer.edge.subscribe import AlertSubscriber
 
     settings = _settings(ctx)
     wanted = _alert_filter(min_score, label, site, field, star)
     written = 0
-    with AlertSubscriber(
-        settings.kafka, settings.topics.alerts, start=_start(start), stop_at_end=True
-    ) as alerts:
+    with _subscriber(settings, start=_start(start), stop_at_end=True) as alerts:
         for alert in tqdm(alerts, desc="alerts", unit=" alert", disable=None):
             if alert_id is not None and alert.alert_id != alert_id:
                 continue
             if wanted(alert):
-                plot_alert(alert, out_dir / file_name(alert), days_before=days_before)
+                path = out_dir / file_name(alert)
+                plot_alert(alert, path, days_before=days_before, nightly=nightly)
                 written += 1
+    _report_skipped(alerts, settings.topics.alerts)
     if alert_id is not None and written == 0:
         raise typer.BadParameter(f"--id {alert_id}: no such alert in {settings.topics.alerts}")
     typer.echo(f"{written} PNGs in {out_dir}")
@@ -508,22 +647,19 @@ def alerts_stats(
     import itertools
     from collections import Counter
 
-    from consumer.edge.subscribe import AlertSubscriber
-
     settings = _settings(ctx)
     labels: Counter[str] = Counter()
     fields: Counter[int] = Counter()
     bins: Counter[str] = Counter()
     edges = (0.0, 0.45, 0.8, 0.955, 1.0001)
-    with AlertSubscriber(
-        settings.kafka, settings.topics.alerts, start=_start(start), stop_at_end=True
-    ) as alerts:
+    with _subscriber(settings, start=_start(start), stop_at_end=True) as alerts:
         for alert in alerts:
             labels[alert.lensnet.label] += 1
             fields[alert.field] += 1
             for low, high in itertools.pairwise(edges):
                 if low <= alert.lensnet.p_event < high:
                     bins[f"[{low:.3g}, {min(high, 1.0):.3g}{']' if high > 1 else ')'}"] += 1
+    _report_skipped(alerts, settings.topics.alerts)
     total = sum(labels.values())
     typer.echo(f"{total} alerts in {settings.topics.alerts}")
     typer.echo("by class:  " + "  ".join(f"{k} {v}" for k, v in sorted(labels.items())))
@@ -533,7 +669,7 @@ def alerts_stats(
         + "  ".join(f"BLG{k:02d} {v}" for k, v in sorted(fields.items(), key=lambda kv: -kv[1]))
     )
     if group is not None:
-        with AlertSubscriber(settings.kafka, settings.topics.alerts, group_id=group) as reader:
+        with _subscriber(settings, group_id=group) as reader:
             lag = reader.lag()
         detail = ", ".join(f"p{p} {n}" for p, n in sorted(lag.items()))
         typer.echo(
@@ -543,13 +679,32 @@ def alerts_stats(
 
 
 @topics_app.command("create")
-def topics_create(ctx: typer.Context) -> None:
+def topics_create(
+    ctx: typer.Context,
+    recreate: Annotated[
+        bool,
+        typer.Option(
+            "--recreate",
+            help="Delete the topics first, with everything in them (demos and tests only).",
+        ),
+    ] = False,
+) -> None:
     """Create the photometry, alert and dead-letter topics that do not exist yet."""
     from consumer.edge.kafka import make_admin
-    from consumer.edge.topics import check_copartitioning, ensure_topics, required_topics
+    from consumer.edge.topics import (
+        check_copartitioning,
+        delete_topics,
+        ensure_topics,
+        required_topics,
+    )
 
     settings = _settings(ctx)
+    _reach(settings)
     admin = make_admin(settings.kafka)
+    if recreate:
+        deleted = delete_topics(admin, [spec.name for spec in required_topics(settings.topics)])
+        for name in deleted:
+            typer.echo(f"deleted {name}")
     created = ensure_topics(admin, required_topics(settings.topics))
     partitions = check_copartitioning(admin, settings.topics)
     for name in created:
@@ -564,6 +719,7 @@ def topics_describe(ctx: typer.Context) -> None:
     from consumer.edge.topics import check_copartitioning, partition_counts, required_topics
 
     settings = _settings(ctx)
+    _reach(settings)
     admin = make_admin(settings.kafka)
     specs = required_topics(settings.topics)
     counts = partition_counts(admin, [spec.name for spec in specs])

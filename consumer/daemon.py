@@ -31,6 +31,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_when_event_set,
     wait_exponential,
 )
 
@@ -38,8 +39,9 @@ from consumer.edge.feed import Feed
 from consumer.edge.kafka import consumer_config, make_admin, make_consumer
 from consumer.edge.output import TransactionAbortedError, make_output, publish, transaction
 from consumer.edge.photometry import PhotometryDecoder
+from consumer.edge.reach import reach
 from consumer.edge.topics import check_copartitioning
-from consumer.exceptions import KafkaClientError
+from consumer.exceptions import LensNetError
 from consumer.health import Health, HealthServer, Metrics
 from consumer.pipeline.align import Aligner
 from consumer.pipeline.ingest import IngestResult, ingest, sites_by_topic
@@ -94,6 +96,8 @@ class Daemon:
                 self.start()
                 while not self.stopping.is_set():
                     self.step()
+            except StartupInterruptedError:
+                self.log.info("stopped during start-up")
             finally:
                 self.shutdown()
         return 0
@@ -114,6 +118,7 @@ class Daemon:
         self.metrics.model.labels(version=self.scorer.model_version).set(1)
         warm_up(self.settings, self.scorer)
         self.windows = WindowStage(self.settings, self.partitions, self.scorer, self.metrics)
+        self._retrying("reach Kafka", lambda: reach(self.settings.kafka, stop=self.stopping))
         self.n_partitions = self._retrying(
             "check the photometry topics",
             lambda: check_copartitioning(make_admin(self.settings.kafka), self.settings.topics),
@@ -198,7 +203,9 @@ class Daemon:
         self.stopping.set()
 
     def _retrying(self, what: str, function: Callable[[], Any]) -> Any:
-        return retrying(what, function, self.settings.daemon.startup_attempts, self.log)
+        return retrying(
+            what, function, self.settings.daemon.startup_attempts, self.log, self.stopping
+        )
 
     # -- partitions: rebalance callbacks -------------------------------------------------------
 
@@ -303,24 +310,51 @@ class Daemon:
             self.stop()
 
 
-def retrying(what: str, function: Callable[[], Any], attempts: int, log: Any) -> Any:
+class StartupInterruptedError(LensNetError):
+    """A signal arrived while start-up work was still being retried."""
+
+
+def retrying(
+    what: str,
+    function: Callable[[], Any],
+    attempts: int,
+    log: Any,
+    stopping: threading.Event | None = None,
+) -> Any:
     """``function()``, retried with back-off up to ``attempts`` times while it fails with a
-    retriable Kafka error, an OS or a runtime error (start-up work: broker, topics, model)."""
+    retriable error of ours (Kafka, schema registry), an OS or a runtime error (start-up work:
+    broker, topics, model). Once ``stopping`` is set (SIGTERM) it waits no more and raises
+    :class:`StartupInterruptedError`: an orchestrator does not wait for the retries to run out."""
+    stopping = stopping if stopping is not None else threading.Event()
 
     def retryable(error: BaseException) -> bool:
-        if isinstance(error, KafkaClientError):
-            return error.retriable
+        if isinstance(error, LensNetError):
+            return bool(getattr(error, "retriable", False))
         return isinstance(error, OSError | RuntimeError)
+
+    def pause(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    def attempt() -> Any:
+        if stopping.is_set():
+            raise StartupInterruptedError(f"stopped before it could {what}")
+        return function()
 
     def before_sleep(state: RetryCallState) -> None:
         outcome = state.outcome
         error = outcome.exception() if outcome else None
         log.warning(f"cannot {what} yet, retrying", attempt=state.attempt_number, error=str(error))
 
-    return Retrying(
-        retry=retry_if_exception(retryable),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=0.5, max=10.0),
-        before_sleep=before_sleep,
-        reraise=True,
-    )(function)
+    try:
+        return Retrying(
+            retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(attempts) | stop_when_event_set(stopping),
+            wait=wait_exponential(multiplier=0.5, max=10.0),
+            sleep=pause,
+            before_sleep=before_sleep,
+            reraise=True,
+        )(attempt)
+    except Exception as error:
+        if stopping.is_set() and not isinstance(error, StartupInterruptedError):
+            raise StartupInterruptedError(f"stopped while trying to {what}: {error}") from error
+        raise

@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -47,6 +55,9 @@ class KafkaSettings(_Frozen):
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
     client_id: str = "lensnet"
+    #: How long a command waits for the cluster to answer before it gives up (exit 3); a
+    #: refused connection, unknown host or refused login gives up at once.
+    connect_timeout_s: float = Field(10.0, gt=0, le=600)
     #: Extra librdkafka properties passed verbatim, e.g. {"socket.keepalive.enable": "true"}.
     extra: dict[str, str] = Field(default_factory=dict)
 
@@ -235,9 +246,29 @@ class DaemonSettings(_Frozen):
     #: (replays, demos and tests); False runs forever.
     stop_at_end: bool = False
     transaction_timeout_ms: int = Field(60_000, ge=1000)
+    #: Wire format of published alerts: ``single-object`` (Avro single-object encoding, no
+    #: registry needed) or ``confluent`` (magic byte 0, the registry's 4-byte schema id, the
+    #: Avro body: what Kafka's standard tooling reads; needs ``schema_registry.url``).
+    alert_format: Literal["single-object", "confluent"] = "single-object"
     #: Static group membership (``group.instance.id`` = ``<group>-<instance_id>``): a restarted
     #: instance takes its partitions back without a rebalance, within the session timeout.
     static_membership: bool = True
+
+
+class SchemaRegistrySettings(_Frozen):
+    """A Confluent-compatible schema registry, for alerts in the Confluent wire format.
+
+    ``url`` is the base of the Confluent API: ``http://host:8081`` for Confluent's or
+    Karapace, ``http://host:8080/apis/ccompat/v7`` for Apicurio Registry.
+    """
+
+    url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+    #: Subject the alert schema is registered under; default ``<alert topic>-value`` (the
+    #: TopicNameStrategy of Confluent's serializers).
+    subject: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0, le=600)
 
 
 class LogSettings(_Frozen):
@@ -270,6 +301,16 @@ class Settings(BaseSettings):
     vetting: VettingSettings = VettingSettings()
     model: ModelSettings = ModelSettings()
     daemon: DaemonSettings = DaemonSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+
+    @model_validator(mode="after")
+    def _registry_for_confluent(self) -> Settings:
+        if self.daemon.alert_format == "confluent" and self.schema_registry.url is None:
+            raise ValueError(
+                f"{env_name(('daemon', 'alert_format'))}=confluent needs "
+                f"{env_name(('schema_registry', 'url'))}"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -308,6 +349,9 @@ def load_settings(
         return Settings(**kwargs)
     except ValidationError as error:
         problems = "; ".join(
-            f"{env_name(issue['loc'])}: {issue['msg']}" for issue in error.errors()
+            f"{env_name(issue['loc'])}: {issue['msg']}"
+            if issue["loc"]
+            else issue["msg"].removeprefix("Value error, ")
+            for issue in error.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from error

@@ -54,6 +54,10 @@ I64 = npt.NDArray[np.int64]
 
 #: The series columns the first pass writes, in order.
 SERIES_COLUMNS: Final = ("hjd", "flux", "flux_err", "sky", "fwhm", "airmass", "psf_quality")
+#: The first pass's count of points LensNet does not see, by reason
+#: (:attr:`model.features.Candidate.dropped`, in its order).
+DROPPED_REASONS: Final = ("cleaning", "other_datasets", "beyond_cap", "outliers")
+_CLEANING, _OTHER_DATASETS, _BEYOND_CAP, _OUTLIERS = range(len(DROPPED_REASONS))
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,7 +153,7 @@ def prepare_batch(
     columns = np.empty((len(SERIES_COLUMNS), len(table.hjd)), dtype=np.float64)
     series_offsets = np.zeros(n_stars * N_SITES + 1, dtype=np.int64)
     series_field = np.full(n_stars * N_SITES, -1, dtype=np.int64)
-    n_raw = np.zeros(n_stars, dtype=np.int64)
+    dropped = np.zeros((n_stars, len(DROPPED_REASONS)), dtype=np.int64)
     unsorted = np.zeros(n_stars, dtype=np.bool_)
     _clean_select(
         table.star_offsets,
@@ -172,7 +176,7 @@ def prepare_batch(
         columns,
         series_offsets,
         series_field,
-        n_raw,
+        dropped,
         unsorted,
     )
     hjd, flux, flux_err = columns[0], columns[1], columns[2]
@@ -270,7 +274,8 @@ def prepare_batch(
                 fields=(fields[0], fields[1], fields[2]),
                 t_last=float(t_last[s]),
                 flux_scale=float(flux_scale[s]),
-                n_removed=int(n_raw[s]) - int(counts[s].sum()),
+                n_removed=int(dropped[s, _CLEANING] + dropped[s, _OUTLIERS]),
+                dropped=dict(zip(DROPPED_REASONS, dropped[s].tolist(), strict=True)),
                 series=tuple(series),
                 lines=tuple(site_lines),
             )
@@ -300,25 +305,27 @@ def _clean_select(  # pragma: no cover - numba
     columns: F64,
     series_offsets: I64,
     series_field: I64,
-    n_raw: I64,
+    dropped: I64,
     unsorted: npt.NDArray[np.bool_],
 ) -> None:
     """Steps 1-5 of every star (see :mod:`model.features`): per star and site the kept
     dataset's clean, cropped, outlier-filtered points into ``columns`` (7, N) in
     :data:`SERIES_COLUMNS` order, site after site (``series_offsets``, ``series_field``); the
-    I-band points in the time window (``n_raw``); whether a kept series is unsorted."""
-    n_sites = series_field.size // max(n_raw.size, 1)
+    I-band points in the time window that no series keeps, (S, 4) by reason in
+    :data:`DROPPED_REASONS` order (``dropped``); whether a kept series is unsorted."""
+    n_stars = dropped.shape[0]
+    n_sites = series_field.size // max(n_stars, 1)
     point = 0
     series_offsets[0] = 0
-    for s in range(n_raw.size):
+    for s in range(n_stars):
         d0 = star_offsets[s]
         d1 = star_offsets[s + 1]
-        raw = 0
+        in_window = 0  # I-band points in the time window, every dataset
         for d in range(d0, d1):
             for p in range(dataset_offsets[d], dataset_offsets[d + 1]):
                 if band[p] == 0 and hjd[p] <= as_of and hjd[p] >= start:
-                    raw += 1
-        n_raw[s] = raw
+                    in_window += 1
+        used_in_window = 0  # the same, in the datasets kept
         for site in range(n_sites):
             best = -1
             best_n = 0
@@ -350,6 +357,11 @@ def _clean_select(  # pragma: no cover - numba
                 series_field[index] = dataset_field[best]
                 a = dataset_offsets[best]
                 b = dataset_offsets[best + 1]
+                for p in range(a, b):
+                    if band[p] == 0 and hjd[p] <= as_of and hjd[p] >= start:
+                        used_in_window += 1
+                dropped[s, _CLEANING] -= best_n  # + used_in_window below
+                dropped[s, _BEYOND_CAP] += max(best_n - max_length, 0)
                 present = _present(a, b, sky, fwhm, airmass, psf_quality)
                 skip = max(best_n - max_length, 0)  # the cap keeps the most recent points
                 first = point
@@ -372,6 +384,7 @@ def _clean_select(  # pragma: no cover - numba
                     columns[6, point] = np.float64(psf_quality[p]) if present[3] else np.nan
                     point += 1
                 n = point - first
+                dropped[s, _OUTLIERS] += n
                 if n >= 2 * half_window + 1:
                     outliers = outlier_mask_sliding(columns[1, first:point], half_window, n_mad)
                     kept = first
@@ -382,10 +395,13 @@ def _clean_select(  # pragma: no cover - numba
                             columns[c, kept] = columns[c, first + i]
                         kept += 1
                     point = kept
+                dropped[s, _OUTLIERS] -= point - first
                 for p in range(first + 1, point):
                     if columns[0, p] < columns[0, p - 1]:
                         unsorted[s] = True
             series_offsets[index + 1] = point
+        dropped[s, _CLEANING] += used_in_window
+        dropped[s, _OTHER_DATASETS] = in_window - used_in_window
 
 
 @numba.njit(cache=True)

@@ -112,6 +112,7 @@ def candidate_record(star: Star, candidate: Candidate, result: Score) -> dict[st
         "n_high": trigger.n_high,
         "t_last": candidate.t_last,
         "n_removed": candidate.n_removed,
+        "n_dropped": dict(candidate.dropped),
     }
 
 
@@ -152,7 +153,8 @@ def classify_season(
     chunk: int = 256,
 ) -> Iterator[dict[str, Any]]:
     """Records for every star of ``season_dir`` (name order), then one per skipped entry
-    (``status: "skipped"``: unreadable files, non-star entries)."""
+    (``status: "skipped"``: unreadable files, non-star entries) and one per file read in part
+    (``status: "read_in_part"``: what was ignored, e.g. extra columns)."""
     report = ReadReport()
     stars: list[Star] = []
     for star in iter_season(season_dir, report, skip_bad_files=True):
@@ -163,3 +165,5 @@ def classify_season(
     yield from classify_stars(module, stars, as_of=as_of, rule=rule)
     for path, reason in report.skipped:
         yield {"path": path, "status": "skipped", "reason": reason}
+    for path, what in report.ignored:
+        yield {"path": path, "status": "read_in_part", "ignored": what}

@@ -15,6 +15,8 @@ calls drawn at random among the rest:
   ``event_after_peak_days`` after the peak, so that events are learnt early in their rise, at
   the peak and falling after it; calls before the rise (noise on a flat baseline) are not used.
 - MAYBE (artefacts) and NO (variables, trends, noise): every call.
+- A NO star that keeps triggering gives up to ``negative_crops`` (the daemon scores it at every
+  call, so its hardest moments matter most).
 - Stars the daemon never scores: a NO star gives one instance at a random time with probability
   ``untriggered_probability`` (what a flat light curve looks like, the anchor of the site
   scores); events and artefacts that never trigger give none.
@@ -92,6 +94,7 @@ class CropConfig:
     """How instances are cut from each star (see the module docstring)."""
 
     crops: int = 4
+    negative_crops: int = 4
     left_crop_probability: float = 0.25
     untriggered_probability: float = 0.5
     magnitude_only_probability: float = 0.2
@@ -289,7 +292,8 @@ def crops_of(
     if len(times):
         chosen = [float(times[0])]
         rest = times[1:]
-        extra = min(crop.crops - 1, len(rest))
+        limit = crop.negative_crops if label.label == "NO" else crop.crops
+        extra = min(limit - 1, len(rest))
         chosen += [float(t) for t in rng.choice(rest, extra, replace=False)] if extra else []
     elif label.label == "NO" and rng.uniform() < crop.untriggered_probability:
         low = min(t_first + MIN_HISTORY_DAYS, t_last)
@@ -485,7 +489,9 @@ def load_set(
             fields["n_dropped"] = int(fields["n_dropped"])
             return Instances(**fields)
     tasks = list(_tasks(seasons, crop, cadence, max_length, 4 * CHUNK))
-    bar = tqdm(total=len(tasks), desc=f"instances ({seasons.name})", disable=not progress)
+    bar = tqdm(
+        total=len(tasks), desc=f"instances ({seasons.name})", disable=None if progress else True
+    )
     parts: list[Instances] = []
     if workers > 1:
         _warm_up(cadence)

@@ -137,6 +137,7 @@ def training_command(config: TrainConfig) -> str:
         f"--stars-per-season {config.train_seasons.n_stars}",
         f"--validation-stars {config.validation_seasons.n_stars}",
         f"--epochs {config.epochs} --patience {config.patience} --crops {config.crop.crops}",
+        f"--negative-crops {config.crop.negative_crops}",
         f"--batch-size {config.batch_size} --learning-rate {config.learning_rate:g}",
         f"--hidden {config.model.hidden} --dropout {config.model.dropout:g}",
         f"--weight-decay {config.weight_decay:g} --site-loss-weight {config.site_loss_weight:g}",
@@ -146,6 +147,8 @@ def training_command(config: TrainConfig) -> str:
     ]
     if config.max_minutes is not None:
         words.append(f"--max-minutes {config.max_minutes:g}")
+    if config.init is not None:
+        words.append(f"--init {config.init}")
     return " ".join([*words, "--out model/artifacts"])
 
 

@@ -113,7 +113,12 @@ class Candidate:
     fields : (3,) field number used per site, -1 where absent.
     t_last : full HJD of the last kept observation over all sites.
     flux_scale : the star's median flux_err (flux units) that flux features were divided by.
-    n_removed : points removed by cleaning and outlier rejection (all sites).
+    n_removed : points removed by cleaning and outlier rejection (all sites): the sum of
+        ``dropped["cleaning"]`` and ``dropped["outliers"]``.
+    dropped : I-band points up to ``as_of`` that LensNet does not see, by reason: ``cleaning``
+        (step 1, in the datasets used), ``other_datasets`` (step 3: every point of a site's
+        datasets but the one kept), ``beyond_cap`` (step 4: older than the most recent
+        ``max_length``), ``outliers`` (step 5).
     """
 
     x: F32
@@ -123,6 +128,7 @@ class Candidate:
     t_last: float
     flux_scale: float
     n_removed: int
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Per site, the series the features were made from (physical units) and the fitted broken
     #: line at its points; None / empty where a site has no data. For alerts and plots.
     series: tuple[SiteSeries | None, ...] = ()
@@ -177,7 +183,22 @@ def select_sites(
     as_of, start : full HJD; keep points with ``start <= hjd <= as_of``.
     max_length : most recent points kept per site.
     """
-    best: list[tuple[int, int, SiteSeries] | None] = [None] * N_SITES
+    out: list[SiteSeries | None] = []
+    for chosen in _choose_datasets(star, as_of=as_of, start=start):
+        if chosen is None:
+            out.append(None)
+            continue
+        series = _series(*chosen)
+        if len(series) > max_length:
+            series = _slice(series, slice(len(series) - max_length, None))
+        out.append(series)
+    return out
+
+
+def _choose_datasets(star: Star, *, as_of: float, start: float) -> list[tuple[Dataset, B] | None]:
+    """Per site (``SITES`` order), the dataset kept by step 3 and its valid in-window I-band
+    points (steps 1-2), None where the site has none."""
+    best: list[tuple[int, int, Dataset, B] | None] = [None] * N_SITES
     for dataset in star.datasets:
         if dataset.site not in SITES:
             continue
@@ -190,17 +211,26 @@ def select_sites(
         rank = (n, -dataset.field)
         current = best[site]
         if current is None or rank > (current[0], current[1]):
-            best[site] = (n, -dataset.field, _series(dataset, keep))
-    out: list[SiteSeries | None] = []
-    for entry in best:
-        if entry is None:
-            out.append(None)
-            continue
-        series = entry[2]
-        if len(series) > max_length:
-            series = _slice(series, slice(len(series) - max_length, None))
-        out.append(series)
-    return out
+            best[site] = (n, -dataset.field, dataset, keep)
+    return [None if entry is None else (entry[2], entry[3]) for entry in best]
+
+
+def _dropped_before_outliers(
+    star: Star, *, as_of: float, start: float, max_length: int
+) -> dict[str, int]:
+    """Points of steps 1, 3 and 4 (see :attr:`Candidate.dropped`)."""
+    in_window = {
+        id(d): int(((d.band == _I_BAND) & (d.hjd <= as_of) & (d.hjd >= start)).sum())
+        for d in star.datasets
+    }
+    chosen = [c for c in _choose_datasets(star, as_of=as_of, start=start) if c is not None]
+    used = {id(dataset) for dataset, _ in chosen}
+    valid = [int(keep.sum()) for _, keep in chosen]
+    return {
+        "cleaning": sum(in_window[id(d)] for d, _ in chosen) - sum(valid),
+        "other_datasets": sum(n for key, n in in_window.items() if key not in used),
+        "beyond_cap": sum(max(0, n - max_length) for n in valid),
+    }
 
 
 def _slice(series: SiteSeries, index: slice | B) -> SiteSeries:
@@ -282,11 +312,8 @@ def prepare(
     InsufficientDataError
         No site has :data:`MIN_POINTS` valid points (the message says how many each has).
     """
-    n_raw = sum(
-        int(((d.band == _I_BAND) & (d.hjd <= as_of) & (d.hjd >= start)).sum())
-        for d in star.datasets
-    )
     sites = select_sites(star, as_of=as_of, start=start, max_length=max_length)
+    dropped = _dropped_before_outliers(star, as_of=as_of, start=start, max_length=max_length)
     cleaned: list[SiteSeries | None] = []
     for series in sites:
         if series is None:
@@ -294,6 +321,7 @@ def prepare(
             continue
         cleaned.append(_slice(series, ~outlier_mask(series.flux)))
     counts = [0 if s is None else len(s) for s in cleaned]
+    dropped["outliers"] = sum(len(s) for s in sites if s is not None) - sum(counts)
     if max(counts) < MIN_POINTS:
         detail = ", ".join(f"{site} {count}" for site, count in zip(SITES, counts, strict=True))
         raise InsufficientDataError(
@@ -335,7 +363,8 @@ def prepare(
         fields=(fields[0], fields[1], fields[2]),
         t_last=t_last,
         flux_scale=flux_scale,
-        n_removed=n_raw - sum(counts),
+        n_removed=dropped["cleaning"] + dropped["outliers"],
+        dropped=dropped,
         series=tuple(cleaned),
         lines=tuple(lines),
     )

@@ -368,7 +368,7 @@ def write_season(config: SimulationConfig, out_dir: Path, progress: bool = True)
             stars = tqdm(
                 simulate_season(config),
                 total=config.n_stars,
-                disable=not progress,
+                disable=None if progress else True,
                 unit="star",
                 desc="simulate",
             )

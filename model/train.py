@@ -75,6 +75,8 @@ class TrainConfig:
     workers : processes that build the instances (first run only; cached afterwards).
     max_minutes : time budget: the first epoch's duration decides how many of ``epochs`` fit,
         and the cosine schedule is set over those (None: no limit).
+    init : an artifact to start from (fine-tuning: its weights and standardisation are kept;
+        the architecture must match ``model``); None trains from scratch.
     """
 
     seed: int = 1
@@ -94,6 +96,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 1
     max_minutes: float | None = None
+    init: str | None = None
 
 
 @dataclass
@@ -319,7 +322,13 @@ def train(
             progress=progress,
         )
     model = LensNet(config.model)
-    model.set_standardisation(*standardisation(train_set))
+    if config.init is None:
+        model.set_standardisation(*standardisation(train_set))
+    else:
+        from model.export import load_artifact
+
+        start, _ = load_artifact(Path(config.init))
+        model.load_state_dict(start.state_dict())
     model.to(device)
     loss_fn = make_loss(train_set, config.site_loss_weight).to(device)
     optimiser = torch.optim.AdamW(
@@ -345,7 +354,7 @@ def train(
             batches(train_set, config.batch_size, rng),
             total=n_batches,
             desc=f"epoch {epoch + 1}/{planned}",
-            disable=not progress,
+            disable=None if progress else True,
             leave=False,
         )
         running = torch.zeros((), device=device)  # summed on the device: no sync per step

@@ -30,6 +30,7 @@ from consumer.settings import (
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO / "deploy" / "local-kafka" / "kafka.sh"
+REGISTRY_SH = REPO / "deploy" / "local-registry" / "registry.sh"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +50,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([str(KAFKA_SH), "stop", str(state)], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Confluent API URL of a schema registry: SCHEMA_REGISTRY_URL, or Apicurio Registry
+    (deploy/local-registry) started for the session on first use."""
+    existing = os.environ.get("SCHEMA_REGISTRY_URL")
+    if existing:
+        yield existing
+        return
+    state = tmp_path_factory.mktemp("registry")
+    started = subprocess.run(
+        [str(REGISTRY_SH), "start", str(state)], capture_output=True, text=True, timeout=600
+    )
+    if started.returncode != 0:
+        pytest.fail(f"local schema registry did not start:\n{started.stderr}\n{started.stdout}")
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(REGISTRY_SH), "stop", str(state)], capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")

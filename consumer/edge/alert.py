@@ -1,10 +1,12 @@
 """The alert: a typed record, its Avro encoding, and a decoder tolerant of newer 1.x writers.
 
-Each alert message is an Avro single-object encoding (:mod:`consumer.edge.schemas`) and carries its
-writer schema (its JSON definition) in the ``lensnet.schema`` header. A subscriber decodes
-with the writer schema (known by fingerprint or taken from the header) resolved against the
-reader schema it ships, so an older client reads a newer 1.x alert: fields it does not know are
-skipped, fields the writer lacks take the reader's defaults.
+Each alert message is an Avro single-object encoding (:mod:`consumer.edge.schemas`), or, with
+``daemon.alert_format = confluent``, in the Confluent wire format (:mod:`consumer.edge.registry`),
+and carries its writer schema (its JSON definition) in the ``lensnet.schema`` header either way.
+A subscriber decodes with the writer schema (known by fingerprint, taken from the header, or
+fetched from the registry by id) resolved against the reader schema it ships, so an older
+client reads a newer 1.x alert: fields it does not know are skipped, fields the writer lacks
+take the reader's defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
+from consumer.edge.registry import RegistryClient, confluent_frame, confluent_unframe, is_confluent
 from consumer.edge.schemas import (
     AvroSchema,
     SchemaRegistry,
@@ -219,8 +222,11 @@ def alert_from_record(record: dict[str, Any]) -> Alert:
     )
 
 
-def encode_record(schema: AvroSchema, record: dict[str, Any]) -> tuple[bytes, Headers]:
-    """Frame ``record`` written with ``schema``, with the schema and content-type headers."""
+def encode_record(
+    schema: AvroSchema, record: dict[str, Any], *, schema_id: int | None = None
+) -> tuple[bytes, Headers]:
+    """Frame ``record`` written with ``schema``, with the schema and content-type headers:
+    single-object, or Confluent-framed with the registry's ``schema_id``."""
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, schema.parsed, record)
     headers: Headers = [
@@ -231,20 +237,48 @@ def encode_record(schema: AvroSchema, record: dict[str, Any]) -> tuple[bytes, He
             f"avro/binary; schema={schema.name}; version={schema.version}".encode(),
         ),
     ]
+    if schema_id is not None:
+        return confluent_frame(schema_id, buffer.getvalue()), headers
     return frame(schema, buffer.getvalue()), headers
 
 
-def encode_alert(alert: Alert) -> tuple[bytes, Headers]:
-    """Message value and headers of an alert, written with ``alert-v1``."""
-    return encode_record(load_schema("alert"), alert_to_record(alert))
+def encode_alert(alert: Alert, *, schema_id: int | None = None) -> tuple[bytes, Headers]:
+    """Message value and headers of an alert, written with ``alert-v1``: single-object, or in
+    the Confluent wire format when ``schema_id`` (``alert-v1``'s id in the registry) is given."""
+    return encode_record(load_schema("alert"), alert_to_record(alert), schema_id=schema_id)
 
 
 class AlertDecoder:
-    """Decodes alerts written with any 1.x schema, known or carried in the message header."""
+    """Decodes alerts written with any 1.x schema, known or carried in the message header, in
+    either wire format; ``client`` fetches the writer schema of a Confluent-framed alert that
+    has no schema header (one written by other tools)."""
 
-    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+    def __init__(
+        self, registry: SchemaRegistry | None = None, client: RegistryClient | None = None
+    ) -> None:
         self._registry = registry or SchemaRegistry()
+        self._client = client
         self._reader = load_schema("alert")
+        self._by_header: dict[bytes, AvroSchema] = {}
+
+    def _confluent_writer(self, schema_id: int, headers: Headers | None) -> AvroSchema:
+        text = dict(headers or []).get(SCHEMA_HEADER)
+        if text is not None:
+            known = self._by_header.get(text)
+            if known is None:
+                if len(self._by_header) > 100:  # headers are the writer's word: bound them
+                    self._by_header.clear()
+                try:
+                    known = self._by_header[text] = AvroSchema.from_json(text)
+                except SchemaError as error:
+                    raise DecodeError(f"bad {SCHEMA_HEADER} header: {error}") from error
+            return known
+        if self._client is None:
+            raise DecodeError(
+                f"Confluent-framed alert (schema id {schema_id}) without a {SCHEMA_HEADER} "
+                "header, and no schema registry to ask (LENSNET_SCHEMA_REGISTRY__URL)"
+            )
+        return self._client.schema(schema_id)
 
     def _writer(self, fingerprint: bytes, headers: Headers | None) -> AvroSchema:
         writer = self._registry.get(fingerprint)
@@ -264,8 +298,12 @@ class AlertDecoder:
 
     def decode(self, value: bytes, headers: Headers | None = None) -> Alert:
         """Decode one alert message; raises :class:`DecodeError` saying what is wrong."""
-        fingerprint, body = unframe(value)
-        writer = self._writer(fingerprint, headers)
+        if is_confluent(value):
+            schema_id, body = confluent_unframe(value)
+            writer = self._confluent_writer(schema_id, headers)
+        else:
+            fingerprint, body = unframe(value)
+            writer = self._writer(fingerprint, headers)
         try:
             record = read_record(io.BytesIO(body), writer, self._reader)
         except DecodeError:

@@ -18,6 +18,11 @@ each batch in :func:`transaction` and produces its output with :func:`publish`.
     Produce, wait for every delivery, then commit the offsets synchronously. A crash between
     the two republishes the batch's alerts; their ids are deterministic, so readers can
     deduplicate.
+
+Alerts are Avro single-object messages, or with ``daemon.alert_format = confluent`` in the
+Confluent wire format: :func:`make_output` registers ``alert-v1`` in the schema registry first
+(``<alert topic>-value``; a registry that does not answer fails the start-up attempt, which the
+daemon retries).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from consumer.edge.alert import Alert, encode_alert
 from consumer.edge.kafka import make_producer, producer_config
 from consumer.edge.keys import star_key
+from consumer.edge.registry import RegistryClient
+from consumer.edge.schemas import load_schema
 from consumer.exceptions import KafkaClientError, LensNetError
 from consumer.health import Metrics
 from consumer.pipeline.ingest import DeadLetter
@@ -118,10 +125,18 @@ def publish(output: Output, evaluated: Evaluated, metrics: Metrics, log: Any) ->
 class _Producing:
     """Produce calls shared by both modes; delivery errors are collected and raised later."""
 
-    def __init__(self, producer: Producer, alerts_topic: str, dead_letter_topic: str) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        alerts_topic: str,
+        dead_letter_topic: str,
+        schema_id: int | None = None,
+    ) -> None:
         self.producer = producer
         self.alerts_topic = alerts_topic
         self.dead_letter_topic = dead_letter_topic
+        #: The alert schema's id in the registry: alerts in the Confluent wire format.
+        self.schema_id = schema_id
         self.errors: list[KafkaError] = []
 
     def _delivered(self, error: KafkaError | None, _message: Any) -> None:
@@ -141,7 +156,7 @@ class _Producing:
                 raise KafkaClientError.wrap(f"cannot produce to {topic}", error) from error
 
     def alert(self, alert: Alert) -> None:
-        value, headers = encode_alert(alert)
+        value, headers = encode_alert(alert, schema_id=self.schema_id)
         headers.append((TRIGGER_HEADER, repr(alert.trigger_hjd).encode()))
         self._produce(self.alerts_topic, star_key(alert.star_id), value, headers)
 
@@ -155,13 +170,15 @@ class _Producing:
 class TransactionalOutput(_Producing):
     """Exactly-once output: one transaction per batch (see the module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, schema_id: int | None = None) -> None:
         transactional_id = f"{settings.consumer.group_id}-{settings.daemon.instance_id}"
         config = producer_config(
             settings.kafka, settings.producer, transactional_id=transactional_id
         )
         config["transaction.timeout.ms"] = settings.daemon.transaction_timeout_ms
-        super().__init__(make_producer(config), settings.topics.alerts, settings.topics.dead_letter)
+        super().__init__(
+            make_producer(config), settings.topics.alerts, settings.topics.dead_letter, schema_id
+        )
         self.transactional_id = transactional_id
         self.timeout_s = settings.daemon.transaction_timeout_ms / 1000
         self._call("init_transactions", self.producer.init_transactions, self.timeout_s)
@@ -236,11 +253,12 @@ def _hung(what: str) -> None:
 class AtLeastOnceOutput(_Producing):
     """Produce, flush, then commit the offsets (see the module docstring)."""
 
-    def __init__(self, settings: Settings, consumer: Any) -> None:
+    def __init__(self, settings: Settings, consumer: Any, schema_id: int | None = None) -> None:
         super().__init__(
             make_producer(producer_config(settings.kafka, settings.producer)),
             settings.topics.alerts,
             settings.topics.dead_letter,
+            schema_id,
         )
         self.consumer = consumer
 
@@ -263,7 +281,17 @@ class AtLeastOnceOutput(_Producing):
 
 
 def make_output(settings: Settings, consumer: Any) -> TransactionalOutput | AtLeastOnceOutput:
-    """The output of the configured ``daemon.mode``."""
+    """The output of the configured ``daemon.mode`` (and ``daemon.alert_format``)."""
+    schema_id = (
+        register_alert_schema(settings) if settings.daemon.alert_format == "confluent" else None
+    )
     if settings.daemon.mode == "exactly_once":
-        return TransactionalOutput(settings)
-    return AtLeastOnceOutput(settings, consumer)
+        return TransactionalOutput(settings, schema_id)
+    return AtLeastOnceOutput(settings, consumer, schema_id)
+
+
+def register_alert_schema(settings: Settings) -> int:
+    """Register ``alert-v1`` under the configured subject (``<alert topic>-value`` by default)
+    and return its id (the registry answers with the existing id when it is there)."""
+    subject = settings.schema_registry.subject or f"{settings.topics.alerts}-value"
+    return RegistryClient(settings.schema_registry).register(subject, load_schema("alert"))

@@ -9,16 +9,23 @@
             alerts.ack(alert)       # committed: a restarted subscriber resumes after it
 
 Reads only committed transactions (``read_committed``), decodes with the schema each alert
-was written with (known 1.x schemas, or the one its header carries), and never commits on its
+was written with (known 1.x schemas, the one its header carries, or the registry's), in either
+wire format (Avro single-object, or Confluent's with a schema registry), and never commits on its
 own: :meth:`AlertSubscriber.ack` stores the alert's offset and commits it, so a subscriber that
 crashes mid-alert sees that alert again. ``start`` is where a group without committed offsets
 begins: ``"earliest"``, ``"latest"``, ``"committed"`` (committed offsets, else earliest), or a
 :class:`datetime` (the first alert published at or after it, via offsets-for-times).
+
+The first iteration checks that the cluster answers and the topic exists
+(:func:`~consumer.edge.reach.reach`), so a dead address fails within ``kafka.connect_timeout_s``
+rather than waiting forever; with ``stop_at_end`` a cluster that goes away for that long
+mid-read fails the same way.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +44,10 @@ from confluent_kafka import (
 
 from consumer.edge.alert import Alert, AlertDecoder
 from consumer.edge.kafka import base_config, make_consumer
-from consumer.exceptions import DecodeError, KafkaClientError
-from consumer.settings import KafkaSettings
+from consumer.edge.reach import BrokerUnreachableError, describe, reach
+from consumer.edge.registry import RegistryClient
+from consumer.exceptions import DecodeError, KafkaClientError, TopicLayoutError
+from consumer.settings import KafkaSettings, SchemaRegistrySettings
 
 Start = Literal["earliest", "latest", "committed"] | datetime
 
@@ -81,18 +90,26 @@ class AlertSubscriber:
         start: Start = "committed",
         stop_at_end: bool = False,
         poll_timeout_s: float = 1.0,
+        registry: SchemaRegistrySettings | None = None,
+        topic_setting: str | None = None,
     ) -> None:
+        self.kafka = kafka
         self.topic = topic
         self.start = start
         self.stop_at_end = stop_at_end
         self.poll_timeout_s = poll_timeout_s
-        self.decoder = AlertDecoder()
+        #: The setting that names ``topic``, for the error when it does not exist.
+        self.topic_setting = topic_setting
+        client = RegistryClient(registry) if registry is not None and registry.url else None
+        self.decoder = AlertDecoder(client=client)
+        self._reached = False
+        self._brokers_down_since: float | None = None
         self.skipped: list[tuple[int, int, str]] = []  # (partition, offset, why) undecodable
         self._positions: dict[str, tuple[int, int]] = {}  # alert id -> (partition, offset)
         self._assigned = False
         self._ends: dict[int, int] = {}
-        config = base_config(kafka)
-        config.update(
+        self._config = base_config(kafka)
+        self._config.update(
             {
                 "group.id": group_id or f"lensnet-subscriber-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
@@ -100,10 +117,40 @@ class AlertSubscriber:
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "latest" if start == "latest" else "earliest",
                 "enable.partition.eof": True,
+                "error_cb": self._on_error,
             }
         )
-        self.consumer: Consumer = make_consumer(config)
-        self.consumer.subscribe([topic], on_assign=self._on_assign)
+        self._consumer: Consumer | None = None
+
+    @property
+    def consumer(self) -> Consumer:
+        """The Kafka consumer, created (and subscribed) once the cluster answered."""
+        if self._consumer is None:
+            self._check_reachable()
+            self._consumer = make_consumer(self._config)
+            self._consumer.subscribe([self.topic], on_assign=self._on_assign)
+        return self._consumer
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            if self._brokers_down_since is None:
+                self._brokers_down_since = time.monotonic()
+        elif error.fatal():
+            raise KafkaClientError.wrap("alert consumer failed (fatal)", error)
+
+    def _check_reachable(self) -> None:
+        """The cluster answers and the topic exists (once per subscriber)."""
+        if self._reached:
+            return
+        metadata = reach(self.kafka)
+        found = metadata.topics.get(self.topic)
+        if found is None or found.error is not None:
+            named = f" ({self.topic_setting})" if self.topic_setting else ""
+            raise TopicLayoutError(
+                f"no topic {self.topic}{named} at {self.kafka.bootstrap_servers}: has a daemon "
+                "published alerts there (`lensnet run`, `make demo`)?"
+            )
+        self._reached = True
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if isinstance(self.start, datetime):
@@ -129,6 +176,10 @@ class AlertSubscriber:
         at_end: set[int] = set()
         while True:
             messages = self.consumer.consume(100, self.poll_timeout_s)
+            if messages:
+                self._brokers_down_since = None
+            elif self.stop_at_end:
+                self._give_up_when_gone()
             message: Any
             for message in messages:
                 error = message.error()
@@ -149,6 +200,15 @@ class AlertSubscriber:
                 yield alert
             if self.stop_at_end and self._assigned and self._drained(at_end):
                 return
+
+    def _give_up_when_gone(self) -> None:
+        """With ``stop_at_end``, a cluster gone for ``kafka.connect_timeout_s`` ends the read."""
+        since = self._brokers_down_since
+        if since is not None and time.monotonic() - since > self.kafka.connect_timeout_s:
+            raise BrokerUnreachableError(
+                f"lost Kafka at {describe(self.kafka)}: every broker down for "
+                f"{self.kafka.connect_timeout_s:g} s while reading {self.topic}"
+            )
 
     def _drained(self, at_end: set[int]) -> bool:
         assignment = self.consumer.assignment()
@@ -184,8 +244,10 @@ class AlertSubscriber:
         return out
 
     def close(self) -> None:
-        """Leave the group."""
-        self.consumer.close()
+        """Leave the group (if it was joined)."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
     def __enter__(self) -> AlertSubscriber:
         return self

@@ -84,6 +84,26 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout_s: float =
     return created
 
 
+def delete_topics(admin: AdminClient, names: list[str], timeout_s: float = 60.0) -> list[str]:
+    """Delete those of ``names`` that exist, with their data, and wait until the cluster no longer
+    lists them (so that creating them again starts them empty); returns the names deleted."""
+    present = list(partition_counts(admin, names, timeout_s))
+    if not present:
+        return []
+    for name, future in admin.delete_topics(present, operation_timeout=timeout_s).items():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise KafkaClientError.wrap(f"cannot delete topic {name}", error) from error
+    deadline = time.monotonic() + timeout_s
+    while partition_counts(admin, present, timeout_s):
+        if time.monotonic() > deadline:
+            raise KafkaClientError(f"topics deleted but still listed after {timeout_s}s: {present}")
+        time.sleep(0.1)
+    return present
+
+
 def wait_until_ready(admin: AdminClient, names: list[str], timeout_s: float) -> None:
     """Block until every partition of every topic has a leader.
 

@@ -22,7 +22,12 @@ integer id) and one file per site-field dataset inside it. Formats read, detecte
     Three whitespace columns ``HJD mag mag_err`` (any extension): flux is
     ``10**(0.4 * (MAG_ZERO_POINT - mag))`` with ``MAG_ZERO_POINT = 28`` and
     ``flux_err = flux * 0.4 * ln(10) * mag_err``. This is a total flux, not a difference flux;
-    consumers work relative to the median, so the baseline does not matter.
+    consumers work relative to the median, so the baseline does not matter. Files with further
+    trailing columns (KMTNet and MulensModel-style files with a frame index, seeing...: 4, 6, 7
+    or more than 8 columns, counts no pysis file has) are read as magnitude files when their
+    first three columns are unambiguous: every magnitude within :data:`MAG_PLAUSIBLE` and every
+    error within :data:`MAG_ERR_PLAUSIBLE` (a Δflux column is not); the columns ignored are
+    recorded in :attr:`Dataset.ignored` and :attr:`ReadReport.ignored`.
 
 For ``pysis`` and ``magnitude`` files the site, field and band come from the file name:
 ``KMTC``/``KCT``/``CTIO`` = CTIO, ``KMTS``/``KSA``/``SAAO`` = SAAO, ``KMTA``/``KSS``/``SSO`` =
@@ -81,6 +86,10 @@ NATIVE_DECIMALS: Final = {
 MAG_ZERO_POINT: Final = 28.0
 #: Magnitudes outside this range are not photometry (and would overflow the conversion).
 MAG_RANGE: Final = (-20.0, 50.0)
+#: What the second and third columns of a file with extra columns must hold to be read as
+#: magnitude and error: a ground-based survey's magnitudes, errors below 5 mag.
+MAG_PLAUSIBLE: Final = (5.0, 30.0)
+MAG_ERR_PLAUSIBLE: Final = (0.0, 5.0)
 #: Largest float32: auxiliary columns are stored as float32.
 FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 #: Times below this are HJD - 2450000; at or above FULL_HJD_MIN they are full HJD.
@@ -138,6 +147,7 @@ class Dataset:
     psf_quality : 0-100 (values outside mean a bad fit); NaN when missing.
     band : 0 for I, 1 for V.
     source : the file it came from, for error messages ("" when built in memory).
+    ignored : what of the file was not read (extra columns), "" when everything was.
     """
 
     site: str
@@ -151,6 +161,7 @@ class Dataset:
     psf_quality: F32
     band: U8
     source: str = ""
+    ignored: str = ""
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
@@ -197,6 +208,8 @@ class ReadReport:
     n_files: int = 0
     n_observations: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (file, what of it was not read): files read in part, e.g. extra trailing columns.
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def n_skipped(self) -> int:
@@ -317,25 +330,43 @@ def _read_native(path: Path, text: str) -> tuple[Dataset, dict[str, str]]:
 
 
 def _read_columns(path: Path, text: str) -> Dataset:
-    """A pysis (5 or 8 columns) or magnitude (3 columns) file."""
+    """A pysis (5 or 8 columns) or magnitude (3 columns, or more with extra ones) file."""
     first_line, first_count = _first_data_line(text)
     if first_line == 0:
         raise ArchiveError(f"{path}: no observations (empty or only comments)")
     site, field_number, band = site_field_band(path)
-    if first_count not in (3, 5, 8):
-        raise ArchiveError(
-            f"{path}:{first_line}: expected 3 (HJD mag mag_err) or 5 or 8 (pysis) columns, "
-            f"got {first_count}"
-        )
+    expected = (
+        f"{path}:{first_line}: expected 3 (HJD mag mag_err) or 5 or 8 (pysis) columns, "
+        f"got {first_count}"
+    )
+    if first_count < 3:
+        raise ArchiveError(expected)
     # The magnitude columns of pysis files are never used and may hold placeholders.
-    usecols = {3: (0, 1, 2), 5: (0, 1, 2), 8: (0, 1, 2, 5, 6, 7)}[first_count]
+    usecols = {5: (0, 1, 2), 8: (0, 1, 2, 5, 6, 7)}.get(first_count, (0, 1, 2))
     _check_column_counts(path, text, first_count)
     table = _parse_table(path, text, 0, first_count, delimiter=None, usecols=usecols)
+    magnitudes = first_count not in (5, 8)
+    ignored = ""
+    if first_count not in (3, 5, 8):
+        mag, mag_err = table[:, 1], table[:, 2]
+        with np.errstate(invalid="ignore"):
+            plausible = np.all((mag >= MAG_PLAUSIBLE[0]) & (mag <= MAG_PLAUSIBLE[1]))
+            plausible &= np.all(
+                (mag_err >= MAG_ERR_PLAUSIBLE[0]) & (mag_err <= MAG_ERR_PLAUSIBLE[1])
+            )
+        if not plausible:
+            raise ArchiveError(
+                f"{expected}; with extra columns the first three must read as HJD, magnitude "
+                f"{MAG_PLAUSIBLE[0]:g}-{MAG_PLAUSIBLE[1]:g} and error "
+                f"{MAG_ERR_PLAUSIBLE[0]:g}-{MAG_ERR_PLAUSIBLE[1]:g}"
+            )
+        extra = "column 4" if first_count == 4 else f"columns 4-{first_count}"
+        ignored = f"{extra} of {first_count} ignored (read as HJD mag mag_err)"
     hjd = _to_full_hjd(path, table[:, 0])
     n = len(hjd)
     missing: npt.NDArray[Any] = np.full(n, np.nan, dtype=np.float32)
     fwhm, sky, airmass = missing, missing, missing
-    if first_count == 3:
+    if magnitudes:
         mag, mag_err = table[:, 1], table[:, 2]
         absurd = np.flatnonzero(np.isinf(mag) | (mag < MAG_RANGE[0]) | (mag > MAG_RANGE[1]))
         if len(absurd):
@@ -361,6 +392,7 @@ def _read_columns(path: Path, text: str) -> Dataset:
         airmass=airmass,
         psf_quality=missing,
         band=np.full(n, band, dtype=np.uint8),
+        ignored=ignored,
     )
 
 
@@ -503,7 +535,7 @@ def _check_hjd_full(path: Path, hjd: F64, body: str, line_offset: int) -> None:
 
 
 def _sorted_dataset(
-    site: str, field_number: int, source: str, **columns: npt.NDArray[Any]
+    site: str, field_number: int, source: str, ignored: str = "", **columns: npt.NDArray[Any]
 ) -> Dataset:
     hjd = columns["hjd"]
     for name in ("sky", "fwhm", "airmass", "psf_quality"):
@@ -529,6 +561,7 @@ def _sorted_dataset(
         psf_quality=np.ascontiguousarray(columns["psf_quality"][order], dtype=np.float32),
         band=np.ascontiguousarray(columns["band"][order], dtype=np.uint8),
         source=source,
+        ignored=ignored,
     )
 
 
@@ -670,6 +703,7 @@ def iter_season(
             continue
         report.n_stars += 1
         report.n_files += len(star.datasets)
+        report.ignored.extend((d.source, d.ignored) for d in star.datasets if d.ignored)
         report.n_observations += sum(len(d) for d in star.datasets)
         yield star
 

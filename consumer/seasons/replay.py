@@ -99,7 +99,16 @@ class ReplaySummary:
             f"sent {self.sent} in {self.messages} messages ({sites}) in {self.seconds:.1f} s, "
             f"{rate:,.0f} obs/s",
             f"skipped {self.already_delivered} already delivered by an earlier run",
+            *self._read_lines(),
         ]
+
+    def _read_lines(self) -> list[str]:
+        """Files of the season read in part (extra columns ignored), the first five."""
+        ignored = self.read.ignored if self.read is not None else []
+        lines = [f"read in part: {path}: {what}" for path, what in ignored[:5]]
+        if len(ignored) > 5:
+            lines.append(f"... and {len(ignored) - 5} more files read in part")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -268,7 +277,7 @@ def replay(settings: Settings, season_dir: Path, options: ReplayOptions) -> Repl
         initial=summary.already_delivered,
         unit="obs",
         unit_scale=True,
-        disable=not options.progress,
+        disable=None if options.progress else True,  # None: off when not a terminal
         desc="replay",
     )
     try:

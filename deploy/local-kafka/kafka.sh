@@ -11,7 +11,8 @@
 #
 # DIR holds the broker's data, logs, pid and the file `bootstrap` (host:port). It defaults to
 # $LOCAL_KAFKA_DIR or ${TMPDIR:-/tmp}/lensnet-kafka. Ports are picked free at first start and kept
-# for restarts. Environment: KAFKA_HEAP_OPTS (default -Xms256m -Xmx768m), LOCAL_KAFKA_LIBS
+# for restarts; KAFKA_PORT names a broker port to prefer when it is free (`make kafka-start`:
+# 9092, the clients' default). Environment: KAFKA_HEAP_OPTS (default -Xms256m -Xmx768m), LOCAL_KAFKA_LIBS
 # (jar folder; default deploy/local-kafka/target/libs), KAFKA_START_TIMEOUT (seconds, default 90).
 set -euo pipefail
 
@@ -33,17 +34,29 @@ fetch() {
   if [ -f "$libs/.complete" ]; then return 0; fi
   command -v mvn >/dev/null 2>&1 || die "mvn not found: install Apache Maven (Debian: apt-get install maven) to fetch Kafka's jars from Maven Central."
   echo "kafka.sh: resolving Apache Kafka jars from Maven Central into $libs" >&2
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" >&2 \
-    || die "maven could not resolve org.apache.kafka:kafka_2.13 (see above); is Maven Central reachable?"
+  mkdir -p "$libs"
+  # Maven's output only on failure, without the colour codes Debian's Maven 3.8 prints even in
+  # batch mode.
+  mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$libs" >"$libs/.mvn.log" 2>&1 || {
+    sed 's/\x1b\[[0-9;]*m//g' "$libs/.mvn.log" >&2
+    die "maven could not resolve org.apache.kafka:kafka_2.13 (see above); is Maven Central reachable?"
+  }
   touch "$libs/.complete"
 }
 
-free_port() {
-  python3 - <<'PY'
-import socket
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
+free_port() {  # free_port [PREFERRED]: PREFERRED when it is free, else any free port
+  python3 - "${1:-}" <<'PY'
+import socket, sys
+preferred = int(sys.argv[1]) if sys.argv[1:] and sys.argv[1] else 0
+for port in ([preferred] if preferred else []) + [0]:
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+            print(s.getsockname()[1])
+            break
+    except OSError:
+        continue
 PY
 }
 
@@ -60,7 +73,7 @@ answers() {  # answers HOST:PORT -> 0 when the broker accepts TCP connections
 
 configure() {  # configure DIR: write server.properties with fresh free ports
   local dir=$1 broker_port controller_port
-  broker_port=$(free_port)
+  broker_port=$(free_port "${KAFKA_PORT:-}")
   controller_port=$(free_port)
   while [ "$controller_port" = "$broker_port" ]; do controller_port=$(free_port); done
   mkdir -p "$dir/data" "$dir/logs"

@@ -188,7 +188,10 @@ def run_seasons(
     probe_lengths: list[I64] = []
     try:
         for meta, candidates, probes in tqdm(
-            results, total=len(tasks), desc=f"daemon cadence ({seasons.name})", disable=not progress
+            results,
+            total=len(tasks),
+            desc=f"daemon cadence ({seasons.name})",
+            disable=None if progress else True,
         ):
             p_event, site_scores = score_rows(modules, candidates, device)
             position = 0

@@ -20,6 +20,7 @@ from model.features import (
     prepare,
 )
 from model.simulate import SimulationConfig, simulate_star
+from tests.model import test_features as single
 
 
 def same_candidate(got: Candidate, expected: Candidate) -> None:
@@ -30,6 +31,8 @@ def same_candidate(got: Candidate, expected: Candidate) -> None:
     assert got.lengths.tolist() == expected.lengths.tolist()
     assert got.trigger == expected.trigger or repr(got.trigger) == repr(expected.trigger)
     assert (got.fields, got.n_removed) == (expected.fields, expected.n_removed)
+    assert got.dropped == expected.dropped
+    assert list(got.dropped) == list(expected.dropped)
     assert np.float64(got.t_last).tobytes() == np.float64(expected.t_last).tobytes()
     assert np.float64(got.flux_scale).tobytes() == np.float64(expected.flux_scale).tobytes()
     for a, b in zip(got.series, expected.series, strict=True):
@@ -151,3 +154,16 @@ def test_sliding_outlier_mask_equals_the_reference() -> None:
         expected = _outlier_mask(flux, OUTLIER_HALF_WINDOW, OUTLIER_N_MAD)
         got = outlier_mask_sliding(flux, OUTLIER_HALF_WINDOW, OUTLIER_N_MAD)
         assert got.tolist() == expected.tolist()
+
+
+def test_dropped_points_by_reason_as_prepare_counts_them() -> None:
+    """Every reason of :attr:`Candidate.dropped` non-zero: a cleaned point, a second dataset on
+    the same site, points beyond the cap and an outlier."""
+    flux = np.random.default_rng(3).normal(0.0, 1.0, 80)
+    flux[40] += 50.0
+    used = single.with_column(single.dataset(n=80, field=2, flux=flux), "flux_err", 10, -1.0)
+    lonely = single.star(used, single.dataset(n=30, field=3), single.dataset("SAAO", n=25))
+    check([lonely], [HIGH_CADENCE], max_length=60)
+    (got,) = prepare_batch(DatasetTable.from_stars([lonely]), [HIGH_CADENCE], max_length=60)
+    assert isinstance(got, Candidate)
+    assert all(got.dropped.values()), got.dropped

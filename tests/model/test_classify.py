@@ -145,3 +145,29 @@ def test_cli_classify_prints_json_lines(season: Path) -> None:
     statuses = sorted(r["status"] for r in records)
     assert statuses.count("scored") + statuses.count("insufficient_data") == 4
     assert all(r["t_last"] <= 2461250 for r in records if r["status"] == "scored")
+
+
+def test_a_magnitude_file_with_a_frame_column_is_scored_and_reported(tmp_path: Path) -> None:
+    """Newcomer items 8 and 12: the extra column is ignored and said so; the points LensNet did
+    not see are counted by reason."""
+    rng = np.random.default_rng(4)
+    hjd = 9100.0 + np.arange(60) * 0.25
+    mag = 19.0 + rng.normal(0.0, 0.02, 60)
+    rows = np.column_stack([hjd, mag, np.full(60, 0.02), np.arange(60)])
+    (tmp_path / "star7").mkdir()
+    np.savetxt(tmp_path / "star7" / "KMTC02_I.dat", rows, fmt=["%.5f", "%.4f", "%.4f", "%d"])
+    module, _ = load_artifact()
+    records = list(classify_season(module, tmp_path))
+    scored, partial = records
+    assert scored["status"] == "scored"
+    assert scored["n_dropped"] == {
+        "cleaning": 0,
+        "other_datasets": 0,
+        "beyond_cap": 0,
+        "outliers": 0,
+    }
+    assert partial == {
+        "path": str(tmp_path / "star7" / "KMTC02_I.dat"),
+        "status": "read_in_part",
+        "ignored": "column 4 of 4 ignored (read as HJD mag mag_err)",
+    }

@@ -222,3 +222,22 @@ def test_collate_keeps_every_real_step(site_lengths: list[int]) -> None:
     assert lengths.tolist() == [site_lengths]
     for s, n in enumerate(site_lengths):
         assert (batch[0, s] != 0).any(axis=1).sum() == n
+
+
+def test_dropped_points_are_counted_by_reason_and_n_removed_is_cleaning_only() -> None:
+    """Newcomer item 12: `n_removed` (documented: cleaning and outlier rejection) no longer
+    counts the points of unused datasets or those beyond the length cap."""
+    flux = np.random.default_rng(3).normal(0.0, 1.0, 80)
+    flux[40] += 50.0  # one isolated spike: an outlier
+    used = with_column(dataset(n=80, field=2, flux=flux), "flux_err", 10, -1.0)  # 1 cleaned
+    other = dataset(n=30, field=3)  # same site, fewer points: not used
+    saao = dataset("SAAO", n=25)
+    candidate = prepare(star(used, other, saao), max_length=60)
+    assert candidate.dropped == {
+        "cleaning": 1,
+        "other_datasets": 30,
+        "beyond_cap": 79 - 60,
+        "outliers": 1,
+    }
+    assert candidate.n_removed == 2
+    assert int(candidate.lengths.sum()) == 80 + 30 + 25 - sum(candidate.dropped.values())

@@ -311,6 +311,31 @@ def test_magnitude_file_uses_the_documented_zero_point(tmp_path: Path) -> None:
     assert (dataset.site, dataset.field, int(dataset.band[0])) == ("CTIO", 1, 0)
 
 
+@pytest.mark.parametrize("extra", [1, 3, 4, 6])
+def test_magnitude_files_with_extra_trailing_columns_are_read_and_reported(
+    tmp_path: Path, extra: int
+) -> None:
+    """Newcomer item 8: KMTNet/MulensModel-style files with a frame index (or more) after
+    HJD mag mag_err are read like three-column files; what was ignored is reported."""
+    columns = " ".join(str(100 + i) for i in range(extra))
+    text = f"# HJD mag mag_err frame...\n9001.25 19.0 0.02 {columns}\n9002.25 18.0 0.01 {columns}\n"
+    season = tmp_path / "season"
+    (season / "star1").mkdir(parents=True)
+    write_text(season / "star1" / "KCT01I.dat", text)
+    write_text(season / "star1" / "KMTS01_I.dat", "9001.5 19.0 0.02\n9002.5 18.5 0.02\n")
+    stars, report = read_season(season)
+    three, _ = read_dataset(write_text(tmp_path / "KCT01I.dat", text.replace(f" {columns}", "")))
+    (dataset,) = [d for d in stars[0].datasets if d.site == "CTIO"]
+    np.testing.assert_array_equal(dataset.flux, three.flux)
+    np.testing.assert_array_equal(dataset.flux_err, three.flux_err)
+    n = 3 + extra
+    what = f"column 4 of {n}" if extra == 1 else f"columns 4-{n} of {n}"
+    assert report.ignored == [
+        (str(season / "star1" / "KCT01I.dat"), f"{what} ignored (read as HJD mag mag_err)")
+    ]
+    assert report.skipped == []
+
+
 @pytest.mark.parametrize(
     ("name", "site", "field", "band"),
     [
@@ -337,6 +362,8 @@ def test_site_field_band_from_file_names(name: str, site: str, field: int, band:
         ("KMTC02_I.pysis", "", "no observations"),
         ("KMTC02_I.pysis", "# only\n# comments\n\n", "no observations"),
         ("KMTC02_I.pysis", "8123.5 1 2 3\n", r":1: expected 3 \(HJD mag mag_err\) or 5 or 8"),
+        ("KMTC02_I.pysis", "8123.5 -40.2 12.5 7\n", r"must read as HJD, magnitude 5-30"),
+        ("KMTC02_I.pysis", "8123.5 19.1\n", r":1: expected 3 \(HJD mag mag_err\) or 5 or 8"),
         ("KMTC02_I.pysis", "# c\n8123.5 1 2 3 4\n8124.5 1 2\n", r":3: expected 5 columns, got 3"),
         ("KMTC02_I.pysis", "8123.5 1 2 3 4\n\n8124.5 1 abc 3 4\n", r":3: not a number: 'abc'"),
         ("KMTC02_I.pysis", "8123.5 1 2 3 4\n2461124.5 1 2 3 4\n", "neither all HJD - 2450000"),

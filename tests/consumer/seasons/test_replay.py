@@ -178,3 +178,14 @@ def test_interrupted_replay_resumes_without_duplicates(
     rows, ordered = read_back(settings, consumer_factory())
     assert rows == season_rows(season)
     assert ordered
+
+
+def test_summary_reports_files_read_in_part() -> None:
+    """Newcomer item 8: extra columns the reader ignored are reported by `lensnet replay`."""
+    from consumer.seasons.archive import ReadReport
+    from consumer.seasons.replay import ReplaySummary
+
+    read = ReadReport(ignored=[(f"s/{i}/KMTC02_I.dat", "column 4 of 4 ignored") for i in range(7)])
+    lines = ReplaySummary("r", 7, 10, read=read).lines()
+    assert "read in part: s/0/KMTC02_I.dat: column 4 of 4 ignored" in lines
+    assert lines[-1] == "... and 2 more files read in part"
