@@ -25,14 +25,15 @@ from consumer.alertfinder.api import (
     TriggerBatchResult,
     TriggerResult,
     TriggerRule,
-    evaluate_batch,
-    rising_batch,
+    evaluate_arrays,
+    rising_arrays,
 )
 from consumer.constants import SITES
 from consumer.settings import RuleSettings, TriggerSettings
 from consumer.state.store import StarStore, TriggerInput
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +107,19 @@ class TriggerStage:
         cumulative = np.concatenate([[0], np.cumsum(high, dtype=np.int64)])
         return np.asarray(cumulative[star_offsets[1:]] - cumulative[star_offsets[:-1]] > 0)
 
+    def _rule_columns(
+        self, high: npt.NDArray[np.bool_]
+    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
+        """(S,) k, n (int64), n_sigma, dchi2_min (float64) of each star: the high-cadence
+        rule where ``high``, the low-cadence one elsewhere (the kernels' rule arrays)."""
+        fast, slow = self._high, self._low
+        return (
+            np.where(high, fast.k, slow.k).astype(np.int64),
+            np.where(high, fast.n, slow.n).astype(np.int64),
+            np.where(high, float(fast.n_sigma), float(slow.n_sigma)),
+            np.where(high, float(fast.dchi2_min), float(slow.dchi2_min)),
+        )
+
     def run(self, store: StarStore, star_ids: npt.ArrayLike) -> TriggerOutcome:
         """Rising test on ``star_ids`` (stars of ``store``), full fit on the passers."""
         tested = self.rising(store, star_ids)
@@ -122,36 +136,38 @@ class TriggerStage:
         tail, baseline, refreshed = store.rising_input(
             ids, self._last, self.settings.baseline_refresh_fraction
         )
-        high = self._high_stars(tail.dataset_field, tail.star_offsets)
-        rising = rising_batch(
+        k, n, n_sigma, _ = self._rule_columns(
+            self._high_stars(tail.dataset_field, tail.star_offsets)
+        )
+        rising = rising_arrays(  # the store's kernel built the input: nothing to check
             tail.t,
             tail.flux,
             tail.flux_err,
             tail.dataset_offsets,
             tail.star_offsets,
-            k=np.where(high, self._high.k, self._low.k),
-            n=np.where(high, self._high.n, self._low.n),
-            n_sigma=np.where(high, self._high.n_sigma, self._low.n_sigma),
-            baseline=baseline,
-            check=False,
+            k,
+            n,
+            n_sigma,
+            baseline,
         )
         return RisingOutcome(evaluated=len(ids), refreshed=refreshed, passers=ids[rising.passed])
 
     def evaluate(self, store: StarStore, star_ids: IntArray) -> Triggered:
         """The full AlertFinder on the whole buffers of ``star_ids``; refreshes their medians."""
         full = store.to_trigger_arrays(star_ids)
-        rules = self.rule_for(full.dataset_field, full.star_offsets)
-        result = evaluate_batch(
+        high = self._high_stars(full.dataset_field, full.star_offsets)
+        rules = [self._high if flag else self._low for flag in high.tolist()]
+        k, n, n_sigma, dchi2_min = self._rule_columns(high)
+        result = evaluate_arrays(  # the store's kernel built the input: nothing to check
             full.t,
             full.flux,
             full.flux_err,
             full.dataset_offsets,
             full.star_offsets,
-            k=np.array([r.k for r in rules], dtype=np.int64),
-            n=np.array([r.n for r in rules], dtype=np.int64),
-            n_sigma=np.array([r.n_sigma for r in rules], dtype=np.float64),
-            dchi2_min=np.array([r.dchi2_min for r in rules], dtype=np.float64),
-            check=False,
+            k=k,
+            n=n,
+            n_sigma=n_sigma,
+            dchi2_min=dchi2_min,
         )
         _store_baselines(store, full, result.baseline)
         return Triggered(star_ids=star_ids, result=result, input=full, rules=tuple(rules))
