@@ -301,9 +301,7 @@ class Daemon:
         if not self.partitions.owned:
             return
         lags = self.partitions.lag(self.feed.high)
-        for (topic, partition), lag in lags.items():
-            if lag is not None:
-                self.metrics.lag.labels(topic=topic, partition=str(partition)).set(lag)
+        self.metrics.record_lag(lags)
         drained = all(lag == 0 for lag in lags.values())
         if stop_at_end and drained and self.partitions.ready:
             self.log.info("input drained, stopping (daemon.stop_at_end)")

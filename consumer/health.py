@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -201,6 +201,12 @@ class Metrics:
             ("version",),
             registry=registry,
         )
+
+    def record_lag(self, lags: Mapping[tuple[str, int], int | None]) -> None:
+        """Set :attr:`lag` of every (topic, partition) whose lag is known."""
+        for (topic, partition), lag in lags.items():
+            if lag is not None:
+                self.lag.labels(topic=topic, partition=str(partition)).set(lag)
 
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition of every metric.

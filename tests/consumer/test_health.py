@@ -117,6 +117,13 @@ def test_render_is_prometheus_text(metrics: Metrics) -> None:
     assert b"# HELP lensnet_observation_to_alert_seconds" in body
 
 
+def test_record_lag_sets_known_lags_only(metrics: Metrics) -> None:
+    metrics.record_lag({("p.KMTC", 0): 7, ("p.KMTS", 1): None})
+    body = metrics.render()[0].decode()
+    assert 'lensnet_consumer_lag{partition="0",topic="p.KMTC"} 7.0' in body
+    assert 'topic="p.KMTS"' not in body
+
+
 # HTTP server
 
 
