@@ -24,6 +24,9 @@ as ``make demo``) and kept in ``--cache``.
    carried the star's observation at the alert's trigger time (the newest the trigger saw),
    both read back from the topics.
 
+With ``--profile FILE`` part 1 ends with one more drain of this checkout under cProfile (not
+in the rate), its statistics written to FILE and the top functions printed.
+
 The last two lines are ``maximum rate: <N> obs/s`` and ``latency p50 <a> s p99 <b> s``.
 """
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import shutil
 import statistics
 import tempfile
@@ -72,11 +76,12 @@ def drain(
     args: argparse.Namespace,
     work: Path,
     extra: dict[str, str],
+    profile: Path | None = None,
 ) -> tuple[float, int, list[Published]]:
     """One daemon of ``code`` draining the topics of ``settings`` into its own alert topic,
     decisions a function of the input alone (``trigger.evaluate_when_caught_up`` off: with
     the input all there, it would only change the last windows); (rate, observations,
-    alerts)."""
+    alerts). Under cProfile when ``profile`` (its statistics file) is given."""
     out = with_outputs(settings, name)
     daemon = start_daemon(
         out,
@@ -86,6 +91,7 @@ def drain(
         cpus={args.cpu},
         code=code,
         extra={"LENSNET_TRIGGER__EVALUATE_WHEN_CAUGHT_UP": "false", **extra},
+        profile=profile,
     )
     status = daemon.wait(args.timeout)
     if status != 0:
@@ -142,6 +148,12 @@ def maximum_rate(
                 + "".join(f"\n    {line}" for line in same.differing[:20])
             )
             print(f"  ratio to the baseline: x{rate / base[-1]:.2f}")
+    if args.profile is not None:
+        rate, rows, _ = drain(
+            f"{run}-profile", settings, REPO, args, work, extra, profile=args.profile
+        )
+        print(f"profiled drain (not timed): {rows} observations, {rate:.0f} obs/s under cProfile")
+        print_profile(args.profile)
     maximum = statistics.median(ours)
     print(f"this checkout, {len(ours)} runs: median {maximum:.0f} obs/s ({spread(ours)})")
     if base:
@@ -207,6 +219,13 @@ def latency(
     return latencies
 
 
+def print_profile(path: Path, top: int = 30) -> None:
+    """The ``top`` functions of a profile by own time, then by cumulative time."""
+    stats = pstats.Stats(str(path))
+    for order in ("tottime", "cumulative"):
+        stats.sort_stats(order).print_stats(top)
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.0f} .. {max(values):.0f}"
 
@@ -224,6 +243,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "lensnet-bench")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--no-latency", action="store_true", help="part 1 only")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="one more drain under cProfile, stats here"
+    )
     parser.add_argument("--rate", type=float, default=None, help="no part 1; part 2 at half this")
     parser.add_argument(
         "--env",

@@ -173,8 +173,10 @@ def start_daemon(
     code: Path = REPO,
     until_end: bool = True,
     extra: dict[str, str] | None = None,
+    profile: Path | None = None,
 ) -> Daemon:
-    """Start ``lensnet run`` (from checkout ``code``) in consumer group ``group``."""
+    """Start ``lensnet run`` (from checkout ``code``) in consumer group ``group``; under
+    cProfile, its statistics written to ``profile`` at exit, when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
     env.update(
         {
@@ -192,7 +194,9 @@ def start_daemon(
             **(extra or {}),
         }
     )
-    command = [sys.executable, "-m", "consumer.cli", "run"] + (["--until-end"] if until_end else [])
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    command = [sys.executable, *profiler, "-m", "consumer.cli", "run"]
+    command += ["--until-end"] if until_end else []
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     with log.open("wb") as handle:
         process = subprocess.Popen(
