@@ -42,7 +42,7 @@ from consumer.edge.photometry import PhotometryDecoder
 from consumer.edge.reach import reach
 from consumer.edge.topics import check_copartitioning
 from consumer.exceptions import LensNetError
-from consumer.health import Health, HealthServer, Metrics
+from consumer.health import BatchClock, Health, HealthServer, Metrics
 from consumer.pipeline.align import Aligner
 from consumer.pipeline.ingest import IngestResult, ingest, sites_by_topic
 from consumer.pipeline.scoring import Scorer
@@ -240,7 +240,7 @@ class Daemon:
         one output transaction."""
         assert self.feed is not None
         assert self.windows is not None
-        started = time.perf_counter()
+        clock = BatchClock()
         self._consistent = False
         evaluated: Evaluated | None = None
         try:
@@ -264,10 +264,7 @@ class Daemon:
         for state in self.partitions.committed(result.positions):
             self.metrics.restore_seconds.observe((state.restored_at or 0.0) - state.opened_at)
         self._update_ready()
-        elapsed = time.perf_counter() - started
-        self.metrics.batches.inc()
-        self.metrics.batch_seconds.observe(elapsed)
-        self.log.info("batch", ms=round(1000 * elapsed, 1), **evaluated.report.__dict__)
+        self.log.info("batch", **self.metrics.batch_done(clock), **evaluated.report.__dict__)
         return evaluated.report
 
     # -- recovery and housekeeping -----------------------------------------------------------------

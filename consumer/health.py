@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -53,6 +54,14 @@ BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 RESTORE_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 _CONTENT_TYPE_TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class BatchClock:
+    """When a batch started: wall clock and this process's CPU time (seconds)."""
+
+    wall: float = field(default_factory=time.perf_counter)
+    cpu: float = field(default_factory=time.process_time)
 
 
 class Metrics:
@@ -201,6 +210,19 @@ class Metrics:
             ("version",),
             registry=registry,
         )
+
+    def batch_done(self, clock: BatchClock) -> dict[str, float]:
+        """Count a batch started at ``clock`` and observe its wall time; its log fields:
+        ``ms`` (wall), ``cpu_ms`` (this process's CPU during it, every thread: librdkafka's
+        included) and ``process_cpu_s`` (the process's CPU so far, for rates per CPU second)."""
+        wall, cpu = time.perf_counter() - clock.wall, time.process_time()
+        self.batches.inc()
+        self.batch_seconds.observe(wall)
+        return {
+            "ms": round(1000 * wall, 1),
+            "cpu_ms": round(1000 * (cpu - clock.cpu), 1),
+            "process_cpu_s": round(cpu, 3),
+        }
 
     def record_lag(self, lags: Mapping[tuple[str, int], int | None]) -> None:
         """Set :attr:`lag` of every (topic, partition) whose lag is known."""
