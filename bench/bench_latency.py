@@ -97,6 +97,12 @@ def drain(
     if status != 0:
         raise SystemExit(f"daemon exited with {status} (log: {daemon.log})")
     rate = rate_of([daemon])
+    scored = sum(int(b.get("scored", 0)) for b in daemon.events("batch"))
+    print(
+        f"  {name}: {rate.batches} batches in {rate.seconds:.1f} s using {rate.cpu_seconds:.1f} "
+        f"CPU s = {rate.per_cpu_second:.0f} obs per CPU second; {scored} candidates scored "
+        f"({scored / rate.seconds if rate.seconds else 0:.0f} candidates/s)"
+    )
     return rate.per_second, rate.observations, alerts_of(out)
 
 

@@ -72,7 +72,8 @@ def drain(
     shares = [rate_of([d]).observations for d in daemons]
     print(
         f"{processes} process(es): {rate.observations} observations in {rate.seconds:.1f} s "
-        f"= {rate.per_second:.0f} obs/s (per process {shares}, {rate.batches} batches)"
+        f"= {rate.per_second:.0f} obs/s (per process {shares}, {rate.batches} batches); "
+        f"{rate.cpu_seconds:.1f} CPU s = {rate.per_cpu_second:.0f} obs per CPU second"
     )
     return rate.per_second, rate.observations, alerts_of(out)
 

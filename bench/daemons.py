@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -132,12 +133,44 @@ def with_outputs(settings: Settings, name: str) -> Settings:
     return out
 
 
+class CpuClock:
+    """A process's CPU time (user + system, every thread) sampled every 50 ms from
+    ``/proc/<pid>/stat`` on a thread of its own until the process is gone: on a shared machine
+    a rate per CPU second says what one core does, whatever else ran beside it."""
+
+    TICK: Final = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, pid: int) -> None:
+        self.samples: list[tuple[float, float]] = []  # (Unix time, CPU seconds)
+        self._stat = Path(f"/proc/{pid}/stat")
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                fields = self._stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                return
+            if fields[0] == "Z":  # exited, not yet reaped
+                return
+            self.samples.append((time.time(), (int(fields[11]) + int(fields[12])) / self.TICK))
+            time.sleep(0.05)
+
+    def between(self, start: float, end: float) -> float:
+        """CPU seconds the process used from ``start`` to ``end`` (Unix times), interpolated."""
+        if len(self.samples) < 2:
+            return 0.0
+        times, cpu = np.array(self.samples).T
+        return float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
+
+
 @dataclass
 class Daemon:
-    """One ``lensnet run`` process and its log."""
+    """One ``lensnet run`` process, its log and its CPU clock."""
 
     process: subprocess.Popen[bytes]
     log: Path
+    cpu: CpuClock
 
     def wait(self, timeout_s: float) -> int:
         try:
@@ -202,7 +235,7 @@ def start_daemon(
         process = subprocess.Popen(
             command, cwd=code, env=env, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=pin
         )
-    return Daemon(process, log)
+    return Daemon(process, log, CpuClock(process.pid))
 
 
 @dataclass
@@ -214,10 +247,16 @@ class Rate:
     batches: int
     first_start: float  # Unix time the first batch started
     last_end: float
+    cpu_seconds: float = 0.0  # the daemons' CPU time over the same span, all together
 
     @property
     def per_second(self) -> float:
         return self.observations / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Observations per CPU second: the rate per core on a machine not shared."""
+        return self.observations / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 def rate_of(daemons: list[Daemon]) -> Rate:
@@ -232,7 +271,9 @@ def rate_of(daemons: list[Daemon]) -> Rate:
             batches += 1
     if not batches:
         return Rate(0, 0.0, 0, 0.0, 0.0)
-    return Rate(observations, max(ends) - min(starts), batches, min(starts), max(ends))
+    first, last = min(starts), max(ends)
+    cpu = sum(daemon.cpu.between(first, last) for daemon in daemons)
+    return Rate(observations, last - first, batches, first, last, cpu)
 
 
 def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
