@@ -8,12 +8,14 @@ Run by hand from the repository root::
 The season (``bench/daemons.py``, as ``bench_latency.py``) is replayed unpaced once into fresh
 photometry topics; then, for each N, N ``lensnet run --until-end`` processes (exactly once,
 default settings) in a fresh consumer group with their own alert topic drain them, process i
-pinned to CPU ``i % cpus`` (the replay is over before they start). The aggregate rate is the
-observations of all their ``batch`` log lines over the wall time from the first batch's start
-to the last one's end, so it includes the group's rebalances; the alerts of every N are compared
+pinned to CPU ``i % cpus`` (the replay is over before they start). The aggregate rate is
+taken over the wall time from the first batch's start to the last one's end (all processes'
+``batch`` log lines), so it includes the group's rebalances; the alerts of every N are compared
 with those of N = 1 (same stars, trigger times and scores).
 
-The last line is ``scaling: <x> (2 processes / 1)`` when both N were run.
+The scaling compares rates of the season's observations counted once (those re-read after a
+rebalance are work, not throughput). The last line is ``scaling: <x> (2 processes / 1)`` when
+both N were run.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def drain(
     settings: Settings, processes: int, cpus: list[int], work: Path, timeout_s: float
 ) -> tuple[float, int, list[Published]]:
     """``processes`` daemons in one fresh group draining ``settings``' photometry topics;
-    (aggregate obs/s, observations, alerts)."""
+    (seconds from the first batch's start to the last one's end, observations processed,
+    alerts). Processed observations include those a process read again after a rebalance
+    moved a partition to it (it restores the partition's checkpoint and replays from there)."""
     name = f"scale{processes}-{uuid.uuid4().hex[:6]}"
     out = with_outputs(settings, name)
     daemons = [
@@ -75,7 +79,7 @@ def drain(
         f"= {rate.per_second:.0f} obs/s (per process {shares}, {rate.batches} batches); "
         f"{rate.cpu_seconds:.1f} CPU s = {rate.per_cpu_second:.0f} obs per CPU second"
     )
-    return rate.per_second, rate.observations, alerts_of(out)
+    return rate.seconds, rate.observations, alerts_of(out)
 
 
 def main() -> None:
@@ -109,10 +113,13 @@ def main() -> None:
             replay(settings, path, ReplayOptions(progress=False))
             rates: dict[int, list[float]] = {n: [] for n in counts}
             reference: list[Published] | None = None
+            season_rows = 0  # the first drain's: the season's observations, read once
             for _ in range(args.repeat):
                 for n in counts:
-                    rate, _rows, alerts = drain(settings, n, cpus, work, args.timeout)
-                    rates[n].append(rate)
+                    seconds, rows, alerts = drain(settings, n, cpus, work, args.timeout)
+                    season_rows = season_rows or rows
+                    rates[n].append(season_rows / seconds)
+                    print(f"  the season's {season_rows} observations: {rates[n][-1]:.0f} obs/s")
                     if reference is None:
                         reference = alerts
                         print(f"  {len(alerts)} alerts (the reference)")
