@@ -384,10 +384,18 @@ def evaluate(
     baseline: Annotated[bool, typer.Option(help="Also fit and report the linear baseline.")] = True,
     cache: Annotated[Path, _CACHE_OPTION] = DEFAULT_CACHE_DIR,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    validation_calls: Annotated[
+        Path | None,
+        typer.Option(
+            help="calls-validation.npz of an earlier run with the same artifacts in the same "
+            "order: reused instead of rescoring the validation seasons."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate artifacts (seeds) on validation and test seasons; write the report."""
     import torch
 
+    from model.evaluation.cadence import load_calls
     from model.evaluation.run import evaluate as run_evaluation
     from model.export import shipped_artifact
 
@@ -401,6 +409,7 @@ def evaluate(
         device=device,
         progress=progress,
         baseline=baseline,
+        validation_calls=load_calls(validation_calls) if validation_calls else None,
     )
     from model.evaluation.report import TARGETS, fmt, lookup
 

@@ -59,6 +59,9 @@ class StarCalls:
     p_event : (M, C) binary score of each model at each call.
     site_scores : (M, C, 3) per-site scores.
     n_sites : sites with data.
+    peak_snr : the simulator's ``peak_snr``: the largest noiseless excess at the star's
+        observation times in typical errors of one point (NaN in files saved before it was
+        recorded).
     """
 
     season: int
@@ -75,6 +78,7 @@ class StarCalls:
     p_event: F64
     site_scores: F64
     n_sites: int
+    peak_snr: float = math.nan
 
     def alert_time(self, model: int, threshold: float, confirm: int = 1) -> float:
         """When a daemon with ``alert_threshold = threshold`` alerts (NaN: never): the first
@@ -133,6 +137,7 @@ def _stars_task(
                 "last_data": float(hjd.max()) if len(hjd) else math.nan,
                 "calls": np.asarray(calls, dtype=np.float64),
                 "n_sites": len(sites),
+                "peak_snr": float(label.params.get("peak_snr", math.nan)),
             }
         )
         if label.subclass == "constant" and len(hjd) > 20:
@@ -236,6 +241,8 @@ SEASON_BINS: Final = (
 )
 #: Bins of the baseline I magnitude.
 MAG_BINS: Final = ((14.0, 16.0), (16.0, 17.5), (17.5, 19.0), (19.0, 21.0))
+#: Bins of an event's peak excess in typical errors of one point (:attr:`StarCalls.peak_snr`).
+SNR_BINS: Final = ((0.0, 10.0), (10.0, 20.0), (20.0, 50.0), (50.0, math.inf))
 #: Days after the peak through which a triggered event should keep scoring as an event.
 AFTER_PEAK_DAYS: Final = 20.0
 
@@ -266,6 +273,7 @@ def cadence_metrics(
     first = np.array([s.first_data for s in stars])
     last = np.array([s.last_data for s in stars])
     mag = np.array([s.baseline_mag for s in stars])
+    snr = np.array([s.peak_snr for s in stars])
     first_call = np.array([s.calls[0] if len(s.calls) else math.nan for s in stars])
     since_start = t_peak - first
     events = (label == "YES") & (t_peak >= first) & (t_peak <= last)
@@ -305,6 +313,12 @@ def cadence_metrics(
                 "event_recall_before_peak_by_mag": {
                     f"{a:g}-{b:g}": _fraction(before[events & (mag >= a) & (mag < b)])
                     for a, b in MAG_BINS
+                },
+                "event_recall_before_peak_by_snr": {
+                    f"{a:g}-{b:g}": _fraction(
+                        before[events & (since_start >= 20) & (snr >= a) & (snr < b)]
+                    )
+                    for a, b in SNR_BINS
                 },
                 "triggered_before_peak_recall": _fraction(
                     before[events & (since_start >= 20) & (first_call <= t_peak)]
@@ -372,6 +386,16 @@ def cadence_metrics(
             f"{a:g}-{b:g}": _fraction((first_call <= t_peak)[events & (mag >= a) & (mag < b)])
             for a, b in MAG_BINS
         },
+        "n_events_by_snr": {
+            f"{a:g}-{b:g}": int((events & (since_start >= 20) & (snr >= a) & (snr < b)).sum())
+            for a, b in SNR_BINS
+        },
+        "trigger_before_peak_by_snr": {
+            f"{a:g}-{b:g}": _fraction(
+                (first_call <= t_peak)[events & (since_start >= 20) & (snr >= a) & (snr < b)]
+            )
+            for a, b in SNR_BINS
+        },
         "per_model": per_model,
         "summary": summarise(per_model),
     }
@@ -407,6 +431,7 @@ _META_FIELDS: Final = (
     "first_data",
     "last_data",
     "n_sites",
+    "peak_snr",
 )
 
 
@@ -439,7 +464,7 @@ def load_calls(path: Path) -> tuple[list[StarCalls], Probes]:
     bounds = np.concatenate([[0], np.cumsum(data["counts"])])
     stars = [
         StarCalls(
-            **{name: data[name][i].item() for name in _META_FIELDS},
+            **{name: data[name][i].item() for name in _META_FIELDS if name in data},
             calls=data["calls"][bounds[i] : bounds[i + 1]].copy(),
             p_event=data["p_event"][:, bounds[i] : bounds[i + 1]].copy(),
             site_scores=data["site_scores"][:, bounds[i] : bounds[i + 1]].copy(),

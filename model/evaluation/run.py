@@ -35,7 +35,14 @@ from model.dataset import (
     load_set,
 )
 from model.evaluation import report
-from model.evaluation.cadence import cadence_metrics, run_seasons, save_calls, summarise
+from model.evaluation.cadence import (
+    Probes,
+    StarCalls,
+    cadence_metrics,
+    run_seasons,
+    save_calls,
+    summarise,
+)
 from model.evaluation.instances import (
     Baseline,
     Scores,
@@ -108,11 +115,13 @@ def evaluate(
     test_seasons: SeasonSet = TEST_SEASONS,
     train_seasons: SeasonSet | None = None,
     baseline: bool = True,
+    validation_calls: tuple[Sequence[StarCalls], Probes] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the artifacts; writes ``report.md``, ``metrics.json``, the scored calls
     (``calls-*.npz``) and PNGs in ``out_dir`` and returns the metrics (``metrics["chosen"]`` is
     the index of the seed to ship). Training and validation seasons default to those in the
-    first artifact's card."""
+    first artifact's card. ``validation_calls``: the validation seasons already scored by these
+    artifacts, in this order (e.g. :func:`load_calls` of an earlier run), instead of rescoring."""
     where = resolve_device(device)
     loaded = [load_artifact(path) for path in artifacts]
     modules = [module.to(where) for module, _ in loaded]
@@ -133,9 +142,11 @@ def evaluate(
         },
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    validation_stars, validation_probes = run_seasons(
+    validation_stars, validation_probes = validation_calls or run_seasons(
         modules, validation_seasons, workers=workers, device=where, progress=progress
     )
+    if validation_stars and validation_stars[0].p_event.shape[0] != len(modules):
+        raise ValueError("validation_calls were scored by another number of artifacts")
     save_calls(validation_stars, validation_probes, out_dir / "calls-validation.npz")
     metrics["validation_cadence"] = cadence_metrics(
         validation_stars, validation_probes, (0.45, 0.955)

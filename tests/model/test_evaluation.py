@@ -21,14 +21,19 @@ from model.lensnet import LensNet, LensNetConfig
 
 
 def star(
-    label: str, subclass: str, t_peak: float, calls: list[float], scores: list[float]
+    label: str,
+    subclass: str,
+    t_peak: float,
+    calls: list[float],
+    scores: list[float],
+    peak_snr: float = np.nan,
 ) -> StarCalls:
     n = len(calls)
     return StarCalls(
         season=1, star_index=0, star_id=0, label=label, subclass=subclass, t_peak=t_peak,
         t_rise_start=t_peak - 10.0, baseline_mag=18.0, first_data=0.0, last_data=240.0,
         calls=np.asarray(calls, dtype=np.float64), p_event=np.asarray([scores], dtype=np.float64),
-        site_scores=np.zeros((1, n, 3)), n_sites=3,
+        site_scores=np.zeros((1, n, 3)), n_sites=3, peak_snr=peak_snr,
     )  # fmt: skip
 
 
@@ -63,12 +68,32 @@ def test_alert_times_and_rates_follow_their_definitions() -> None:
     assert confirmed["alerted_per_class"]["NO"] == 0.0
 
 
+def test_events_are_split_by_their_peak_snr() -> None:
+    stars = [
+        star("YES", "pspl", 100.0, [95.0], [0.99], peak_snr=9.0),  # alerted before the peak
+        star("YES", "pspl", 100.0, [101.0], [0.99], peak_snr=8.5),  # triggered after it
+        star("YES", "pspl", 100.0, [90.0], [0.3], peak_snr=60.0),  # triggered, not alerted
+    ]
+    probes = Probes(np.zeros((1, 0, 3)), np.zeros((0, 3), dtype=bool))
+    metrics = cadence_metrics(stars, probes, (0.45,))
+    assert metrics["n_events_by_snr"] == {"0-10": 2, "10-20": 0, "20-50": 0, "50-inf": 1}
+    assert metrics["trigger_before_peak_by_snr"]["0-10"] == pytest.approx(1 / 2)
+    assert metrics["trigger_before_peak_by_snr"]["50-inf"] == 1.0
+    by_snr = metrics["per_model"][0]["0.45"]["event_recall_before_peak_by_snr"]
+    assert by_snr["0-10"] == pytest.approx(1 / 2)
+    assert by_snr["50-inf"] == 0.0
+
+
 def test_scored_calls_round_trip(tmp_path: Path) -> None:
-    stars = [star("YES", "pspl", 100.0, [88.0, 95.0], [0.5, 0.99]), star("NO", "mira", 5.0, [], [])]
+    stars = [
+        star("YES", "pspl", 100.0, [88.0, 95.0], [0.5, 0.99], peak_snr=12.5),
+        star("NO", "mira", 5.0, [], []),
+    ]
     probes = Probes(np.zeros((1, 2, 3)), np.ones((2, 3), dtype=bool))
     save_calls(stars, probes, tmp_path / "calls.npz")
     again, again_probes = load_calls(tmp_path / "calls.npz")
     assert [s.subclass for s in again] == ["pspl", "mira"]
+    assert again[0].peak_snr == 12.5
     np.testing.assert_array_equal(again[0].calls, stars[0].calls)
     np.testing.assert_array_equal(again[0].p_event, stars[0].p_event)
     np.testing.assert_array_equal(again_probes.has_data, probes.has_data)
