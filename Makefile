@@ -73,8 +73,10 @@ test: install kafka-jars registry-jars deploy-tools image lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Prefers port 9092 (the clients' default); `lensnet` finds the broker either way.
+# KAFKA_ARGS="--brokers 3" starts a three-broker cluster, "--security sasl_ssl" one with TLS,
+# SCRAM and ACLs (deploy/local-kafka/kafka.sh).
 kafka-start: kafka-jars
-	KAFKA_PORT=$${KAFKA_PORT:-9092} deploy/local-kafka/kafka.sh start $(KAFKA_DIR)
+	KAFKA_PORT=$${KAFKA_PORT:-9092} deploy/local-kafka/kafka.sh start $(KAFKA_ARGS) $(KAFKA_DIR)
 
 kafka-stop:
 	deploy/local-kafka/kafka.sh stop $(KAFKA_DIR)

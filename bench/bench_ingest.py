@@ -483,6 +483,7 @@ def topic_settings(args: argparse.Namespace) -> TopicSettings:
         photometry_prefix=f"{args.prefix}.photometry.",
         alerts=f"{args.prefix}.alerts",
         dead_letter=f"{args.prefix}.deadletter",
+        events=f"{args.prefix}.events",
         partitions=args.partitions,
     )
 

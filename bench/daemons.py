@@ -108,13 +108,14 @@ def broker(bootstrap: str | None, work: Path) -> Iterator[str]:
 
 def bench_settings(bootstrap: str, name: str, partitions: int) -> Settings:
     """Settings of fresh topics named after ``name`` (the photometry topics, alerts, dead
-    letters), created on the broker."""
+    letters, event updates), created on the broker."""
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
         topics=TopicSettings(
             photometry_prefix=f"{name}.photometry.",
             alerts=f"{name}.alerts",
             dead_letter=f"{name}.deadletter",
+            events=f"{name}.events",
             partitions=partitions,
         ),
     )
@@ -123,14 +124,28 @@ def bench_settings(bootstrap: str, name: str, partitions: int) -> Settings:
 
 
 def with_outputs(settings: Settings, name: str) -> Settings:
-    """The same photometry topics with an alert and a dead-letter topic of their own (a second
-    daemon reading the same input), created."""
+    """The same photometry topics with alert, dead-letter and events topics of their own (a
+    second daemon reading the same input: it reads its events topic back on assignment, so a
+    shared one would change its decisions), created."""
     topics = settings.topics.model_copy(
-        update={"alerts": f"{name}.alerts", "dead_letter": f"{name}.deadletter"}
+        update={
+            "alerts": f"{name}.alerts",
+            "dead_letter": f"{name}.deadletter",
+            "events": f"{name}.events",
+        }
     )
     out = settings.model_copy(update={"topics": topics})
     ensure_topics(make_admin(out.kafka), required_topics(out.topics))
     return out
+
+
+def events_topic(settings: Settings, code: Path) -> dict[str, str]:
+    """The events topic's setting for a daemon of checkout ``code``: none for a baseline older
+    than the events topic (its settings would reject it, and it writes no updates)."""
+    source = code / "consumer" / "settings.py"
+    if not source.exists() or "events: str" not in source.read_text():
+        return {}
+    return {"LENSNET_TOPICS__EVENTS": settings.topics.events}
 
 
 class CpuClock:
@@ -224,6 +239,7 @@ def start_daemon(
             "LENSNET_DAEMON__INSTANCE_ID": instance,
             "LENSNET_DAEMON__HTTP_PORT": "-1",
             "LENSNET_LOG__FORMAT": "json",
+            **events_topic(settings, code),
             **(extra or {}),
         }
     )

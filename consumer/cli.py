@@ -51,6 +51,10 @@ alerts_app = typer.Typer(
 )
 app.add_typer(topics_app, name="topics")
 app.add_typer(alerts_app, name="alerts")
+events_app = typer.Typer(
+    help="Follow alerted events as they unfold: refits, anomalies.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -102,7 +106,11 @@ def _with_local_broker(settings: Settings) -> Settings:
     folder = local_broker_dir()
     try:
         bootstrap = (folder / "bootstrap").read_text().strip()
-        pid = int((folder / "kafka.pid").read_text().strip())
+        # A single broker keeps its pid beside `bootstrap`; a cluster, in node-1/.
+        pid_file = folder / "kafka.pid"
+        if not pid_file.exists():
+            pid_file = folder / "node-1" / "kafka.pid"
+        pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except PermissionError:
         pass  # alive, another user's
@@ -553,7 +561,8 @@ def _subscriber(settings: Settings, **options: Any) -> Any:
 #: Earth (HJD corrected for the light time to the Sun at the star's position).
 ALERT_TABLE_HEADER = (
     f"{'trigger HJD':>13}  {'trigger UTC':16}  {'star':>12}  {'field':5}  {'chip':>4}  "
-    f"{'RA':10}  {'Dec':9}  {'sites':14}  {'Δχ²':>8}  {'p_event':>7}  {'label':5}  alert id"
+    f"{'RA':10}  {'Dec':9}  {'sites':14}  {'Δχ²':>8}  {'p_event':>7}  {'label':5}  "
+    f"{'peak HJD ± 1 sd':>20} {'I_pk':>5}  alert id"
 )
 
 
@@ -568,8 +577,33 @@ def alert_row(alert: Any) -> str:
         f"{field_name:5}  {alert.chip:>4}  {sexagesimal_ra(alert.ra):10}  "
         f"{sexagesimal_dec(alert.dec):9}  {'+'.join(dict.fromkeys(alert.alertfinder.sites)):14}  "
         f"{alert.alertfinder.dchi2:>8.0f}  {alert.lensnet.p_event:>7.3f}  "
-        f"{alert.lensnet.label:5}  {alert.alert_id}"
+        f"{alert.lensnet.label:5}  {_peak_columns(alert.event_model)}  {alert.alert_id}"
     )
+
+
+def _peak_columns(model: Any) -> str:
+    """Predicted peak (HJD ± 1 sd) and peak I magnitude of the source, for tables."""
+    if model is None:
+        return f"{'-':>20} {'-':>5}"
+    err = "?" if model.peak_hjd_err is None else f"{min(model.peak_hjd_err, 999.9):.1f}"
+    mag = "-" if model.peak_mag is None else f"{model.peak_mag:.1f}"
+    return f"{model.peak_hjd:>13.2f} ± {err:>4} {mag:>5}"
+
+
+def _model_summary(model: Any) -> dict[str, Any] | None:
+    """The JSON of an event model in ``tail --json`` lines (no per-dataset fluxes)."""
+    if model is None:
+        return None
+    names = ("fitted_to_hjd", "peak_hjd", "peak_hjd_err", "peak_hjd_lower", "peak_hjd_upper",
+             "peak_mag", "peak_mag_err", "t0",
+             "t0_err", "u0", "u0_err", "tE", "tE_err", "peak_magnification", "source_mag",
+             "peak_seen")  # fmt: skip
+    out = {name: getattr(model, name) for name in names}
+    anomaly = model.anomaly
+    out["anomaly"] = (
+        None if anomaly is None else dict(anomaly.__dict__) | {"sites": list(anomaly.sites)}
+    )
+    return out
 
 
 def alert_summary(alert: Any) -> dict[str, Any]:
@@ -598,6 +632,7 @@ def alert_summary(alert: Any) -> dict[str, Any]:
         "p_no": alert.lensnet.p_no,
         "model_version": alert.lensnet.model_version,
         "n_points": len(alert.light_curve),
+        "event_model": _model_summary(alert.event_model),
     }
 
 
@@ -687,6 +722,83 @@ def alerts_stats(
         )
 
 
+@events_app.command("tail")
+def events_tail(
+    ctx: typer.Context,
+    start: Annotated[str, _FROM] = "latest",
+    until_end: Annotated[
+        bool, typer.Option("--until-end", help="Exit once the updates published so far are read.")
+    ] = False,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only updates of this kind: INITIAL, UPDATE, ANOMALY, FINAL (repeatable)."
+        ),
+    ] = None,
+    star: Annotated[str | None, _STAR] = None,
+    group: Annotated[str | None, _GROUP] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per update.")] = False,
+) -> None:
+    """Follow the events topic: refits of alerted events as they unfold, anomalies at once."""
+    import fnmatch
+    import json
+
+    from consumer.edge.events import UPDATE_KINDS
+    from consumer.edge.subscribe import EventSubscriber
+
+    settings = _settings(ctx)
+    kinds = {k.upper() for k in kind or []}
+    unknown = sorted(kinds - set(UPDATE_KINDS))
+    if unknown:
+        raise typer.BadParameter(f"--kind {unknown[0]}: expected one of {', '.join(UPDATE_KINDS)}")
+    header = (
+        f"{'published (UTC)':19} {'star':>12} {'#':>3} {'kind':7} {'fitted to':>11} "
+        f"{'peak HJD ± 1 sd':>20} {'I_pk':>5} {'tE':>6} reason"
+    )
+    shown = 0
+    with EventSubscriber(
+        settings.kafka,
+        settings.topics.events,
+        topic_setting=env_name(("topics", "events")),
+        group_id=group,
+        start=_start(start),
+        stop_at_end=until_end,
+    ) as updates:
+        for update in updates:
+            wanted = (not kinds or update.kind in kinds) and (
+                star is None or fnmatch.fnmatchcase(str(update.star_id), star)
+            )
+            if wanted:
+                model = update.event_model
+                if as_json:
+                    line = {
+                        "event_id": update.event_id,
+                        "star_id": update.star_id,
+                        "sequence": update.sequence,
+                        "kind": update.kind,
+                        "reason": update.reason,
+                        "published_at": update.published_at.isoformat(),
+                        "ra": update.ra,
+                        "dec": update.dec,
+                        "alert_hjd": update.alert_hjd,
+                        "event_model": _model_summary(model),
+                    }
+                    typer.echo(json.dumps(line))
+                else:
+                    if shown == 0:
+                        typer.echo(header)
+                    typer.echo(
+                        f"{update.published_at:%Y-%m-%d %H:%M:%S} {update.star_id:>12} "
+                        f"{update.sequence:>3} {update.kind:7} {model.fitted_to_hjd:>11.2f} "
+                        f"{_peak_columns(model)} {model.tE:>6.1f} {update.reason}"
+                    )
+                shown += 1
+            if group is not None:
+                updates.ack(update)
+    if not as_json:
+        typer.echo(f"{shown} updates")
+
+
 @topics_app.command("create")
 def topics_create(
     ctx: typer.Context,
@@ -698,12 +810,14 @@ def topics_create(
         ),
     ] = False,
 ) -> None:
-    """Create the photometry, alert and dead-letter topics that do not exist yet."""
+    """Create the photometry, alert, events and dead-letter topics that do not exist yet."""
     from consumer.edge.kafka import make_admin
     from consumer.edge.topics import (
+        broker_count,
         check_copartitioning,
         delete_topics,
         ensure_topics,
+        replication,
         required_topics,
     )
 
@@ -716,8 +830,12 @@ def topics_create(
             typer.echo(f"deleted {name}")
     created = ensure_topics(admin, required_topics(settings.topics))
     partitions = check_copartitioning(admin, settings.topics)
+    topics = settings.topics
+    replicas, min_insync = replication(
+        broker_count(admin), topics.replication_factor, topics.min_insync_replicas
+    )
     for name in created:
-        typer.echo(f"created {name}")
+        typer.echo(f"created {name} ({replicas} replicas, min.insync.replicas={min_insync})")
     typer.echo(f"photometry topics co-partitioned with {partitions} partitions")
 
 

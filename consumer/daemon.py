@@ -4,10 +4,10 @@ consume a batch (:class:`~consumer.edge.feed.Feed`: the consumer, its watermarks
 -> :func:`~consumer.pipeline.ingest.ingest` (decode, check, clean; dead letters) ->
 :class:`~consumer.pipeline.align.Aligner` (each partition's three site topics in observation
 order) -> :class:`~consumer.pipeline.windows.WindowStage` (buffer into the star stores;
-trigger, vetting and LensNet on every evaluation window that closes) -> its alerts and dead
-letters (:func:`~consumer.edge.output.publish`), and the consumed offsets, out through
-:class:`~consumer.edge.output.Output`, one :func:`~consumer.edge.output.transaction` per batch
-by default.
+trigger, vetting and LensNet on every evaluation window that closes; the event model) -> its
+alerts, event updates and dead letters (:func:`~consumer.edge.output.publish`), and the
+consumed offsets, out through :class:`~consumer.edge.output.Output`, one
+:func:`~consumer.edge.output.transaction` per batch by default.
 
 At the edges of a batch: partition ownership (:class:`~consumer.state.partitions.Partitions`:
 restore and replay on assign, checkpoint on revoke, rewind after an aborted transaction).
@@ -51,6 +51,7 @@ from consumer.pipeline.windows import BatchReport, Evaluated, WindowStage
 from consumer.settings import Settings
 from consumer.signals import exit_after, stop_on_signals
 from consumer.state.alerted import PublishedAlerts
+from consumer.state.events import PublishedEvents
 from consumer.state.partitions import Partitions
 
 log = structlog.get_logger("lensnet.daemon")
@@ -65,12 +66,7 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health()
         self.topics = settings.topics.photometry_topics()
-        retry_s = settings.daemon.transaction_timeout_ms / 1000
-        published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s)
-        days = settings.trigger.evaluation_days
-        self.partitions = Partitions(
-            settings.state, self.topics, days, published=published, log=self.log
-        )
+        self.partitions = owned_partitions(settings, self.topics, self.log)
         self.aligner = Aligner(self.topics, settings.consumer.max_held_messages)
         self.decoder = PhotometryDecoder()
         self.site_of_topic = sites_by_topic(self.topics)
@@ -164,9 +160,10 @@ class Daemon:
             for reason, count in decoded.rejected.items():
                 self.metrics.observations_rejected.labels(reason=reason).inc(count)
             ready = self.aligner.add(good, decoded)
+        self.aligner.advance(self.feed.positions())
         ready.merge(self.aligner.release(self.feed.high))
         self.feed.flow()
-        if ready.messages or self.windows.due(self.feed.caught_up):
+        if ready.messages or ready.positions or self.windows.due(self.feed.caught_up):
             self.process(ready)
         else:
             self._idle()
@@ -303,6 +300,22 @@ class Daemon:
         if stop_at_end and drained and self.partitions.ready:
             self.log.info("input drained, stopping (daemon.stop_at_end)")
             self.stop()
+
+
+def owned_partitions(settings: Settings, topics: tuple[str, ...], log: Any) -> Partitions:
+    """The daemon's partition ownership, reading back on assignment which stars already alerted
+    (the alerts topic) and the followed events' last updates (the events topic, when enabled)."""
+    retry_s = settings.daemon.transaction_timeout_ms / 1000
+    published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s)
+    events = PublishedEvents(settings.kafka, settings.topics.events, retry_s)
+    return Partitions(
+        settings.state,
+        topics,
+        settings.trigger.evaluation_days,
+        published=published,
+        published_events=events if settings.events.enabled else None,
+        log=log,
+    )
 
 
 class StartupInterruptedError(LensNetError):

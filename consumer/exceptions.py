@@ -57,6 +57,9 @@ class KafkaClientError(LensNetError):
             KafkaError._TIMED_OUT,
             KafkaError._TRANSPORT,
             KafkaError._ALL_BROKERS_DOWN,
+            # The broker a request waited on left the cluster's metadata (killed): another
+            # replica takes over its partitions.
+            KafkaError._DESTROY_BROKER,
         }
         kafka_error = error.args[0] if error.args and hasattr(error.args[0], "code") else error
         if hasattr(kafka_error, "code") and hasattr(kafka_error, "str"):

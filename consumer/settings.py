@@ -99,12 +99,28 @@ class TopicSettings(_Frozen):
     photometry_prefix: str = "kmtnet.photometry."
     alerts: str = "lensnet.alerts"
     dead_letter: str = "lensnet.deadletter"
+    #: Updates of followed events (refits, anomalies), keyed by star like alerts.
+    events: str = "lensnet.events"
     #: Partitions of every photometry topic (co-partitioned: star -> same partition number).
     partitions: int = Field(12, ge=1, le=10_000)
     alert_partitions: int = Field(3, ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=7)
+    #: Copies of each partition; None: 3 where the cluster has three brokers or more, else 1.
+    replication_factor: int | None = Field(None, ge=1, le=7)
+    #: Replicas that must hold a write before it counts (the producers use acks=all); None:
+    #: 2 when the topic has three copies or more (one broker may fail), else 1.
+    min_insync_replicas: int | None = Field(None, ge=1, le=7)
     #: Retention of photometry topics in ms; -1 keeps everything so state can be rebuilt.
     photometry_retention_ms: int = -1
+
+    @model_validator(mode="after")
+    def _enough_replicas(self) -> TopicSettings:
+        rf, isr = self.replication_factor, self.min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(
+                f"{env_name(('topics', 'min_insync_replicas'))}={isr} exceeds "
+                f"{env_name(('topics', 'replication_factor'))}={rf}: no write could succeed"
+            )
+        return self
 
     def photometry(self, site: str) -> str:
         """Topic carrying one site's photometry, e.g. ``kmtnet.photometry.ctio``."""
@@ -225,6 +241,33 @@ class ModelSettings(_Frozen):
     max_pending: int = Field(512, ge=1)
 
 
+class EventsSettings(_Frozen):
+    """The event model: the point-lens fit on every alert and the updates of followed events
+    (:mod:`consumer.pointlens`, :mod:`consumer.pipeline.event_model`)."""
+
+    #: Fit every alert and follow alerted stars on the events topic; False: alerts only.
+    enabled: bool = True
+    #: An update at least this often (days of data) while an event is followed.
+    every_days: float = Field(1.0, gt=0)
+    #: The predicted peak must move by more than its last published 1-sigma and at least this.
+    min_shift_days: float = Field(0.05, ge=0)
+    #: Stop following this many days after the fitted event is back at baseline (A < 1.01).
+    stop_days: float = Field(10.0, ge=0)
+    #: ... or once this many days passed since the alert (a non-event never returns to a point
+    #: lens's baseline).
+    max_days: float = Field(150.0, gt=0)
+    #: Anomaly (consumer.pointlens.anomaly): a run of points deviating by n_sigma scaled
+    #: errors, same sign, at least min_run long across two or more sites, min_run_one_site
+    #: from one site, ending within the last recent_days of data.
+    anomaly_n_sigma: float = Field(2.5, gt=0)
+    anomaly_min_run: int = Field(3, ge=1)
+    anomaly_min_run_one_site: int = Field(3, ge=1)
+    anomaly_recent_days: float = Field(3.0, gt=0)
+    #: A run at this level is refitted without its points and tested again (SIGNALMEN's
+    #: second look); at or above anomaly_n_sigma: off.
+    anomaly_suspect_sigma: float = Field(1.5, gt=0)
+
+
 class DaemonSettings(_Frozen):
     """The ``lensnet run`` process."""
 
@@ -300,6 +343,7 @@ class Settings(BaseSettings):
     trigger: TriggerSettings = TriggerSettings()
     vetting: VettingSettings = VettingSettings()
     model: ModelSettings = ModelSettings()
+    events: EventsSettings = EventsSettings()
     daemon: DaemonSettings = DaemonSettings()
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,114 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([str(KAFKA_SH), "stop", str(state)], capture_output=True, timeout=120)
+
+
+def start_local_kafka(directory: Path, *options: str, env: dict[str, str] | None = None) -> str:
+    """``kafka.sh start OPTIONS DIRECTORY``; its bootstrap servers (the test fails otherwise)."""
+    started = subprocess.run(
+        [str(KAFKA_SH), "start", *options, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"local Kafka ({' '.join(options)}) did not start:\n{started.stderr}")
+    return started.stdout.strip().splitlines()[-1]
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """A three-broker cluster of this session (kafka.sh --brokers 3): nodes 1, 2, 3."""
+
+    directory: Path
+    bootstrap: str
+
+    def node(self, command: str, node: int) -> None:
+        """``kafka.sh COMMAND --node NODE``: stop, kill or restart one broker."""
+        done = subprocess.run(
+            [str(KAFKA_SH), command, "--node", str(node), str(self.directory)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+
+    @property
+    def settings(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.bootstrap)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three brokers (each also a controller voter) started on first use for the session."""
+    directory = tmp_path_factory.mktemp("kafka-cluster")
+    bootstrap = start_local_kafka(directory, "--brokers", "3")
+    try:
+        yield LocalCluster(directory, bootstrap)
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", str(directory)], capture_output=True, timeout=120)
+
+
+#: Prefixes of every name the SASL_SSL broker's ACLs grant (kafka.sh reads them at start);
+#: each test adds a suffix of its own.
+SECURE_NAMES = {
+    "LENSNET_TOPICS__PHOTOMETRY_PREFIX": "sasl.photometry.",
+    "LENSNET_TOPICS__ALERTS": "sasl.alerts",
+    "LENSNET_TOPICS__DEAD_LETTER": "sasl.deadletter",
+    "LENSNET_TOPICS__EVENTS": "sasl.events",
+    "LENSNET_CONSUMER__GROUP_ID": "sasl-daemon",
+}
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    """A broker of this session with SASL_SSL, SCRAM-SHA-512 users and ACLs (kafka.sh
+    --security sasl_ssl): admin, lensnet (the daemon), replay and reader."""
+
+    directory: Path
+    bootstrap: str
+
+    def secrets(self, user: str) -> Path:
+        """The user's secrets folder (``lensnet --secrets-dir``)."""
+        return self.directory / "users" / user
+
+    def password(self, user: str) -> str:
+        return (self.secrets(user) / "lensnet_kafka__sasl_password").read_text().strip()
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "tls" / "ca.pem"
+
+    def env(self, user: str) -> dict[str, str]:
+        """LENSNET_KAFKA__* variables of ``user`` except the password (in its secrets folder)."""
+        lines = (self.directory / "users" / f"{user}.env").read_text().splitlines()
+        variables = dict(line.split("=", 1) for line in lines if line)
+        return {**variables, "LENSNET_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap}
+
+    def settings(self, user: str, **overrides: Any) -> KafkaSettings:
+        fields: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": user,
+            "sasl_password": self.password(user),
+            "ssl_ca_location": self.ca,
+        }
+        fields.update(overrides)
+        return KafkaSettings(**fields)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """A SASL_SSL broker started on first use for the session."""
+    directory = tmp_path_factory.mktemp("kafka-sasl-ssl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LENSNET_")}
+    bootstrap = start_local_kafka(directory, "--security", "sasl_ssl", env={**env, **SECURE_NAMES})
+    try:
+        yield SecureBroker(directory, bootstrap)
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", str(directory)], capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +203,7 @@ def settings_factory(kafka_settings: KafkaSettings) -> Callable[..., Settings]:
             photometry_prefix=f"test-{suffix}.photometry.",
             alerts=f"test-{suffix}.alerts",
             dead_letter=f"test-{suffix}.deadletter",
+            events=f"test-{suffix}.events",
             partitions=partitions,
             alert_partitions=2,
         )

@@ -80,3 +80,23 @@ def test_registry_script_usage_and_status_of_nothing(tmp_path: Path) -> None:
     )
     assert status.returncode == 1
     assert "no registry running" in status.stderr
+
+
+def test_cluster_and_security_options_are_checked(tmp_path: Path) -> None:
+    cases = {
+        ("start", "--brokers", "x"): "--brokers takes a number of brokers",
+        ("start", "--security", "tls"): "--security takes plaintext or sasl_ssl, not 'tls'",
+        ("kill", "--node", "2"): "holds a single broker: no node 2",
+        ("restart", "--node", "first"): "--node takes a node number",
+    }
+    for arguments, message in cases.items():
+        result = subprocess.run(
+            [str(KAFKA_SH), *arguments, str(tmp_path)], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 1, arguments
+        assert message in result.stderr, arguments
+    usage = subprocess.run([str(KAFKA_SH)], capture_output=True, text=True, timeout=30).stdout
+    assert "--brokers N" in usage
+    assert "--security sasl_ssl" in usage
+    assert "--node I" in usage
+    assert "set -euo" not in usage

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
+from consumer.edge.event_model import EventModel, event_model_from_record, event_model_to_record
 from consumer.edge.registry import RegistryClient, confluent_frame, confluent_unframe, is_confluent
 from consumer.edge.schemas import (
     AvroSchema,
@@ -117,14 +118,16 @@ class Alert:
     alertfinder: AlertFinderSummary
     lensnet: Classification
     light_curve: LightCurve
-    schema_version: str = "1.0"
+    #: The point-lens fit at the alert (schema 1.1; None from 1.0 writers or when unfitted).
+    event_model: EventModel | None = None
+    schema_version: str = "1.1"
 
 
 _POINT_FIELDS = ("hjd", "flux", "flux_err", "sky", "fwhm", "airmass", "psf_quality", "fitted")
 
 
 def alert_to_record(alert: Alert) -> dict[str, Any]:
-    """The Avro record (plain dicts and lists) of an alert, as written with ``alert-v1``."""
+    """The Avro record (plain dicts and lists) of an alert, as written with ``alert-v1`` (1.1)."""
     curve = alert.light_curve
     columns = [getattr(curve, name).tolist() for name in _POINT_FIELDS]
     sites = [SITES[i] for i in curve.site.tolist()]
@@ -164,6 +167,9 @@ def alert_to_record(alert: Alert) -> dict[str, Any]:
             "site_scores": dict(scores.site_scores),
         },
         "light_curve": points,
+        "event_model": None
+        if alert.event_model is None
+        else event_model_to_record(alert.event_model),
     }
 
 
@@ -219,6 +225,9 @@ def alert_from_record(record: dict[str, Any]) -> Alert:
             site_scores=dict(scores["site_scores"]),
         ),
         light_curve=curve,
+        event_model=None
+        if record.get("event_model") is None
+        else event_model_from_record(record["event_model"]),
     )
 
 

@@ -5,7 +5,8 @@ topic-partition's log ends, and the aligner's view of the partitions it reads.
 :class:`~consumer.pipeline.align.Aligner` that merges what it delivers: opening the partitions
 just assigned (or rewound) at their start offsets, forgetting those revoked or lost (and
 resuming what was paused for them: a pause would outlive the assignment), pausing the
-topic-partitions the aligner holds too many messages of and resuming them once drained.
+topic-partitions the aligner holds too many messages of and resuming them once drained, and
+telling it the consumer's positions (which move past transaction markers without a message).
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ class Feed:
         ListOffsets request would queue behind the fetch long-poll (~0.5 s each)."""
         tp = TopicPartition(topic, partition)
         return int(self.consumer.get_watermark_offsets(tp, cached=True)[1])
+
+    def positions(self) -> list[tuple[str, int, int]]:
+        """The consumer's position in every topic-partition the aligner tracks (local, no
+        request): past a transaction's control marker the aligner may commit although no
+        message came (:meth:`~consumer.pipeline.align.Aligner.advance`)."""
+        tracked = [TopicPartition(t, p) for t, p in self.aligner.fetched]
+        if not tracked:
+            return []
+        return [(tp.topic, tp.partition, tp.offset) for tp in self.consumer.position(tracked)]
 
     def caught_up(self, partition: int) -> bool:
         """The partition has read everything there is, and the aligner released it all."""

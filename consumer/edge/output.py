@@ -1,14 +1,15 @@
 """Stage: alerts and dead letters out, and the consumed offsets committed with them.
 
-Two modes, one interface (:class:`Output`): ``begin()``, ``alert()`` / ``dead_letter()`` for
-each output message, then ``commit(offsets, group_metadata)`` (or ``abort()``); the loop holds
-each batch in :func:`transaction` and produces its output with :func:`publish`.
+Two modes, one interface (:class:`Output`): ``begin()``, ``alert()`` / ``event()`` /
+``dead_letter()`` for each output message, then ``commit(offsets, group_metadata)`` (or
+``abort()``); the loop holds each batch in :func:`transaction` and produces its output with
+:func:`publish`.
 
 ``exactly_once`` (:class:`TransactionalOutput`, the default)
-    Every batch is one Kafka transaction holding its alerts, its dead letters and the consumed
-    offsets (``send_offsets_to_transaction``), with a stable ``transactional.id`` per instance,
-    so a restarted instance fences its zombie and a ``read_committed`` subscriber sees each
-    alert exactly once. librdkafka's error classes are handled as they ask: a *retriable*
+    Every batch is one Kafka transaction holding its alerts, event updates, dead letters and the
+    consumed offsets (``send_offsets_to_transaction``), with a stable ``transactional.id`` per
+    instance, so a restarted instance fences its zombie and a ``read_committed`` subscriber sees
+    each alert exactly once. librdkafka's error classes are handled as they ask: a *retriable*
     error retries the same call with back-off, up to the transaction timeout; an *abortable*
     one (``txn_requires_abort``) aborts the transaction and raises
     :class:`TransactionAbortedError`, after which the caller rewinds its input to the
@@ -39,6 +40,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.edge.alert import Alert, encode_alert
+from consumer.edge.events import EventUpdate, encode_update
 from consumer.edge.kafka import make_producer, producer_config
 from consumer.edge.keys import star_key
 from consumer.edge.registry import RegistryClient
@@ -70,6 +72,8 @@ class Output(Protocol):
 
     def dead_letter(self, letter: DeadLetter) -> None: ...
 
+    def event(self, update: EventUpdate) -> None: ...
+
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None: ...
 
     def abort(self) -> None: ...
@@ -96,8 +100,9 @@ def transaction(output: Output, log: Any) -> Iterator[None]:
 
 
 def publish(output: Output, evaluated: Evaluated, metrics: Metrics, log: Any) -> int:
-    """Produce a batch's alerts, then its dead letters, into the open transaction; counts them
-    in its report and the metrics, logs one line per alert; returns the alerts produced."""
+    """Produce a batch's alerts, event updates and dead letters into the open transaction;
+    counts them in its report and the metrics, logs one line per alert and per event update;
+    returns the alerts produced."""
     report = evaluated.report
     for item, alert in evaluated.alerts:
         output.alert(alert)
@@ -115,6 +120,16 @@ def publish(output: Output, evaluated: Evaluated, metrics: Metrics, log: Any) ->
             p_event=round(alert.lensnet.p_event, 4),
             label=alert.lensnet.label,
         )
+    for update in evaluated.events:
+        output.event(update)
+        log.info(
+            "event update",
+            event_id=update.event_id,
+            sequence=update.sequence,
+            kind=update.kind,
+            reason=update.reason,
+            peak_hjd=round(update.event_model.peak_hjd, 3),
+        )
     for letter in evaluated.dead_letters:
         output.dead_letter(letter)
         report.dead_letters += 1
@@ -130,11 +145,13 @@ class _Producing:
         producer: Producer,
         alerts_topic: str,
         dead_letter_topic: str,
+        events_topic: str,
         schema_id: int | None = None,
     ) -> None:
         self.producer = producer
         self.alerts_topic = alerts_topic
         self.dead_letter_topic = dead_letter_topic
+        self.events_topic = events_topic
         #: The alert schema's id in the registry: alerts in the Confluent wire format.
         self.schema_id = schema_id
         self.errors: list[KafkaError] = []
@@ -163,6 +180,10 @@ class _Producing:
     def dead_letter(self, letter: DeadLetter) -> None:
         self._produce(self.dead_letter_topic, letter.key, letter.value, letter.headers())
 
+    def event(self, update: EventUpdate) -> None:
+        value, headers = encode_update(update)
+        self._produce(self.events_topic, star_key(update.star_id), value, headers)
+
     def close(self, timeout_s: float) -> None:
         self.producer.flush(timeout_s)
 
@@ -176,8 +197,9 @@ class TransactionalOutput(_Producing):
             settings.kafka, settings.producer, transactional_id=transactional_id
         )
         config["transaction.timeout.ms"] = settings.daemon.transaction_timeout_ms
+        topics = settings.topics
         super().__init__(
-            make_producer(config), settings.topics.alerts, settings.topics.dead_letter, schema_id
+            make_producer(config), topics.alerts, topics.dead_letter, topics.events, schema_id
         )
         self.transactional_id = transactional_id
         self.timeout_s = settings.daemon.transaction_timeout_ms / 1000
@@ -258,6 +280,7 @@ class AtLeastOnceOutput(_Producing):
             make_producer(producer_config(settings.kafka, settings.producer)),
             settings.topics.alerts,
             settings.topics.dead_letter,
+            settings.topics.events,
             schema_id,
         )
         self.consumer = consumer

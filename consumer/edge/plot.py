@@ -20,7 +20,10 @@ One PNG per alert, drawn as an astronomer reads a microlensing candidate:
   so they get none;
 - optional **nightly binning** (``nightly=True``): per site and night (local noon to noon),
   the inverse-variance weighted mean;
-- the title names the star, field and chip, RA/Dec, trigger HJD and UTC, the scores.
+- the title names the star, field and chip, RA/Dec, trigger HJD and UTC, the scores;
+- with the **event model** (alert schema 1.1): each site's point-lens curve, the predicted peak
+  and its 1-sigma interval on both panels, any anomaly, and an inset magnifying the latest
+  days (:mod:`consumer.edge.plot_model`).
 
 matplotlib is an optional extra (``pip install lensnet-broker[plot]``) so the daemon image stays
 small; it is imported on first use, with the non-interactive Agg backend.
@@ -39,6 +42,7 @@ import numpy.typing as npt
 
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.edge.alert import Alert
+from consumer.edge.plot_model import describe, draw_event_model, zoom_end
 from consumer.edge.times import sexagesimal_dec, sexagesimal_ra, utc_from_hjd
 from consumer.exceptions import ConfigError
 
@@ -226,13 +230,18 @@ def draw_alert(alert: Alert, *, days_before: float | None = None, nightly: bool 
     start, end = zoom_window(alert)
     if days_before is not None:
         start = alert.trigger_hjd - days_before
+    end = zoom_end(alert, end)  # the predicted peak, when the alert carries the event model
     figure, (whole, zoom) = plt.subplots(
         2, 1, figsize=(10, 7.2), dpi=110, gridspec_kw={"height_ratios": [1, 2.4]}
     )
     try:
         _draw_zoom(alert, zoom, points, start, end, nightly)
         _draw_whole(alert, whole, points, start, end, nightly)
-        figure.suptitle(_title(alert), fontsize=9)
+        draw_event_model(alert, whole, zoom, points, start, end)
+        model = alert.event_model
+        figure.suptitle(
+            _title(alert) + ("" if model is None else f"\n{describe(model)}"), fontsize=9
+        )
         figure.tight_layout()
     except BaseException:
         plt.close(figure)

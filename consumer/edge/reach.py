@@ -41,6 +41,8 @@ _DECISIVE = {
 #: " (after 0ms in state CONNECT)" after it.
 _PREFIX = re.compile(r"^(?:\w+://)?\S+/(?:bootstrap|\d+): ")
 _SUFFIX = re.compile(r" \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)$")
+#: librdkafka's advice after a failed certificate check, which names its own property.
+_CA_ADVICE = re.compile(r", verify that ssl\.ca\.location is correctly configured.*$")
 #: How long one metadata request may take before the probe looks at the error events again.
 _SLICE_S = 0.25
 
@@ -72,10 +74,26 @@ def describe(kafka: KafkaSettings) -> str:
 
 def account(error: KafkaError) -> str:
     """librdkafka's description of a failure without the broker prefix and timing suffix."""
-    text = _SUFFIX.sub("", _PREFIX.sub("", str(error.str())))
+    text = _CA_ADVICE.sub("", _SUFFIX.sub("", _PREFIX.sub("", str(error.str()))))
     if "Request not valid in current SASL state" in text:
         text += " (the listener does not speak SASL: is it PLAINTEXT or SSL?)"
     return text
+
+
+def _culprit(kafka: KafkaSettings, detail: str) -> str:
+    """The settings to look at when a login or certificate check failed (else nothing)."""
+    if "invalid credentials" in detail or "Authentication failed" in detail:
+        return (
+            f" (check {env_name(('kafka', 'sasl_username'))} and "
+            f"{env_name(('kafka', 'sasl_password'))})"
+        )
+    if "certificate verify failed" in detail:
+        where = kafka.ssl_ca_location or "the system's CA certificates"
+        return (
+            f" (check {env_name(('kafka', 'ssl_ca_location'))}: {where} holds no CA that "
+            "signed the broker's certificate)"
+        )
+    return ""
 
 
 def reach(
@@ -124,6 +142,7 @@ def _unreachable(
     specific = [f for f in failures if f.code() != KafkaError._ALL_BROKERS_DOWN]
     chosen = specific[-1] if specific else (failures[-1] if failures else last)
     detail = account(chosen) if chosen is not None else "no answer"
+    detail += _culprit(kafka, detail)
     if not early:
         detail += f" (no answer within {timeout_s:g} s, {env_name(('kafka', 'connect_timeout_s'))})"
     code = chosen.code() if chosen is not None else None

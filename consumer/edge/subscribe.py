@@ -1,4 +1,6 @@
-"""Follow-up client: read alerts from the alert topic as typed :class:`~consumer.edge.alert.Alert`.
+"""Follow-up client: read alerts from the alert topic as typed :class:`~consumer.edge.alert.Alert`
+(:class:`AlertSubscriber`), and the events topic's updates as
+:class:`~consumer.edge.events.EventUpdate` (:class:`EventSubscriber`).
 
 ::
 
@@ -27,11 +29,11 @@ from __future__ import annotations
 import fnmatch
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -43,6 +45,7 @@ from confluent_kafka import (
 )
 
 from consumer.edge.alert import Alert, AlertDecoder
+from consumer.edge.events import EventDecoder, EventUpdate
 from consumer.edge.kafka import base_config, make_consumer
 from consumer.edge.reach import BrokerUnreachableError, describe, reach
 from consumer.edge.registry import RegistryClient
@@ -50,6 +53,7 @@ from consumer.exceptions import DecodeError, KafkaClientError, TopicLayoutError
 from consumer.settings import KafkaSettings, SchemaRegistrySettings
 
 Start = Literal["earliest", "latest", "committed"] | datetime
+Item = TypeVar("Item", Alert, EventUpdate)
 
 
 @dataclass(frozen=True)
@@ -78,19 +82,19 @@ class AlertFilter:
         return self.star is None or fnmatch.fnmatchcase(str(alert.star_id), self.star)
 
 
-class AlertSubscriber:
-    """Iterates over alerts; see the module docstring."""
+class Subscriber(Generic[Item]):
+    """Iterates over the messages of an alert-like topic; see the module docstring."""
 
     def __init__(
         self,
         kafka: KafkaSettings,
         topic: str,
+        decode: Callable[[bytes, Any], Item],
         *,
         group_id: str | None = None,
         start: Start = "committed",
         stop_at_end: bool = False,
         poll_timeout_s: float = 1.0,
-        registry: SchemaRegistrySettings | None = None,
         topic_setting: str | None = None,
     ) -> None:
         self.kafka = kafka
@@ -100,12 +104,11 @@ class AlertSubscriber:
         self.poll_timeout_s = poll_timeout_s
         #: The setting that names ``topic``, for the error when it does not exist.
         self.topic_setting = topic_setting
-        client = RegistryClient(registry) if registry is not None and registry.url else None
-        self.decoder = AlertDecoder(client=client)
+        self.decode: Callable[[bytes, Any], Item] = decode  # raises DecodeError
         self._reached = False
         self._brokers_down_since: float | None = None
         self.skipped: list[tuple[int, int, str]] = []  # (partition, offset, why) undecodable
-        self._positions: dict[str, tuple[int, int]] = {}  # alert id -> (partition, offset)
+        self._positions: dict[int, tuple[int, int]] = {}  # id(item) -> (partition, offset)
         self._assigned = False
         self._ends: dict[int, int] = {}
         self._config = base_config(kafka)
@@ -172,7 +175,7 @@ class AlertSubscriber:
         consumer.assign(partitions)
         self._assigned = True
 
-    def __iter__(self) -> Iterator[Alert]:
+    def __iter__(self) -> Iterator[Item]:
         at_end: set[int] = set()
         while True:
             messages = self.consumer.consume(100, self.poll_timeout_s)
@@ -192,12 +195,12 @@ class AlertSubscriber:
                 value: Any = message.value()
                 headers: Any = message.headers()
                 try:
-                    alert = self.decoder.decode(value, headers)
+                    item = self.decode(value, headers)
                 except DecodeError as error:  # keep reading; report what was skipped
                     self.skipped.append((message.partition(), message.offset(), str(error)))
                     continue
-                self._positions[alert.alert_id] = (message.partition(), message.offset())
-                yield alert
+                self._positions[id(item)] = (message.partition(), message.offset())
+                yield item
             if self.stop_at_end and self._assigned and self._drained(at_end):
                 return
 
@@ -220,9 +223,9 @@ class AlertSubscriber:
             for tp in positions
         )
 
-    def ack(self, alert: Alert) -> None:
-        """Commit the alert (and everything before it in its partition) for this group."""
-        partition, offset = self._positions.pop(alert.alert_id)
+    def ack(self, item: Item) -> None:
+        """Commit the message (and everything before it in its partition) for this group."""
+        partition, offset = self._positions.pop(id(item))
         try:
             self.consumer.commit(
                 offsets=[TopicPartition(self.topic, partition, offset + 1)], asynchronous=False
@@ -249,7 +252,7 @@ class AlertSubscriber:
             self._consumer.close()
             self._consumer = None
 
-    def __enter__(self) -> AlertSubscriber:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -259,3 +262,26 @@ class AlertSubscriber:
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class AlertSubscriber(Subscriber[Alert]):
+    """Iterates over alerts; see the module docstring. ``registry``: where alerts in the
+    Confluent wire format find their schemas."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        *,
+        registry: SchemaRegistrySettings | None = None,
+        **options: Any,
+    ) -> None:
+        client = RegistryClient(registry) if registry is not None and registry.url else None
+        super().__init__(kafka, topic, AlertDecoder(client=client).decode, **options)
+
+
+class EventSubscriber(Subscriber[EventUpdate]):
+    """Iterates over the events topic's updates (same options as :class:`AlertSubscriber`)."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, **options: Any) -> None:
+        super().__init__(kafka, topic, EventDecoder().decode, **options)

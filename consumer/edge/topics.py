@@ -23,22 +23,55 @@ class TopicSpec:
 
     name: str
     partitions: int
-    replication_factor: int
+    #: None: the cluster's default (:func:`replication`).
+    replication_factor: int | None
     config: dict[str, str] = field(default_factory=dict)
+    min_insync_replicas: int | None = None
+
+    def new_topic(self, brokers: int) -> NewTopic:
+        """The creation request on a cluster of ``brokers`` brokers."""
+        replicas, min_insync = replication(
+            brokers, self.replication_factor, self.min_insync_replicas
+        )
+        config = {"min.insync.replicas": str(min_insync), **self.config}
+        return NewTopic(self.name, self.partitions, replicas, config=config)
+
+
+def replication(brokers: int, factor: int | None, min_insync: int | None) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of a topic on a cluster of ``brokers``: the
+    settings where given; else 3 copies where there are three brokers or more (1 otherwise),
+    of which 2 must hold a write when there are three (one broker may be down)."""
+    factor = factor if factor is not None else (3 if brokers >= 3 else 1)
+    min_insync = min_insync if min_insync is not None else (2 if factor >= 3 else 1)
+    return factor, min_insync
 
 
 def required_topics(topics: TopicSettings) -> list[TopicSpec]:
-    """The three photometry topics, the alert topic and the dead-letter topic."""
+    """The three photometry topics, the alert, events and dead-letter topics."""
     photometry_config = {
         "retention.ms": str(topics.photometry_retention_ms),
         "max.message.bytes": "1048576",
     }
     specs = [
-        TopicSpec(name, topics.partitions, topics.replication_factor, photometry_config)
+        TopicSpec(
+            name,
+            topics.partitions,
+            topics.replication_factor,
+            photometry_config,
+            topics.min_insync_replicas,
+        )
         for name in topics.photometry_topics()
     ]
-    specs.append(TopicSpec(topics.alerts, topics.alert_partitions, topics.replication_factor))
-    specs.append(TopicSpec(topics.dead_letter, topics.alert_partitions, topics.replication_factor))
+    for name in (topics.alerts, topics.dead_letter, topics.events):
+        specs.append(
+            TopicSpec(
+                name,
+                topics.alert_partitions,
+                topics.replication_factor,
+                {},
+                topics.min_insync_replicas,
+            )
+        )
     return specs
 
 
@@ -64,13 +97,11 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout_s: float =
     :func:`check_copartitioning`).
     """
     existing = partition_counts(admin, [spec.name for spec in specs], timeout_s)
-    new = [
-        NewTopic(spec.name, spec.partitions, spec.replication_factor, config=spec.config)
-        for spec in specs
-        if spec.name not in existing
-    ]
-    if not new:
+    missing = [spec for spec in specs if spec.name not in existing]
+    if not missing:
         return []
+    brokers = broker_count(admin, timeout_s)
+    new = [spec.new_topic(brokers) for spec in missing]
     created = []
     for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
         try:
@@ -82,6 +113,14 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout_s: float =
             raise KafkaClientError.wrap(f"cannot create topic {name}", error) from error
     wait_until_ready(admin, [topic.topic for topic in new], timeout_s)
     return created
+
+
+def broker_count(admin: AdminClient, timeout_s: float = 10.0) -> int:
+    """Brokers of the cluster, as its metadata lists them."""
+    try:
+        return len(admin.list_topics(timeout=timeout_s).brokers)
+    except KafkaException as error:
+        raise KafkaClientError.wrap("cannot list brokers", error) from error
 
 
 def delete_topics(admin: AdminClient, names: list[str], timeout_s: float = 60.0) -> list[str]:

@@ -11,7 +11,10 @@ sequence ordered by (HJD of the message's first usable row, site, offset): a k-w
 three topic-partitions, each already in time order. A message is released once no other topic
 of its partition can still deliver one that sorts before it: that topic has a message waiting,
 has delivered one sorting after it, or has nothing more to read (its fetch position is at the
-high watermark: a site that is not observing holds nothing back). The order depends on the
+high watermark: a site that is not observing holds nothing back). A topic written by a
+transactional producer ends in a commit marker the consumer never delivers; the consumer's
+position passes it (and aborted records), so the aligner takes that position as read
+(:meth:`Aligner.advance`) and releases it as the position to commit. The order depends on the
 data alone, not on how fetches interleave, so every run over the same input processes it in
 the same order. Messages without usable rows (dead letters only) pass at once. A
 topic-partition holding more than ``max_held`` messages is paused until it drains to half of
@@ -57,6 +60,8 @@ class Aligner:
         self.held: dict[Key, deque[Held]] = {}
         #: Next offset the consumer will deliver per key (consumed, released or not).
         self.fetched: dict[Key, int] = {}
+        #: Position released per key (what the caller commits).
+        self.released: dict[Key, int] = {}
         #: Merge key of the newest message consumed per key (-inf: none yet).
         self.last: dict[Key, float] = {}
         self.paused: set[Key] = set()
@@ -67,6 +72,7 @@ class Aligner:
             key = (topic, partition)
             self.held[key] = deque()
             self.fetched[key] = starts[topic]
+            self.released[key] = starts[topic]
             self.last[key] = -math.inf
 
     def drop(self, partition: int) -> list[Key]:
@@ -76,6 +82,7 @@ class Aligner:
             key = (topic, partition)
             self.held.pop(key, None)
             self.fetched.pop(key, None)
+            self.released.pop(key, None)
             self.last.pop(key, None)
             if key in self.paused:
                 self.paused.discard(key)
@@ -109,6 +116,15 @@ class Aligner:
                 self.last[key] = max(self.last[key], t_min)
         return untracked
 
+    def advance(self, positions: Iterable[tuple[str, int, int]]) -> None:
+        """Take the consumer's positions (topic, partition, next offset): past a transaction's
+        commit marker or aborted records, which it never delivers, a partition is read further
+        than its last message."""
+        for topic, partition, offset in positions:
+            key = (topic, partition)
+            if key in self.fetched and offset > self.fetched[key]:
+                self.fetched[key] = offset
+
     def drained(self, key: Key, high: Callable[[str, int], int]) -> bool:
         """Everything the broker had for ``key`` when last asked has been consumed."""
         watermark = high(*key)
@@ -137,10 +153,13 @@ class Aligner:
                     break
                 self.held[key].popleft()
                 out.messages += 1
-                out.positions[key] = head.offset + 1
+                out.positions[key] = self.released[key] = head.offset + 1
                 if head.part is not None:
                     out.parts.append(head.part)
                 out.dead_letters.extend(head.letters)
+            for key in keys:  # read past markers with nothing left to release: commit that
+                if not self.held[key] and self.fetched[key] > self.released[key]:
+                    out.positions[key] = self.released[key] = self.fetched[key]
         return out
 
     def caught_up(self, partition: int, high: Callable[[str, int], int]) -> bool:

@@ -1,4 +1,5 @@
-"""Start-up: every compiled kernel of the pipeline run once on a small synthetic star.
+"""Start-up: every compiled kernel of the pipeline run once on a small synthetic star (the
+point-lens fit of the event model too, when enabled).
 
 Numba loads a kernel's cached machine code (or compiles it) on its first call, and TorchScript
 optimises the model over its first passes: together about a second that would otherwise fall
@@ -12,9 +13,12 @@ import numpy as np
 
 from consumer.constants import SITES
 from consumer.edge.photometry import Observations
+from consumer.pipeline.event_model import EventModelStage, star_from_store
 from consumer.pipeline.ingest import max_hjd, row_reasons
 from consumer.pipeline.scoring import Scorer, dataset_table
 from consumer.pipeline.trigger import TriggerStage
+from consumer.pointlens.anomaly import find_anomaly
+from consumer.pointlens.fit import FitInputError, fit, star_datasets
 from consumer.settings import Settings
 from consumer.state.store import StarStore, StoreConfig
 from model.batch_features import prepare_batch
@@ -47,7 +51,8 @@ def synthetic_star(points: int = 80, start_hjd: float = 2_461_100.0) -> Observat
 
 def warm_up(settings: Settings, scorer: Scorer) -> None:
     """Ingest checks, buffer, rising test, fit, candidate preparation and LensNet, once each
-    (LensNet a few times) on :func:`synthetic_star`."""
+    (LensNet a few times), and the event model's point-lens fit and anomaly test, on
+    :func:`synthetic_star`."""
     observations = synthetic_star()
     row_reasons(observations, 0, 1, max_hjd())
     store = StarStore(StoreConfig(capacity_per_site=settings.state.capacity_per_site))
@@ -63,3 +68,10 @@ def warm_up(settings: Settings, scorer: Scorer) -> None:
     candidates = [c for c in prepared if isinstance(c, Candidate)]
     for _ in range(3):
         score(scorer.module, candidates, scorer.settings.batch_size)
+    if settings.events.enabled:
+        data = star_datasets(star_from_store(store, int(ids[0])))
+        try:
+            lens = fit(data, name="warm-up")
+        except FitInputError:
+            return
+        find_anomaly(data, lens, EventModelStage(settings.events).anomaly_rule)

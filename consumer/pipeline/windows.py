@@ -18,8 +18,9 @@ After the last window, partitions whose data is all in (``trigger.evaluate_when_
 have their open window evaluated without waiting for it to close (it stays open: newer rows
 evaluate the stars again), and the candidates selected are scored by LensNet in one batched
 pass (:meth:`Scorer.decide <consumer.pipeline.scoring.Scorer.decide>`), or in several when
-more than ``model.max_pending`` wait. The alerts and dead letters come back to the caller to
-publish; nothing here touches Kafka.
+more than ``model.max_pending`` wait; then the event model fits the new alerts and refits the
+followed stars the windows changed (:mod:`consumer.pipeline.event_model`). The alerts, event
+updates and dead letters come back to the caller to publish; nothing here touches Kafka.
 
 Replays: where the rows closing a window replay input that was committed before, whoever
 committed it decided already. The trigger and the selection run again, for the state they keep
@@ -34,13 +35,16 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from consumer.edge.alert import Alert
+from consumer.edge.events import EventUpdate
 from consumer.health import Metrics
 from consumer.pipeline.buffer import buffer
+from consumer.pipeline.event_model import EventModelStage, Snapshot
 from consumer.pipeline.ingest import DeadLetter, IngestResult, Part
 from consumer.pipeline.scoring import Pending, Scorer
 from consumer.pipeline.trigger import Triggered, TriggerStage
@@ -70,6 +74,8 @@ class BatchReport:
     vetted_out: int = 0
     scored: int = 0
     alerts: int = 0
+    refits: int = 0
+    event_updates: int = 0
     replayed_partitions: list[int] = field(default_factory=list)
 
 
@@ -80,6 +86,8 @@ class Evaluated:
     report: BatchReport
     #: Alerts decided, in the order they were decided.
     alerts: list[tuple[Pending, Alert]] = field(default_factory=list)
+    #: Updates of followed events (the events topic), in the order they were decided.
+    events: list[EventUpdate] = field(default_factory=list)
     #: Dead letters to send (those of replayed input were sent when it was first processed).
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: Partitions whose stores the evaluations changed: an aborted batch must restore them too.
@@ -93,6 +101,8 @@ class _Batch:
     out: Evaluated
     #: Candidates selected and not yet scored.
     pending: list[Pending] = field(default_factory=list)
+    #: Followed stars as windows left them, refitted when the candidates are decided.
+    snapshots: list[Snapshot] = field(default_factory=list)
 
 
 class WindowStage:
@@ -106,6 +116,7 @@ class WindowStage:
         self.scorer = scorer
         self.metrics = metrics
         self.trigger = TriggerStage(settings.trigger)
+        self.events = EventModelStage(settings.events) if settings.events.enabled else None
 
     def due(self, caught_up: CaughtUp) -> bool:
         """A restored partition has an unevaluated window and all of its data is in: worth a
@@ -197,10 +208,8 @@ class WindowStage:
         report, metrics = batch.out.report, self.metrics
         batch.out.partitions.update(changed)
         stores = {p: self.partitions.store(p) for p in changed}
-        tested = {
-            p: self.trigger.rising(stores[p], np.concatenate([ids for ids, _ in changes]))
-            for p, changes in changed.items()
-        }
+        star_ids = {p: np.concatenate([ids for ids, _ in c]) for p, c in changed.items()}
+        tested = {p: self.trigger.rising(stores[p], ids) for p, ids in star_ids.items()}
         passers = {p: outcome.passers for p, outcome in tested.items()}
         # The fit decides only for stars the model could still see (not alerted, not waiting
         # for their rescore): the others get the medians the fit would leave, unless vetting
@@ -244,6 +253,16 @@ class WindowStage:
             )
             if not replay:
                 batch.pending.extend(selection.pending)
+        if self.events is not None and not replay:
+            waiting = {(p.partition, p.star_id) for p in batch.pending}
+            for partition, ids in star_ids.items():
+                batch.snapshots += self.events.watch(
+                    partition,
+                    stores[partition],
+                    ids,
+                    {star for p, star in waiting if p == partition},
+                    self.partitions.owned[partition].events,
+                )
         if len(batch.pending) >= self.settings.model.max_pending:
             self._decide(batch)
 
@@ -256,7 +275,38 @@ class WindowStage:
         self.metrics.candidates.inc(scoring.scored)
         if scoring.scored:
             self.metrics.lensnet_seconds.observe(scoring.seconds)
-        batch.out.alerts.extend(scoring.alerts)
+        if self.events is None:
+            batch.out.alerts.extend(scoring.alerts)
+            return
+        # The event model: each alert's fit and INITIAL update, then the followed stars'
+        # snapshots, in window order (consumer.pipeline.event_model).
+        owned = self.partitions.owned
+        decided = self.events.decide(
+            [alert for _, alert in scoring.alerts],
+            batch.snapshots,
+            alerted={
+                p: _alerted(state.store, [s.star_id for s in batch.snapshots if s.partition == p])
+                for p, state in owned.items()
+            },
+            ledgers={p: state.events for p, state in owned.items()},
+            partition_of={alert.alert_id: item.partition for item, alert in scoring.alerts},
+        )
+        batch.snapshots = []
+        batch.out.alerts.extend(
+            (item, alert) for (item, _), alert in zip(scoring.alerts, decided.alerts, strict=True)
+        )
+        batch.out.events.extend(decided.updates)
+        batch.out.report.refits += decided.refits
+        batch.out.report.event_updates += len(decided.updates)
+
+
+def _alerted(store: Any, stars: list[int]) -> dict[int, float]:
+    """Alert HJD of those ``stars`` that alerted."""
+    if not stars:
+        return {}
+    ids = np.unique(np.asarray(stars, dtype=np.int64))
+    hjd = store.stars.alerted_hjd[store.stars.rows(ids)]
+    return {s: h for s, h in zip(ids.tolist(), hjd.tolist(), strict=True) if math.isfinite(h)}
 
 
 def windows(parts: list[Part], days: float) -> list[tuple[int, list[Part]]]:

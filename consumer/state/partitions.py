@@ -43,6 +43,7 @@ from consumer.exceptions import LensNetError
 from consumer.settings import StateSettings
 from consumer.state.alerted import PublishedAlerts
 from consumer.state.checkpoint import CheckpointError
+from consumer.state.events import FollowedEvent, PublishedEvents
 from consumer.state.store import StarStore, StoreConfig
 
 TopicPartitionKey = tuple[str, int]
@@ -59,6 +60,9 @@ class PartitionState:
     source: Literal["checkpoint", "rebuild"]
     #: star id -> trigger HJD of its committed alerts, marked in the store once restored.
     alerted: dict[int, float] = field(default_factory=dict)
+    #: star id -> the last committed update of its followed event (the events topic's truth,
+    #: then what this process published since).
+    events: dict[int, FollowedEvent] = field(default_factory=dict)
     #: The evaluation window (``floor(HJD / trigger.evaluation_days)``) the newest data fell
     #: in, and what changed it: per message, the star ids it changed and its Kafka timestamp
     #: (ms, -1 unknown). Evaluated once the window closes.
@@ -83,6 +87,7 @@ class Partitions:
         window_days: float = 0.25,
         *,
         published: PublishedAlerts | None = None,
+        published_events: PublishedEvents | None = None,
         log: Any = None,
     ) -> None:
         self.settings = settings
@@ -91,6 +96,8 @@ class Partitions:
         #: Where :meth:`assign` learns which stars already alerted (None: none did); it keeps
         #: what it read, so a later assignment reads only the alerts published since.
         self.published = published
+        #: Where :meth:`assign` learns the last update of each followed event (None: none).
+        self.published_events = published_events
         self.log = log if log is not None else structlog.get_logger("lensnet.partitions")
         self.owned: dict[int, PartitionState] = {}
         #: Next offset to process per (topic, partition); covers exactly what the stores hold.
@@ -273,6 +280,9 @@ class Partitions:
         published: dict[int, dict[int, float]] = {p: {} for p in partitions}
         if self.published is not None:
             published = self.published.read(partitions, photometry_partitions)
+        followed: dict[int, dict[int, FollowedEvent]] = {p: {} for p in partitions}
+        if self.published_events is not None:
+            followed = self.published_events.read(partitions, photometry_partitions)
         starts: dict[int, dict[str, int]] = {}
         for partition in partitions:
             beginning = {
@@ -284,6 +294,7 @@ class Partitions:
                 beginning,
                 published[partition],
             )
+            state.events = followed[partition]
             starts[partition] = start
             self.log.info(
                 "partition opened",

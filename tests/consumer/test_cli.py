@@ -114,6 +114,16 @@ def test_the_local_broker_is_used_when_no_address_is_set(tmp_path: Path) -> None
     assert explicit.stderr.startswith("lensnet: cannot reach Kafka at 127.0.0.1:2 ")
 
 
+def test_a_local_cluster_is_found_like_a_single_broker(tmp_path: Path) -> None:
+    """kafka.sh start --brokers 3 keeps the pids in node-<i>/."""
+    (tmp_path / "bootstrap").write_text("127.0.0.1:1,127.0.0.1:2,127.0.0.1:3\n")
+    (tmp_path / "node-1").mkdir()
+    (tmp_path / "node-1" / "kafka.pid").write_text(f"{os.getpid()}\n")
+    result = lensnet("topics", "describe", env={"LOCAL_KAFKA_DIR": str(tmp_path)}, timeout=30)
+    assert result.returncode == 3
+    assert result.stderr.startswith("lensnet: Kafka at 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3, ")
+
+
 def test_a_stale_local_broker_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "bootstrap").write_text("127.0.0.1:1\n")
     (tmp_path / "kafka.pid").write_text("999999999\n")  # no such process
@@ -192,11 +202,12 @@ def test_topics_create_then_describe(settings_factory: Callable[..., Settings]) 
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
         "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
         "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+        "LENSNET_TOPICS__EVENTS": settings.topics.events,
         "LENSNET_TOPICS__PARTITIONS": "3",
     }
     created = lensnet("topics", "create", env=env)
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created ") == 5
+    assert created.stdout.count("created ") == 6  # 3 photometry, alerts, dead letters, events
     assert "co-partitioned with 3 partitions" in created.stdout
     described = lensnet("topics", "describe", env=env)
     assert described.returncode == 0, described.stderr
@@ -242,6 +253,7 @@ def test_replay_prints_its_summary_only(
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
         "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
         "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+        "LENSNET_TOPICS__EVENTS": settings.topics.events,
         "LENSNET_TOPICS__PARTITIONS": "2",
     }
     result = lensnet("replay", str(season), env=env)
@@ -266,6 +278,7 @@ def test_topics_create_recreate_starts_from_empty_topics(
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
         "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
         "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+        "LENSNET_TOPICS__EVENTS": settings.topics.events,
         "LENSNET_TOPICS__PARTITIONS": "2",
     }
     assert lensnet("topics", "create", env=env).returncode == 0
@@ -274,8 +287,8 @@ def test_topics_create_recreate_starts_from_empty_topics(
     assert producer.flush(10) == 0
     again = lensnet("topics", "create", "--recreate", env=env)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("deleted ") == 5
-    assert again.stdout.count("created ") == 5
+    assert again.stdout.count("deleted ") == 6
+    assert again.stdout.count("created ") == 6
     probe = make_consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "p"})
     try:
         assert probe.get_watermark_offsets(TopicPartition(settings.topics.alerts, 0), 10) == (0, 0)
@@ -300,17 +313,25 @@ def test_the_alert_table_shows_what_an_observer_scans_for() -> None:
     header, row = ALERT_TABLE_HEADER.split(), alert_row(alert).split()
     assert header == [
         "trigger", "HJD", "trigger", "UTC", "star", "field", "chip", "RA", "Dec", "sites",
-        "Δχ²", "p_event", "label", "alert", "id",
+        "Δχ²", "p_event", "label", "peak", "HJD", "±", "1", "sd", "I_pk", "alert", "id",
     ]  # fmt: skip
     assert row[0] == f"{alert.trigger_hjd:.5f}"
     assert row[3:] == [
         "123456789", "BLG02", "1", "17:54:00.0", "-29:54:00", "CTIO+SSO", "812", "0.930",
-        "YES", alert.alert_id,
+        "YES", "-", "-", alert.alert_id,
     ]  # fmt: skip
     assert len(ALERT_TABLE_HEADER) <= len(alert_row(alert))  # the columns line up
     summary = alert_summary(alert)
     assert summary["published_at"] == "2026-05-01T03:04:05.678000+00:00"
     assert summary["trigger_utc"].startswith(row[1] + "T" + row[2])
+    # With the event model (alert schema 1.1): the predicted peak, its 1 sd and I at the peak.
+    from dataclasses import replace
+
+    from tests.consumer.edge.test_event_model import make_model
+
+    fitted = replace(alert, event_model=make_model())
+    assert alert_row(fitted).split()[12:16] == ["2460134.50", "±", "0.8", "16.1"]
+    assert alert_summary(fitted)["event_model"]["peak_hjd"] == 2_460_134.5
 
 
 @pytest.mark.kafka

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from consumer.constants import SITES
 from consumer.daemon import Daemon
 from consumer.edge.alert import Alert, AlertDecoder
+from consumer.edge.events import EventDecoder, EventUpdate
 from consumer.edge.kafka import watermarks
 from consumer.edge.photometry import Observations, PhotometryBatch, encode_batch
 from consumer.edge.produce import PhotometryProducer
@@ -123,6 +124,7 @@ def daemon_env(
             "LENSNET_TOPICS__PHOTOMETRY_PREFIX": settings.topics.photometry_prefix,
             "LENSNET_TOPICS__ALERTS": settings.topics.alerts,
             "LENSNET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+            "LENSNET_TOPICS__EVENTS": settings.topics.events,
             "LENSNET_TOPICS__PARTITIONS": str(settings.topics.partitions),
             "LENSNET_TOPICS__ALERT_PARTITIONS": str(settings.topics.alert_partitions),
             "LENSNET_CONSUMER__GROUP_ID": settings.consumer.group_id,
@@ -226,6 +228,62 @@ def read_alerts(settings: Settings, consumer: Consumer) -> list[Alert]:
     return alerts
 
 
+def read_events(settings: Settings, consumer: Consumer) -> list[EventUpdate]:
+    """Every committed update of the events topic, decoded."""
+    decoder = EventDecoder()
+    updates = []
+    for message in read_topic(consumer, settings.topics.events, settings.topics.alert_partitions):
+        value: Any = message.value()
+        headers: Any = message.headers()
+        updates.append(decoder.decode(value, headers))
+    return updates
+
+
+def event_problems(updates: list[EventUpdate], alerts: list[Alert]) -> list[str]:
+    """What breaks the events topic's promises: per star, sequence numbers 0, 1, 2, ... once
+    each (none doubled, none missing), the first INITIAL and carrying the star's alert id and
+    trigger time, nothing after a FINAL; no update for a star without an alert."""
+    alert_of = {a.star_id: a for a in alerts}
+    by_star: dict[int, list[EventUpdate]] = {}
+    for update in updates:
+        by_star.setdefault(update.star_id, []).append(update)
+    out = []
+    for star, mine in sorted(by_star.items()):
+        sequences = [u.sequence for u in mine]
+        if sequences != list(range(len(mine))):
+            out.append(f"star {star}: sequences {sequences}")
+        alert = alert_of.get(star)
+        if alert is None:
+            out.append(f"star {star}: updates without an alert")
+            continue
+        if mine[0].kind != "INITIAL" or any(u.event_id != alert.alert_id for u in mine):
+            out.append(
+                f"star {star}: first {mine[0].kind}, ids {sorted({u.event_id for u in mine})}"
+            )
+        if any(u.kind == "FINAL" for u in mine[:-1]):
+            out.append(f"star {star}: updates after the FINAL one")
+    return out
+
+
+def event_differences(updates: list[EventUpdate], reference: list[EventUpdate]) -> list[str]:
+    """How two runs' updates differ: per star, the (sequence, kind, newest point fitted)."""
+
+    def key(items: list[EventUpdate]) -> dict[int, list[tuple[int, str, float]]]:
+        out: dict[int, list[tuple[int, str, float]]] = {}
+        for u in items:
+            out.setdefault(u.star_id, []).append(
+                (u.sequence, u.kind, round(u.event_model.fitted_to_hjd, 5))
+            )
+        return {star: sorted(v) for star, v in out.items()}
+
+    mine, theirs = key(updates), key(reference)
+    return [
+        f"star {star}: reference {theirs.get(star)}, here {mine.get(star)}"
+        for star in sorted(mine.keys() | theirs.keys())
+        if mine.get(star) != theirs.get(star)
+    ]
+
+
 def decision_differences(alerts: list[Alert], reference: list[Alert]) -> list[str]:
     """How two runs' alert decisions differ: stars alerted by one only, or at another trigger
     time (the first alert of a star counts; duplicates are checked separately)."""
@@ -283,6 +341,17 @@ def test_season_alerts_events_and_never_flat_stars(
         assert alert.lensnet.p_event >= 0.45
         assert len(alert.light_curve) >= 10
         assert alert.alertfinder.dchi2 >= 250
+    # The event model: every alert carries its point-lens fit; the events topic follows them.
+    updates = read_events(settings, consumer_factory())
+    kinds = Counter(u.kind for u in updates)
+    print(f"{len(updates)} event updates: {dict(kinds)}")
+    assert all(a.event_model is not None for a in alerts)
+    assert event_problems(updates, alerts) == []
+    assert {u.star_id for u in updates if u.kind == "INITIAL"} == set(alerted)
+    for alert in alerts:
+        model = alert.event_model
+        assert model is not None
+        assert model.fitted_to_hjd == pytest.approx(alert.trigger_hjd)
     group = consumer_factory(group_id=settings.consumer.group_id)
     committed = group.committed([TopicPartition(t, p) for t, p in end], timeout=10)
     # Offsets committed for exactly the input, nothing more, nothing less.

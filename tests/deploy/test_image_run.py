@@ -276,9 +276,11 @@ def overrides(prefix: str, bootstrap: str, port: int) -> dict[str, str]:
     return {
         "LENSNET_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "LENSNET_TOPICS__REPLICATION_FACTOR": "1",
+        "LENSNET_TOPICS__MIN_INSYNC_REPLICAS": "1",
         "LENSNET_TOPICS__PHOTOMETRY_PREFIX": f"{prefix}.photometry.",
         "LENSNET_TOPICS__ALERTS": f"{prefix}.alerts.image",
         "LENSNET_TOPICS__DEAD_LETTER": f"{prefix}.deadletter",
+        "LENSNET_TOPICS__EVENTS": f"{prefix}.events.image",
         "LENSNET_CONSUMER__GROUP_ID": f"{prefix}-image",
         "LENSNET_DAEMON__HTTP_PORT": str(port),
         "LENSNET_TRIGGER__EVALUATE_WHEN_CAUGHT_UP": "false",
@@ -387,6 +389,7 @@ def scenario(
         venv_env.update(
             {
                 "LENSNET_TOPICS__ALERTS": f"{prefix}.alerts.venv",
+                "LENSNET_TOPICS__EVENTS": f"{prefix}.events.venv",
                 "LENSNET_CONSUMER__GROUP_ID": f"{prefix}-venv",
                 "LENSNET_STATE__DIRECTORY": str(work / "venv-state"),
                 "LENSNET_DAEMON__HTTP_PORT": "-1",

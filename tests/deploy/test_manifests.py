@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from consumer.cli import DEFAULT_SECRETS_DIR
-from consumer.edge.topics import required_topics
+from consumer.edge.topics import replication, required_topics
 from consumer.health import Health, HealthServer, Metrics
 from consumer.settings import ENV_PREFIX, DaemonSettings, Settings, load_settings
 from tests.deploy.conftest import KUSTOMIZATIONS
@@ -408,6 +408,9 @@ def test_kafka_topics_are_the_ones_the_daemon_needs(
         assert topic["replicas"] == spec.replication_factor, spec.name
         config = {key: str(value) for key, value in topic.get("config", {}).items()}
         assert spec.config.items() <= config.items(), spec.name
+        # What `lensnet topics create` would make on the production cluster (3+ brokers).
+        min_insync = replication(3, spec.replication_factor, spec.min_insync_replicas)[1]
+        assert config["min.insync.replicas"] == str(min_insync), spec.name
     photometry = {
         topics[name]["spec"]["partitions"] for name in settings.topics.photometry_topics()
     }
@@ -448,6 +451,8 @@ def test_kafka_user_may_do_what_the_daemon_does(
     assert all(allowed("topic", t, "Read") for t in settings.topics.photometry_topics())
     assert allowed("topic", settings.topics.alerts, "Write")
     assert allowed("topic", settings.topics.dead_letter, "Write")
+    assert allowed("topic", settings.topics.events, "Write")
+    assert allowed("topic", settings.topics.events, "Read")  # read back on assignment
     assert allowed("group", group, "Read")
     assert allowed("transactionalId", f"{group}-{settings.daemon.instance_id}", "Write")
 

@@ -6,6 +6,8 @@ Properties, whatever bytes or file contents arrive:
   schema's dtypes and a site of ``SITES``, or raises :class:`DecodeError`;
 - ``AlertDecoder.decode`` returns an :class:`Alert` with a consistent light curve, or raises
   :class:`DecodeError`, whatever the ``lensnet.schema`` header holds;
+- ``EventDecoder.decode`` returns an :class:`EventUpdate` of a known kind, or raises
+  :class:`DecodeError`;
 - ``read_dataset`` returns a time-sorted dataset with columns of one length, the documented
   dtypes and no NaN time, or raises :class:`ArchiveError` naming the file;
   ``iter_season(..., skip_bad_files=True)`` never raises and accounts for every file, either
@@ -21,6 +23,8 @@ timeout, so a hang fails too. Examples per run (``max_examples``):
 - alert decoder, 3,000: arbitrary bytes 800, a valid header then random bytes 800, mutated
   valid alerts 1,400; each with the real headers, none, or a random / corrupted schema header,
   decoded by a reader that knows the shipped schemas or by one that must trust the header;
+- event update decoder (the events topic), 1,600: arbitrary bytes 400, a valid header then
+  random bytes 400, mutated valid updates 800, with the real headers or none;
 - archive reader, 3,500: arbitrary bytes and text 600, random whitespace tables (pysis and
   magnitude layouts) 1,000, random native files 800, line-mutated simulator and pysis files
   800, small seasons of valid, mutated and garbage files read with and without
@@ -37,7 +41,7 @@ import io
 import json
 import tempfile
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -65,6 +69,7 @@ from consumer.edge.alert import (
     encode_alert,
     encode_record,
 )
+from consumer.edge.events import UPDATE_KINDS, EventDecoder, EventUpdate, encode_update
 from consumer.edge.photometry import (
     Observations,
     PhotometryBatch,
@@ -89,6 +94,7 @@ from consumer.seasons.archive import (
     to_observations,
 )
 from model.simulate import SimulationConfig, write_season
+from tests.consumer.edge.test_event_model import make_model, make_update
 
 # The hypothesis deadline fails an example that is slow but ends; a real hang is cut here.
 pytestmark = pytest.mark.timeout(120)
@@ -319,8 +325,9 @@ def make_alert(n: int, seed: int) -> Alert:
 
 
 ALERT: Final = load_schema("alert")
-ALERT_MESSAGES: Final = tuple(
-    encode_alert(make_alert(n, seed)) for n, seed in ((0, 0), (2, 1), (12, 2))
+ALERT_MESSAGES: Final = (
+    *(encode_alert(make_alert(n, seed)) for n, seed in ((0, 0), (2, 1), (12, 2))),
+    encode_alert(replace(make_alert(12, 3), event_model=make_model())),  # with 1.1's event model
 )
 VALID_ALERTS: Final = tuple(value for value, _ in ALERT_MESSAGES)
 REAL_HEADERS: Final = ALERT_MESSAGES[0][1]
@@ -436,6 +443,50 @@ def test_alert_decoder_on_mutated_alerts(
     value: bytes, headers: Headers | None, trust_header: bool
 ) -> None:
     assert_decodes_or_refuses_alert(value, headers, trust_header)
+
+
+# ----------------------------------------------------------------------- event update decoder
+
+EVENT: Final = load_schema("event")
+EVENT_MESSAGES: Final = tuple(
+    encode_update(replace(make_update(sequence), event_model=make_model(anomaly)))
+    for sequence, anomaly in ((0, False), (7, True))
+)
+VALID_UPDATES: Final = tuple(value for value, _ in EVENT_MESSAGES)
+EVENT_HEADERS: Final = EVENT_MESSAGES[1][1]
+
+
+def assert_decodes_or_refuses_update(value: bytes, headers: Headers | None) -> None:
+    try:
+        update = EVENT_DECODER.decode(value, headers)
+    except DecodeError:
+        event("refused")
+        return
+    event("decoded")
+    assert isinstance(update, EventUpdate)
+    assert update.kind in UPDATE_KINDS
+    assert isinstance(update.event_model.datasets, tuple)
+
+
+EVENT_DECODER: Final = EventDecoder()
+
+
+@settings(FUZZ, max_examples=400)
+@given(value=st.binary(max_size=512), real_headers=st.booleans())
+def test_event_decoder_on_arbitrary_bytes(value: bytes, real_headers: bool) -> None:
+    assert_decodes_or_refuses_update(value, list(EVENT_HEADERS) if real_headers else None)
+
+
+@settings(FUZZ, max_examples=400)
+@given(body=st.binary(max_size=512))
+def test_event_decoder_on_a_valid_header_and_random_body(body: bytes) -> None:
+    assert_decodes_or_refuses_update(frame(EVENT, body), list(EVENT_HEADERS))
+
+
+@settings(FUZZ, max_examples=800)
+@given(value=mutated_bytes(VALID_UPDATES), real_headers=st.booleans())
+def test_event_decoder_on_mutated_updates(value: bytes, real_headers: bool) -> None:
+    assert_decodes_or_refuses_update(value, list(EVENT_HEADERS) if real_headers else None)
 
 
 # ---------------------------------------------------------------------------- archive reader

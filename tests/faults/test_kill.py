@@ -8,6 +8,8 @@ checks against one uninterrupted daemon on a copy of the same input:
 
 - no star alerted twice, no flat star alerted, no event the reference alerted missing (the
   other stars alerted differently are counted and printed);
+- the events topic: every event's updates numbered 0, 1, 2, ... once each, the same as the
+  reference's (sequence, kind and newest observation fitted);
 - no open transaction left: a read_committed reader reaches the high watermark of every
   partition of the alert and dead-letter topics;
 - the final per-star state equals the reference's (every buffer of every star);
@@ -39,7 +41,10 @@ from tests.consumer.test_daemon import (
     daemon_settings,
     decision_differences,
     ends,
+    event_differences,
+    event_problems,
     read_alerts,
+    read_events,
     read_topic,
     send_flat,
     wait_until,
@@ -152,6 +157,9 @@ def test_kill_9_loop_loses_and_doubles_nothing(
     lost = {a.star_id for a in expected} - set(per_star)
     unexpected = set(per_star) - {a.star_id for a in expected}
     differences = decision_differences(alerts, expected)
+    updates = read_events(killed, consumer_factory())
+    reference_updates = read_events(runs["reference"], consumer_factory())
+    event_lines = event_problems(updates, alerts) + event_differences(updates, reference_updates)
     letters = read_topic(consumer_factory(), killed.topics.dead_letter, 2)
     reference_letters = read_topic(consumer_factory(), runs["reference"].topics.dead_letter, 2)
     print(
@@ -159,14 +167,17 @@ def test_kill_9_loop_loses_and_doubles_nothing(
         f"seen before kills; alerts {len(alerts)} (reference {len(expected)}), "
         f"duplicates {duplicates}, lost {len(lost)}, unexpected {len(unexpected)}, "
         f"at another time {len(differences) - len(lost) - len(unexpected)}, "
-        f"dead letters {len(letters)} (reference {len(reference_letters)})"
-        + "".join(f"\n  {line}" for line in differences)
+        f"dead letters {len(letters)} (reference {len(reference_letters)}), "
+        f"event updates {len(updates)} (reference {len(reference_updates)})"
+        + "".join(f"\n  {line}" for line in differences + event_lines)
     )
     assert duplicates == 0
     assert not set(per_star) & set(FLAT_IDS)
     assert differences == []  # the same stars alert, at the same trigger times
     assert len(letters) == len(reference_letters)
+    assert event_lines == []  # each event's updates once, in sequence, as the reference's
     assert no_open_transactions(consumer_factory(), killed.topics.alerts, 2)
+    assert no_open_transactions(consumer_factory(), killed.topics.events, 2)
     assert no_open_transactions(consumer_factory(), killed.topics.dead_letter, 2)
     group = consumer_factory(group_id=killed.consumer.group_id)
     committed = group.committed([TopicPartition(t, p) for t, p in end], timeout=10)

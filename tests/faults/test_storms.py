@@ -45,8 +45,11 @@ from tests.consumer.test_daemon import (
     daemon_settings,
     decision_differences,
     ends,
+    event_differences,
+    event_problems,
     flat_stars,
     read_alerts,
+    read_events,
     read_topic,
     send_flat,
     wait_until,
@@ -92,8 +95,9 @@ def verify(
     consumer_factory: Callable[..., Consumer],
 ) -> Figures:
     """The verifier: every alert of the uninterrupted reference exactly once and at the same
-    trigger time, nothing else; equal states; offsets committed to the end; no open
-    transaction. Prints ``title`` and the figures before asserting."""
+    trigger time, nothing else; the reference's event updates, each once and in sequence;
+    equal states; offsets committed to the end; no open transaction. Prints ``title`` and the
+    figures before asserting."""
     alerts = read_alerts(settings, consumer_factory())
     reference_alerts = read_alerts(reference, consumer_factory())
     per_star = Counter(a.star_id for a in alerts)
@@ -114,12 +118,22 @@ def verify(
         moved=len(differences) - len(lost) - len(unexpected),
         state_differences=len(differing),
     )
-    print(f"\n{title}: {figures}" + "".join(f"\n  {line}" for line in differences))
+    updates = read_events(settings, consumer_factory())
+    reference_updates = read_events(reference, consumer_factory())
+    event_lines = event_problems(updates, alerts) + event_differences(updates, reference_updates)
+    print(
+        f"\n{title}: {figures}; event updates {len(updates)} "
+        f"(reference {len(reference_updates)})"
+        + "".join(f"\n  {line}" for line in differences + event_lines)
+    )
     assert figures.duplicates == 0
     assert not set(per_star) & set(FLAT_IDS)
     assert differences == []
     assert differing == []
+    # The events topic: each event's updates numbered 0, 1, 2, ... once, as the reference's.
+    assert event_lines == []
     assert no_open_transactions(consumer_factory(), settings.topics.alerts, 2)
+    assert no_open_transactions(consumer_factory(), settings.topics.events, 2)
     end = ends(settings, consumer_factory())
     group = consumer_factory(group_id=settings.consumer.group_id)
     committed = group.committed([TopicPartition(t, p) for t, p in end], timeout=10)
@@ -244,6 +258,7 @@ def test_broker_restarts_clean_and_hard(
                 photometry_prefix=f"{name}.photometry.",
                 alerts=f"{name}.alerts",
                 dead_letter=f"{name}.deadletter",
+                events=f"{name}.events",  # not the default topic the reference run writes too
                 partitions=4,
                 alert_partitions=2,
             ),

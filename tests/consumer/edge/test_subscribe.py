@@ -47,6 +47,7 @@ def published(
             photometry_prefix=f"sub-{suffix}.photometry.",
             alerts=f"sub-{suffix}.alerts",
             dead_letter=f"sub-{suffix}.deadletter",
+            events=f"sub-{suffix}.events",
             partitions=2,
             alert_partitions=2,
         ),

@@ -88,6 +88,35 @@ def test_a_drained_topic_holds_nothing_back() -> None:
     assert aligner.caught_up(0, lambda t, p: high[(t, p)])
 
 
+def test_a_partition_ending_in_a_commit_marker_counts_as_read_to_the_end() -> None:
+    """A transactional producer wrote CTIO: offsets 0 and 1 are data, 2 its commit marker,
+    which the consumer never delivers but its position passes."""
+    aligner = Aligner(TOPICS)
+    aligner.open(0, dict.fromkeys(TOPICS, 0))
+    high = {("ctio", 0): 3, ("saao", 0): 0, ("sso", 0): 0}
+    feed(aligner, "ctio", 0, 100.0)
+    feed(aligner, "ctio", 1, 101.0)
+    released = aligner.release(lambda t, p: high[(t, p)])
+    assert order(released) == [("ctio", 0), ("ctio", 1)]
+    assert not aligner.caught_up(0, lambda t, p: high[(t, p)])  # without the position: never
+    aligner.advance([("ctio", 0, 3), ("saao", 0, -1001), ("sso", 0, 0), ("ctio", 7, 5)])
+    assert aligner.caught_up(0, lambda t, p: high[(t, p)])
+    past_marker = aligner.release(lambda t, p: high[(t, p)])
+    assert past_marker.messages == 0
+    assert past_marker.positions == {("ctio", 0): 3}  # committed past the marker, once
+    assert aligner.release(lambda t, p: high[(t, p)]).positions == {}
+
+
+def test_a_position_past_held_messages_waits_for_them() -> None:
+    aligner = Aligner(TOPICS)
+    aligner.open(0, dict.fromkeys(TOPICS, 0))
+    feed(aligner, "ctio", 0, 100.0)
+    aligner.advance([("ctio", 0, 2)])
+    released = aligner.release(nothing_drained)  # SAAO and SSO still to come: ctio@0 held
+    assert released.messages == 0
+    assert released.positions == {}
+
+
 def test_dead_letter_only_messages_pass_at_once_in_offset_order() -> None:
     aligner = Aligner(TOPICS)
     aligner.open(0, dict.fromkeys(TOPICS, 0))

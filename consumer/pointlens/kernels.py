@@ -1,0 +1,420 @@
+"""Numba kernels of the point-lens fit: numpy arrays in, numpy arrays out.
+
+The model and the method are documented in :mod:`consumer.pointlens.fit`, which prepares the
+input and is the only caller. Kernels assume clean input: every value finite, ``flux_err > 0``.
+
+Layout (CSR-like, as in :mod:`consumer.alertfinder.kernels`): the points of one star's datasets
+are concatenated into ``t``, ``flux`` and ``weight`` (``flux_err**-2``, 0 for a point left out),
+shape ``(N,)``; ``offsets`` (shape ``(D + 1,)``) delimits the datasets.
+
+Parameters: ``p = (t0, ln u0, ln tE)`` (days, Einstein radii, days), the nonlinear part of
+``flux_i = fs_d * A(u(t_i)) + fb_d``. For a given ``p`` each dataset's ``(fs_d, fb_d)`` is the
+weighted least-squares solution, in centred form so that an almost constant magnification
+(far from the event) does not cancel digits. A Levenberg-Marquardt step works on ``p`` alone
+with the Gauss-Newton matrix of the full problem after eliminating the linear parameters (the
+Schur complement of their block, i.e. variable projection with Kaufman's Jacobian); the same
+blocks give the full covariance at the optimum.
+
+Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur; the
+two that run over every point (:func:`linear_fit`, :func:`normal_matrix`) also with
+``fastmath`` (their input is finite by contract), which lets the sums vectorise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+#: Bounds of the nonlinear parameters: ln u0 for 1e-4 <= u0 <= 3, ln tE for 0.3 <= tE <= 3000 d.
+LN_U0_MIN = math.log(1e-4)
+LN_U0_MAX = math.log(3.0)
+LN_TE_MIN = math.log(0.3)
+LN_TE_MAX = math.log(3000.0)
+#: t0 stays within this many days of the data.
+T0_MARGIN = 1000.0
+#: u below this is treated as this (A ~ 1/u diverges at 0).
+U_FLOOR = 1e-9
+
+
+@numba.njit(cache=True, inline="always")
+def magnification(u: float) -> float:  # pragma: no cover - compiled
+    """Point-source point-lens magnification ``(u**2 + 2) / (u sqrt(u**2 + 4))``."""
+    u = max(u, U_FLOOR)
+    u2 = u * u
+    return (u2 + 2.0) / (u * math.sqrt(u2 + 4.0))
+
+
+@numba.njit(cache=True, inline="always")
+def _magnification_slope(u: float) -> float:  # pragma: no cover - compiled
+    """``dA/du = -8 / (u**2 (u**2 + 4)**1.5)``."""
+    u = max(u, U_FLOOR)
+    u2 = u * u
+    s = u2 + 4.0
+    return -8.0 / (u2 * s * math.sqrt(s))
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=True)
+def linear_fit(
+    t: F64, flux: F64, weight: F64, offsets: I64, p: F64, amp: F64, fs: F64, fb: F64
+) -> float:  # pragma: no cover - compiled
+    """chi2 of ``p`` with every dataset's ``(fs, fb)`` solved (written into ``fs``, ``fb``);
+    ``amp`` (N,) receives the magnification at each point."""
+    t0, u0, tE = p[0], math.exp(p[1]), math.exp(p[2])
+    chi2 = 0.0
+    for d in range(len(offsets) - 1):
+        a, b = offsets[d], offsets[d + 1]
+        s1 = 0.0
+        sa = 0.0
+        sf = 0.0
+        for i in range(a, b):
+            tau = (t[i] - t0) / tE
+            value = magnification(math.sqrt(u0 * u0 + tau * tau))
+            amp[i] = value
+            s1 += weight[i]
+            sa += weight[i] * value
+            sf += weight[i] * flux[i]
+        if s1 <= 0.0:
+            fs[d] = 0.0
+            fb[d] = 0.0
+            continue
+        mean_a = sa / s1
+        mean_f = sf / s1
+        sxx = 0.0
+        sxy = 0.0
+        syy = 0.0
+        for i in range(a, b):
+            da = amp[i] - mean_a
+            df = flux[i] - mean_f
+            sxx += weight[i] * da * da
+            sxy += weight[i] * da * df
+            syy += weight[i] * df * df
+        if sxx > 1e-12 * s1:
+            fs[d] = sxy / sxx
+            chi2 += max(syy - sxy * sxy / sxx, 0.0)
+        else:  # no magnification over this dataset: only its mean is measured
+            fs[d] = 0.0
+            chi2 += syy
+        fb[d] = mean_f - fs[d] * mean_a
+    return chi2
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=True)
+def normal_matrix(
+    t: F64,
+    flux: F64,
+    weight: F64,
+    offsets: I64,
+    p: F64,
+    amp: F64,
+    fs: F64,
+    fb: F64,
+    schur: F64,
+    gradient: F64,
+    cross: F64,
+    linear: F64,
+) -> float:  # pragma: no cover - compiled
+    """Gauss-Newton blocks at ``p`` with the linear parameters solved; returns chi2.
+
+    Writes ``schur`` (3, 3), the normal matrix of ``p`` after eliminating every dataset's
+    ``(fs, fb)``; ``gradient`` (3,), ``J^T W r`` of ``p`` (that of the linear parameters is 0
+    at their solution); per dataset ``cross`` (D, 3, 2), the ``p``-``(fs, fb)`` block, and
+    ``linear`` (D, 2, 2), the ``(fs, fb)`` block, for the covariance.
+    """
+    chi2 = linear_fit(t, flux, weight, offsets, p, amp, fs, fb)
+    t0, u0, tE = p[0], math.exp(p[1]), math.exp(p[2])
+    u02 = u0 * u0
+    schur[:, :] = 0.0
+    gradient[:] = 0.0
+    h = np.zeros((3, 3))
+    c = np.zeros((3, 2))
+    for d in range(len(offsets) - 1):
+        # Scalars in the loop (it runs over every point at every LM step): h the p-p block,
+        # c the p-(fs, fb) block, b the gradient, s* the (fs, fb) block.
+        h00 = h10 = h11 = h20 = h21 = h22 = 0.0
+        c00 = c01 = c10 = c11 = c20 = c21 = 0.0
+        b0 = b1 = b2 = 0.0
+        s1 = sa = saa = 0.0
+        fsd, fbd = fs[d], fb[d]
+        for i in range(offsets[d], offsets[d + 1]):
+            w = weight[i]
+            tau = (t[i] - t0) / tE
+            u = max(math.sqrt(u02 + tau * tau), U_FLOOR)
+            slope = fsd * _magnification_slope(u)
+            g0 = slope * (-tau / (tE * u))  # d model / d t0
+            g1 = slope * (u02 / u)  # d model / d ln u0
+            g2 = slope * (-tau * tau / u)  # d model / d ln tE
+            a = amp[i]
+            wr = w * (flux[i] - fsd * a - fbd)
+            b0 += g0 * wr
+            b1 += g1 * wr
+            b2 += g2 * wr
+            w0, w1, w2 = w * g0, w * g1, w * g2
+            h00 += w0 * g0
+            h10 += w1 * g0
+            h11 += w1 * g1
+            h20 += w2 * g0
+            h21 += w2 * g1
+            h22 += w2 * g2
+            c00 += w0 * a
+            c01 += w0
+            c10 += w1 * a
+            c11 += w1
+            c20 += w2 * a
+            c21 += w2
+            s1 += w
+            sa += w * a
+            saa += w * a * a
+        gradient[0] += b0
+        gradient[1] += b1
+        gradient[2] += b2
+        h[0, 0], h[1, 0], h[1, 1], h[2, 0], h[2, 1], h[2, 2] = h00, h10, h11, h20, h21, h22
+        h[0, 1], h[0, 2], h[1, 2] = h10, h20, h21
+        c[0, 0], c[0, 1], c[1, 0], c[1, 1], c[2, 0], c[2, 1] = c00, c01, c10, c11, c20, c21
+        linear[d, 0, 0] = saa
+        linear[d, 0, 1] = sa
+        linear[d, 1, 0] = sa
+        linear[d, 1, 1] = s1
+        cross[d] = c
+        if s1 <= 0.0:
+            continue
+        sxx = saa - sa * sa / s1  # centred: s1 * sxx is the block's determinant
+        for j in range(3):
+            for k in range(3):
+                # c L^-1 c^T with L^-1 = [[1, -m], [-m, saa/s1]] / sxx, m = sa / s1
+                if sxx > 1e-12 * s1:
+                    m = sa / s1
+                    term = (
+                        c[j, 0] * c[k, 0]
+                        - m * (c[j, 0] * c[k, 1] + c[j, 1] * c[k, 0])
+                        + (saa / s1) * c[j, 1] * c[k, 1]
+                    ) / sxx
+                else:
+                    term = c[j, 1] * c[k, 1] / s1
+                schur[j, k] += h[j, k] - term
+    return chi2
+
+
+@numba.njit(cache=True, error_model="numpy")
+def prior_penalty(p: F64, prior: F64) -> float:  # pragma: no cover - compiled
+    """``-2 ln`` of the prior density of ``p = (t0, ln u0, ln tE)``, up to a constant.
+
+    ``prior = (mean ln u0, sd ln u0, mean ln tE, sd ln tE)``: independent normals in ln u0 and
+    ln tE (a non-positive sd switches that part off); t0 is free.
+    """
+    penalty = 0.0
+    for j in range(2):
+        if prior[2 * j + 1] > 0.0:
+            z = (p[j + 1] - prior[2 * j]) / prior[2 * j + 1]
+            penalty += z * z
+    return penalty
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _add_prior(p: F64, prior: F64, schur: F64, gradient: F64) -> None:  # pragma: no cover
+    """Add the prior's curvature and ``-1/2`` its slope to the normal equations."""
+    for j in range(2):
+        sd = prior[2 * j + 1]
+        if sd > 0.0:
+            schur[j + 1, j + 1] += 1.0 / (sd * sd)
+            gradient[j + 1] -= (p[j + 1] - prior[2 * j]) / (sd * sd)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _clamp(p: F64, t_lo: float, t_hi: float) -> None:  # pragma: no cover - compiled
+    p[0] = min(max(p[0], t_lo), t_hi)
+    p[1] = min(max(p[1], LN_U0_MIN), LN_U0_MAX)
+    p[2] = min(max(p[2], LN_TE_MIN), LN_TE_MAX)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _solve3(a: F64, b: F64, out: F64) -> bool:  # pragma: no cover - compiled
+    """``a out = b`` for a symmetric positive (semi)definite 3x3 ``a`` (Cholesky); False when
+    ``a`` is not positive definite."""
+    l00 = a[0, 0]
+    if not l00 > 0.0:
+        return False
+    l00 = math.sqrt(l00)
+    l10 = a[1, 0] / l00
+    l20 = a[2, 0] / l00
+    d1 = a[1, 1] - l10 * l10
+    if not d1 > 0.0:
+        return False
+    l11 = math.sqrt(d1)
+    l21 = (a[2, 1] - l20 * l10) / l11
+    d2 = a[2, 2] - l20 * l20 - l21 * l21
+    if not d2 > 0.0:
+        return False
+    l22 = math.sqrt(d2)
+    y0 = b[0] / l00
+    y1 = (b[1] - l10 * y0) / l11
+    y2 = (b[2] - l20 * y0 - l21 * y1) / l22
+    out[2] = y2 / l22
+    out[1] = (y1 - l21 * out[2]) / l11
+    out[0] = (y0 - l10 * out[1] - l20 * out[2]) / l00
+    return True
+
+
+@numba.njit(cache=True, error_model="numpy")
+def levenberg_marquardt(
+    t: F64,
+    flux: F64,
+    weight: F64,
+    offsets: I64,
+    p: F64,
+    prior: F64,
+    max_iterations: int,
+    tolerance: float,
+    fix_t0: bool = False,
+) -> tuple[float, int, bool]:  # pragma: no cover - compiled
+    """Minimise chi2 + :func:`prior_penalty` over ``p`` (updated in place) from its value;
+    over ``(ln u0, ln tE)`` alone with ``fix_t0`` (a profile in t0).
+
+    Returns ``(objective, iterations, converged)``; converged when a step lowers the objective
+    by less than ``tolerance`` (absolute) or the parameters stop moving.
+    """
+    n = len(t)
+    n_sets = len(offsets) - 1
+    amp = np.empty(n)
+    fs = np.empty(n_sets)
+    fb = np.empty(n_sets)
+    schur = np.zeros((3, 3))
+    gradient = np.zeros(3)
+    cross = np.zeros((n_sets, 3, 2))
+    linear = np.zeros((n_sets, 2, 2))
+    trial = np.empty(3)
+    step = np.empty(3)
+    damped = np.zeros((3, 3))
+    t_lo = t.min() - T0_MARGIN
+    t_hi = t.max() + T0_MARGIN
+    _clamp(p, t_lo, t_hi)
+    chi2 = normal_matrix(t, flux, weight, offsets, p, amp, fs, fb, schur, gradient, cross, linear)
+    chi2 += prior_penalty(p, prior)
+    _add_prior(p, prior, schur, gradient)
+    lam = 1e-3
+    for iteration in range(max_iterations):
+        accepted = False
+        while lam < 1e10:
+            for j in range(3):
+                for k in range(3):
+                    damped[j, k] = schur[j, k]
+                # Marquardt's scaling, with a floor so a flat direction still gets damped.
+                damped[j, j] += lam * max(schur[j, j], 1e-12)
+            if fix_t0:  # no step in t0: its row and column become the identity's
+                for j in range(3):
+                    damped[0, j] = 0.0
+                    damped[j, 0] = 0.0
+                damped[0, 0] = 1.0
+                gradient[0] = 0.0
+            if not _solve3(damped, gradient, step):
+                lam *= 10.0
+                continue
+            for j in range(3):
+                trial[j] = p[j] + step[j]
+            _clamp(trial, t_lo, t_hi)
+            trial_chi2 = linear_fit(t, flux, weight, offsets, trial, amp, fs, fb)
+            trial_chi2 += prior_penalty(trial, prior)
+            if trial_chi2 < chi2:
+                accepted = True
+                break
+            lam *= 10.0
+        if not accepted:
+            return chi2, iteration, True  # no step lowers chi2: a minimum (or a bound)
+        moved = 0.0
+        for j in range(3):
+            moved = max(moved, abs(trial[j] - p[j]))
+            p[j] = trial[j]
+        decrease = chi2 - trial_chi2
+        chi2 = normal_matrix(
+            t, flux, weight, offsets, p, amp, fs, fb, schur, gradient, cross, linear
+        )
+        chi2 += prior_penalty(p, prior)
+        _add_prior(p, prior, schur, gradient)
+        lam = max(lam * 0.1, 1e-9)
+        if decrease < tolerance or moved < 1e-7:
+            return chi2, iteration + 1, True
+    return chi2, max_iterations, False
+
+
+@numba.njit(cache=True, error_model="numpy")
+def grid_chi2(
+    t: F64, flux: F64, weight: F64, offsets: I64, grid: F64, prior: F64
+) -> F64:  # pragma: no cover - compiled
+    """chi2 + prior penalty at each row of ``grid`` (G, 3) (linear parameters solved)."""
+    n_sets = len(offsets) - 1
+    amp = np.empty(len(t))
+    fs = np.empty(n_sets)
+    fb = np.empty(n_sets)
+    out = np.empty(len(grid))
+    for g in range(len(grid)):
+        out[g] = linear_fit(t, flux, weight, offsets, grid[g], amp, fs, fb)
+        out[g] += prior_penalty(grid[g], prior)
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def blocks(
+    t: F64, flux: F64, weight: F64, offsets: I64, p: F64, prior: F64
+) -> tuple[F64, F64, F64, F64, F64, float]:  # pragma: no cover - compiled
+    """The Gauss-Newton blocks at ``p`` for the covariance (inverted by the caller, numpy):
+    ``(schur (3, 3), cross (D, 3, 2), linear (D, 2, 2), fs (D,), fb (D,), chi2)``, as
+    :func:`normal_matrix` defines them, the prior's curvature included (chi2 without it)."""
+    n_sets = len(offsets) - 1
+    amp = np.empty(len(t))
+    fs = np.empty(n_sets)
+    fb = np.empty(n_sets)
+    schur = np.zeros((3, 3))
+    gradient = np.zeros(3)
+    cross = np.zeros((n_sets, 3, 2))
+    linear = np.zeros((n_sets, 2, 2))
+    chi2 = normal_matrix(t, flux, weight, offsets, p, amp, fs, fb, schur, gradient, cross, linear)
+    _add_prior(p, prior, schur, gradient)
+    return schur, cross, linear, fs, fb, chi2
+
+
+@numba.njit(cache=True, error_model="numpy")
+def profile_interval(
+    t: F64,
+    flux: F64,
+    weight: F64,
+    offsets: I64,
+    p: F64,
+    prior: F64,
+    best: float,
+    step: float,
+    max_steps: int,
+    delta: float,
+    max_iterations: int,
+    tolerance: float,
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Where the objective profiled over ``(ln u0, ln tE)`` (and the linear parameters) rises by
+    ``delta`` above ``best`` (its value at the optimum ``p``), walking t0 away from ``p[0]`` in
+    steps of ``step`` days, each fit warm-started from the last; interpolated between the last
+    two steps in ``sqrt(rise)`` (linear in t0 for a parabola). Returns ``(lower, upper)``, t0
+    offsets from ``p[0]`` (negative, positive); +-inf when ``max_steps`` steps do not get
+    there."""
+    out = np.empty(2)
+    for side in range(2):
+        direction = -1.0 if side == 0 else 1.0
+        q = p.copy()
+        previous = 0.0
+        out[side] = direction * np.inf
+        for k in range(1, max_steps + 1):
+            q[0] = p[0] + direction * k * step
+            value, _, _ = levenberg_marquardt(
+                t, flux, weight, offsets, q, prior, max_iterations, tolerance, True
+            )
+            rise = max(value - best, 0.0)
+            if rise >= delta:
+                # sqrt(rise) is about linear in the distance (a parabola's): interpolate it.
+                low, high = math.sqrt(previous), math.sqrt(rise)
+                fraction = (math.sqrt(delta) - low) / max(high - low, 1e-12)
+                out[side] = direction * step * (k - 1 + min(max(fraction, 0.0), 1.0))
+                break
+            previous = rise
+    return out[0], out[1]
