@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from consumer import __version__
+from consumer.cli_opinions import novelty_app, second_opinion_app
 from consumer.exceptions import LensNetError
 from consumer.logs import configure_logging
 from consumer.settings import Settings, env_name, load_settings
@@ -55,6 +56,8 @@ events_app = typer.Typer(
     help="Follow alerted events as they unfold: refits, anomalies.", no_args_is_help=True
 )
 app.add_typer(events_app, name="events")
+app.add_typer(novelty_app, name="novelty")
+app.add_typer(second_opinion_app, name="second-opinion")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -444,6 +447,9 @@ def classify(
             "default: by each star's fields, as the daemon does."
         ),
     ] = None,
+    opinions: Annotated[
+        bool, typer.Option(help="Also the novelty score and the second opinion (shipped).")
+    ] = True,
 ) -> None:
     """Classify light curves from files with the shipped LensNet artifact (JSON lines)."""
     import json
@@ -456,7 +462,10 @@ def classify(
     module, _ = load_artifact(artifact)
     rule = None if low_cadence is None else (LOW_CADENCE if low_cadence else HIGH_CADENCE)
     as_of_hjd = math.inf if as_of is None else as_of
-    for record in classify_season(module, season_dir, as_of=as_of_hjd, rule=rule):
+    from model.second_opinion import OpinionModels
+
+    extra = OpinionModels() if opinions else None
+    for record in classify_season(module, season_dir, as_of=as_of_hjd, rule=rule, opinions=extra):
         typer.echo(json.dumps(record))
 
 
@@ -467,6 +476,15 @@ _SITE = typer.Option(help="Only alerts whose trigger used this site (repeatable)
 _FIELD = typer.Option(help="Only alerts of this KMTNet field.")
 _STAR = typer.Option(help="Only stars whose id matches this shell pattern, e.g. '41*'.")
 _GROUP = typer.Option(help="Consumer group; acknowledges what it handled, resumes after it.")
+_UNUSUAL = typer.Option(
+    "--unusual", help="Only alerts the novelty network flags as unlike its training seasons."
+)
+_MIN_AGREEMENT = typer.Option(
+    min=0.0,
+    max=1.0,
+    help="Only alerts whose second opinion agrees with LensNet at least this much "
+    "(1 - |p_event difference|).",
+)
 
 
 def _start(value: str) -> Any:
@@ -482,7 +500,13 @@ def _start(value: str) -> Any:
 
 
 def _alert_filter(
-    min_score: float, label: str | None, site: list[str] | None, field: int | None, star: str | None
+    min_score: float,
+    label: str | None,
+    site: list[str] | None,
+    field: int | None,
+    star: str | None,
+    unusual: bool = False,
+    min_agreement: float | None = None,
 ) -> Any:
     from consumer.constants import SITES
     from consumer.edge.subscribe import AlertFilter
@@ -491,7 +515,15 @@ def _alert_filter(
     unknown = [s for s in sites if s not in SITES]
     if unknown:
         raise typer.BadParameter(f"--site {unknown[0]}: expected one of {', '.join(SITES)}")
-    return AlertFilter(min_score=min_score, label=label, sites=sites, field=field, star=star)
+    return AlertFilter(
+        min_score=min_score,
+        label=label,
+        sites=sites,
+        field=field,
+        star=star,
+        unusual=unusual,
+        min_agreement=min_agreement,
+    )
 
 
 @alerts_app.command("tail")
@@ -507,15 +539,18 @@ def alerts_tail(
     field: Annotated[int | None, _FIELD] = None,
     star: Annotated[str | None, _STAR] = None,
     group: Annotated[str | None, _GROUP] = None,
+    unusual: Annotated[bool, _UNUSUAL] = False,
+    min_agreement: Annotated[float | None, _MIN_AGREEMENT] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON line per alert (with the publication time).")
     ] = False,
 ) -> None:
-    """Table (or JSON lines) of alerts: trigger time, star, field, position, sites, scores."""
+    """Table (or JSON lines) of alerts: trigger time, star, field, position, sites, scores,
+    novelty and second opinion."""
     import json
 
     settings = _settings(ctx)
-    wanted = _alert_filter(min_score, label, site, field, star)
+    wanted = _alert_filter(min_score, label, site, field, star, unusual, min_agreement)
     shown = 0
     options = {"group_id": group, "start": _start(start), "stop_at_end": until_end}
     with _subscriber(settings, **options) as alerts:
@@ -558,11 +593,12 @@ def _subscriber(settings: Settings, **options: Any) -> Any:
 
 
 #: ``alerts tail``: what an observer scans for. The UTC is that of the trigger as seen from
-#: Earth (HJD corrected for the light time to the Sun at the star's position).
+#: Earth (HJD corrected for the light time to the Sun at the star's position). ``novel``: the
+#: novelty network's flag (``!`` unusual, ``-`` no score); ``2nd``: the second opinion's p_event.
 ALERT_TABLE_HEADER = (
     f"{'trigger HJD':>13}  {'trigger UTC':16}  {'star':>12}  {'field':5}  {'chip':>4}  "
     f"{'RA':10}  {'Dec':9}  {'sites':14}  {'Δχ²':>8}  {'p_event':>7}  {'label':5}  "
-    f"{'peak HJD ± 1 sd':>20} {'I_pk':>5}  alert id"
+    f"{'peak HJD ± 1 sd':>20} {'I_pk':>5}  {'novel':5}  {'2nd':>5}  alert id"
 )
 
 
@@ -572,12 +608,15 @@ def alert_row(alert: Any) -> str:
 
     utc = utc_from_hjd(alert.trigger_hjd, alert.ra, alert.dec)
     field_name = f"BLG{alert.field:02d}" if alert.field >= 0 else "-"
+    novel = "-" if alert.novelty is None else ("!" if alert.novelty.unusual else ".")
+    second = "-" if alert.second_opinion is None else f"{alert.second_opinion.p_event:.3f}"
     return (
         f"{alert.trigger_hjd:>13.5f}  {utc:%Y-%m-%d %H:%M}  {alert.star_id:>12}  "
         f"{field_name:5}  {alert.chip:>4}  {sexagesimal_ra(alert.ra):10}  "
         f"{sexagesimal_dec(alert.dec):9}  {'+'.join(dict.fromkeys(alert.alertfinder.sites)):14}  "
         f"{alert.alertfinder.dchi2:>8.0f}  {alert.lensnet.p_event:>7.3f}  "
-        f"{alert.lensnet.label:5}  {_peak_columns(alert.event_model)}  {alert.alert_id}"
+        f"{alert.lensnet.label:5}  {_peak_columns(alert.event_model)}  {novel:5}  {second:>5}  "
+        f"{alert.alert_id}"
     )
 
 
@@ -608,6 +647,7 @@ def _model_summary(model: Any) -> dict[str, Any] | None:
 
 def alert_summary(alert: Any) -> dict[str, Any]:
     """The JSON line of one alert in ``alerts tail --json`` (no light curve)."""
+    from consumer.edge.opinions import agreement, novelty_to_record, second_opinion_to_record
     from consumer.edge.times import utc_from_hjd
 
     return {
@@ -633,6 +673,9 @@ def alert_summary(alert: Any) -> dict[str, Any]:
         "model_version": alert.lensnet.model_version,
         "n_points": len(alert.light_curve),
         "event_model": _model_summary(alert.event_model),
+        "novelty": novelty_to_record(alert.novelty),
+        "second_opinion": second_opinion_to_record(alert.second_opinion),
+        "agreement": agreement(alert.lensnet.p_event, alert.second_opinion),
     }
 
 

@@ -222,6 +222,17 @@ class VettingSettings(_Frozen):
     max_per_chip: int = Field(800, ge=1)
 
 
+class OpinionSettings(_Frozen):
+    """The novelty network and the second opinion, run on every alert LensNet decides."""
+
+    #: False: alerts carry neither (``novelty`` and ``second_opinion`` are null).
+    enabled: bool = True
+    #: Novelty artifact (file, or a folder with its card); None = the shipped one.
+    novelty_path: Path | None = None
+    #: Second-opinion artifact (file or folder); None = the shipped one.
+    second_opinion_path: Path | None = None
+
+
 class ModelSettings(_Frozen):
     """LensNet scoring of vetted candidates."""
 
@@ -239,6 +250,8 @@ class ModelSettings(_Frozen):
     #: does not depend on it (a later candidate of a star that alerted meanwhile is skipped
     #: either way); a larger value gives the model larger batches.
     max_pending: int = Field(512, ge=1)
+    #: The two other light-curve networks on each alert (consumer/pipeline/second_opinion.py).
+    opinions: OpinionSettings = OpinionSettings()
 
 
 class EventsSettings(_Frozen):

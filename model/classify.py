@@ -30,6 +30,7 @@ from consumer.seasons.archive import ReadReport, Star, iter_season
 from model.export import THRESHOLD_BALANCED, THRESHOLD_HIGH_PURITY
 from model.features import Candidate, InsufficientDataError, collate, prepare
 from model.lensnet import CLASS_NAMES
+from model.second_opinion import OpinionModels
 from model.timeline import DEFAULT_CADENCE
 
 #: Candidates per forward pass (the padded length is the longest in the chunk).
@@ -122,9 +123,11 @@ def classify_stars(
     *,
     as_of: float = math.inf,
     rule: TriggerRule | None = None,
+    opinions: OpinionModels | None = None,
 ) -> list[dict[str, Any]]:
     """One record per star, in order: scored, or ``status: "insufficient_data"`` and why.
-    ``rule`` None: each star's rule from its fields' cadence, as the daemon chooses it."""
+    ``rule`` None: each star's rule from its fields' cadence, as the daemon chooses it;
+    ``opinions``: also the novelty score and the second opinion of every scored star."""
     records: list[dict[str, Any] | None] = [None] * len(stars)
     scored: list[tuple[int, Candidate]] = []
     for i, star in enumerate(stars):
@@ -139,8 +142,11 @@ def classify_stars(
                 "reason": str(error),
             }
     results = score(module, [c for _, c in scored])
-    for (i, candidate), result in zip(scored, results, strict=True):
-        records[i] = candidate_record(stars[i], candidate, result)
+    extras = (
+        opinions.records([c for _, c in scored]) if opinions is not None else [{}] * len(scored)
+    )
+    for (i, candidate), result, extra in zip(scored, results, extras, strict=True):
+        records[i] = {**candidate_record(stars[i], candidate, result), **extra}
     return [r for r in records if r is not None]
 
 
@@ -151,6 +157,7 @@ def classify_season(
     as_of: float = math.inf,
     rule: TriggerRule | None = None,
     chunk: int = 256,
+    opinions: OpinionModels | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Records for every star of ``season_dir`` (name order), then one per skipped entry
     (``status: "skipped"``: unreadable files, non-star entries) and one per file read in part
@@ -160,9 +167,9 @@ def classify_season(
     for star in iter_season(season_dir, report, skip_bad_files=True):
         stars.append(star)
         if len(stars) >= chunk:
-            yield from classify_stars(module, stars, as_of=as_of, rule=rule)
+            yield from classify_stars(module, stars, as_of=as_of, rule=rule, opinions=opinions)
             stars = []
-    yield from classify_stars(module, stars, as_of=as_of, rule=rule)
+    yield from classify_stars(module, stars, as_of=as_of, rule=rule, opinions=opinions)
     for path, reason in report.skipped:
         yield {"path": path, "status": "skipped", "reason": reason}
     for path, what in report.ignored:

@@ -23,6 +23,14 @@ import numpy.typing as npt
 
 from consumer.constants import SITES
 from consumer.edge.event_model import EventModel, event_model_from_record, event_model_to_record
+from consumer.edge.opinions import (
+    NoveltyScore,
+    SecondOpinion,
+    novelty_from_record,
+    novelty_to_record,
+    second_opinion_from_record,
+    second_opinion_to_record,
+)
 from consumer.edge.registry import RegistryClient, confluent_frame, confluent_unframe, is_confluent
 from consumer.edge.schemas import (
     AvroSchema,
@@ -120,7 +128,11 @@ class Alert:
     light_curve: LightCurve
     #: The point-lens fit at the alert (schema 1.1; None from 1.0 writers or when unfitted).
     event_model: EventModel | None = None
-    schema_version: str = "1.1"
+    #: The novelty network's and the second opinion's verdicts (schema 1.2; None from older
+    #: writers or a daemon without the two models).
+    novelty: NoveltyScore | None = None
+    second_opinion: SecondOpinion | None = None
+    schema_version: str = "1.2"
 
 
 _POINT_FIELDS = ("hjd", "flux", "flux_err", "sky", "fwhm", "airmass", "psf_quality", "fitted")
@@ -170,6 +182,8 @@ def alert_to_record(alert: Alert) -> dict[str, Any]:
         "event_model": None
         if alert.event_model is None
         else event_model_to_record(alert.event_model),
+        "novelty": novelty_to_record(alert.novelty),
+        "second_opinion": second_opinion_to_record(alert.second_opinion),
     }
 
 
@@ -228,6 +242,8 @@ def alert_from_record(record: dict[str, Any]) -> Alert:
         event_model=None
         if record.get("event_model") is None
         else event_model_from_record(record["event_model"]),
+        novelty=novelty_from_record(record.get("novelty")),
+        second_opinion=second_opinion_from_record(record.get("second_opinion")),
     )
 
 

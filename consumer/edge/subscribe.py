@@ -47,6 +47,7 @@ from confluent_kafka import (
 from consumer.edge.alert import Alert, AlertDecoder
 from consumer.edge.events import EventDecoder, EventUpdate
 from consumer.edge.kafka import base_config, make_consumer
+from consumer.edge.opinions import agreement
 from consumer.edge.reach import BrokerUnreachableError, describe, reach
 from consumer.edge.registry import RegistryClient
 from consumer.exceptions import DecodeError, KafkaClientError, TopicLayoutError
@@ -61,7 +62,10 @@ class AlertFilter:
     """Which alerts a subscriber wants; an unset criterion matches everything.
 
     ``star`` is a shell-style pattern on the star id (``"41*"``); ``sites`` keeps alerts whose
-    triggering combination includes every one of them.
+    triggering combination includes every one of them. ``unusual`` keeps alerts the novelty
+    network flagged; ``min_agreement`` alerts whose second opinion agrees with LensNet at least
+    this much (:func:`~consumer.edge.opinions.agreement`). Alerts without those records (schema
+    1.0 writers, a daemon without the two models) fail both criteria when they are set.
     """
 
     min_score: float = 0.0
@@ -69,6 +73,8 @@ class AlertFilter:
     sites: tuple[str, ...] = ()
     field: int | None = None
     star: str | None = None
+    unusual: bool = False
+    min_agreement: float | None = None
 
     def __call__(self, alert: Alert) -> bool:
         if alert.lensnet.p_event < self.min_score:
@@ -79,6 +85,12 @@ class AlertFilter:
             return False
         if self.field is not None and alert.field != self.field:
             return False
+        if self.unusual and (alert.novelty is None or not alert.novelty.unusual):
+            return False
+        if self.min_agreement is not None:
+            agreed = agreement(alert.lensnet.p_event, alert.second_opinion)
+            if agreed is None or agreed < self.min_agreement:
+                return False
         return self.star is None or fnmatch.fnmatchcase(str(alert.star_id), self.star)
 
 

@@ -34,6 +34,7 @@ from consumer.edge.alert import (
     alert_id_for,
     now_utc,
 )
+from consumer.pipeline.second_opinion import Opinions
 from consumer.pipeline.trigger import Triggered
 from consumer.settings import ModelSettings
 from consumer.state.store import StarStore
@@ -90,6 +91,9 @@ class Scorer:
         self.module, self.card = load_artifact(settings.path)
         self.model_version = str(self.card.get("version") or Path(str(settings.path)).stem)
         torch.set_num_threads(settings.threads)
+        self.opinions = (
+            Opinions(settings.opinions, settings.batch_size) if settings.opinions.enabled else None
+        )
 
     def select(
         self,
@@ -173,6 +177,10 @@ class Scorer:
             store.stars.alerted_hjd[store.stars.row(item.star_id)] = item.candidate.t_last
             alert = self.alert(store, item.rising, item.position, item.candidate, result)
             out.alerts.append((item, alert))
+        if self.opinions is not None and out.alerts:
+            triples = [(item, alert, item.candidate) for item, alert in out.alerts]
+            out.alerts = self.opinions.attach(triples)
+            out.seconds += self.opinions.seconds
         return out
 
     def alert(

@@ -1,5 +1,6 @@
 """Start-up: every compiled kernel of the pipeline run once on a small synthetic star (the
-point-lens fit of the event model too, when enabled).
+novelty network and second opinion, and the point-lens fit of the event model too, when
+enabled).
 
 Numba loads a kernel's cached machine code (or compiles it) on its first call, and TorchScript
 optimises the model over its first passes: together about a second that would otherwise fall
@@ -24,6 +25,7 @@ from consumer.state.store import StarStore, StoreConfig
 from model.batch_features import prepare_batch
 from model.classify import score
 from model.features import Candidate
+from model.second_opinion import assess
 
 
 def synthetic_star(points: int = 80, start_hjd: float = 2_461_100.0) -> Observations:
@@ -50,9 +52,9 @@ def synthetic_star(points: int = 80, start_hjd: float = 2_461_100.0) -> Observat
 
 
 def warm_up(settings: Settings, scorer: Scorer) -> None:
-    """Ingest checks, buffer, rising test, fit, candidate preparation and LensNet, once each
-    (LensNet a few times), and the event model's point-lens fit and anomaly test, on
-    :func:`synthetic_star`."""
+    """Ingest checks, buffer, rising test, fit and candidate preparation once each, LensNet
+    (and the novelty network and second opinion, when enabled) a few times, and the event
+    model's point-lens fit and anomaly test (when enabled), on :func:`synthetic_star`."""
     observations = synthetic_star()
     row_reasons(observations, 0, 1, max_hjd())
     store = StarStore(StoreConfig(capacity_per_site=settings.state.capacity_per_site))
@@ -66,8 +68,17 @@ def warm_up(settings: Settings, scorer: Scorer) -> None:
     store.newest_hjd(ids)
     prepared = prepare_batch(dataset_table(store, ids), list(fitted.rules))
     candidates = [c for c in prepared if isinstance(c, Candidate)]
+    opinions = scorer.opinions
     for _ in range(3):
         score(scorer.module, candidates, scorer.settings.batch_size)
+        if opinions is not None and candidates:
+            assess(
+                opinions.novelty,
+                opinions.booster,
+                opinions.components,
+                candidates,
+                opinions.batch_size,
+            )
     if settings.events.enabled:
         data = star_datasets(star_from_store(store, int(ids[0])))
         try:

@@ -304,8 +304,9 @@ def test_the_demo_recreates_its_topics() -> None:
 
 
 def test_the_alert_table_shows_what_an_observer_scans_for() -> None:
-    """Item 6: trigger HJD and UTC, star, field/chip, RA/Dec, sites, Δχ², p_event, label, id;
-    the wall-clock publication time only in --json."""
+    """Item 6: trigger HJD and UTC, star, field/chip, RA/Dec, sites, Δχ², p_event, label, the
+    novelty flag and second opinion ("-" without them), id; the wall-clock publication time
+    only in --json."""
     from consumer.cli import ALERT_TABLE_HEADER, alert_row, alert_summary
     from tests.consumer.edge.test_alert import make_alert
 
@@ -313,15 +314,17 @@ def test_the_alert_table_shows_what_an_observer_scans_for() -> None:
     header, row = ALERT_TABLE_HEADER.split(), alert_row(alert).split()
     assert header == [
         "trigger", "HJD", "trigger", "UTC", "star", "field", "chip", "RA", "Dec", "sites",
-        "Δχ²", "p_event", "label", "peak", "HJD", "±", "1", "sd", "I_pk", "alert", "id",
+        "Δχ²", "p_event", "label", "peak", "HJD", "±", "1", "sd", "I_pk", "novel", "2nd", "alert",
+        "id",
     ]  # fmt: skip
     assert row[0] == f"{alert.trigger_hjd:.5f}"
     assert row[3:] == [
         "123456789", "BLG02", "1", "17:54:00.0", "-29:54:00", "CTIO+SSO", "812", "0.930",
-        "YES", "-", "-", alert.alert_id,
+        "YES", "-", "-", "-", "-", alert.alert_id,
     ]  # fmt: skip
     assert len(ALERT_TABLE_HEADER) <= len(alert_row(alert))  # the columns line up
     summary = alert_summary(alert)
+    assert (summary["novelty"], summary["second_opinion"], summary["agreement"]) == (None,) * 3
     assert summary["published_at"] == "2026-05-01T03:04:05.678000+00:00"
     assert summary["trigger_utc"].startswith(row[1] + "T" + row[2])
     # With the event model (alert schema 1.1): the predicted peak, its 1 sd and I at the peak.

@@ -32,6 +32,7 @@ from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import DaemonSettings, Settings, StateSettings
 from consumer.state.store import StarStore, StoreConfig, store_differences
 from model.export import load_artifact
+from model.export_novelty import load_novelty
 from model.simulate import SimulationConfig, read_labels, write_season
 
 pytestmark = pytest.mark.kafka
@@ -336,11 +337,18 @@ def test_season_alerts_events_and_never_flat_stars(
     assert len({a.alert_id for a in alerts}) == len(alerts)
     assert len(alerted.keys() & events) >= len(events) // 2
     version = load_artifact()[1]["version"]
+    novelty_version = load_novelty()[1]["version"]
     for alert in alerts:
         assert alert.lensnet.model_version == version  # the content hash of the artifact
         assert alert.lensnet.p_event >= 0.45
         assert len(alert.light_curve) >= 10
         assert alert.alertfinder.dchi2 >= 250
+        # Every alert carries the novelty score and the second opinion (schema 1.2).
+        assert alert.novelty is not None
+        assert alert.second_opinion is not None
+        assert alert.novelty.model_version == novelty_version
+        assert alert.novelty.unusual == (alert.novelty.energy > alert.novelty.energy_cut)
+        assert 0.0 <= alert.second_opinion.p_event <= 1.0
     # The event model: every alert carries its point-lens fit; the events topic follows them.
     updates = read_events(settings, consumer_factory())
     kinds = Counter(u.kind for u in updates)

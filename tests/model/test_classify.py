@@ -145,6 +145,11 @@ def test_cli_classify_prints_json_lines(season: Path) -> None:
     statuses = sorted(r["status"] for r in records)
     assert statuses.count("scored") + statuses.count("insufficient_data") == 4
     assert all(r["t_last"] <= 2461250 for r in records if r["status"] == "scored")
+    # The novelty score and the second opinion of every scored star (--opinions, the default).
+    scored = [r for r in records if r["status"] == "scored"]
+    assert all(r["novelty"]["unusual"] == (r["novelty"]["energy"] > r["novelty"]["energy_cut"])
+               for r in scored)  # fmt: skip
+    assert all(0.0 <= r["second_opinion"]["p_event"] <= 1.0 for r in scored)
 
 
 def test_a_magnitude_file_with_a_frame_column_is_scored_and_reported(tmp_path: Path) -> None:
