@@ -16,7 +16,7 @@
 # nofile/nproc limits. Nothing is written to /etc; images live in podman's default store
 # (/var/lib/containers/storage for root).
 #
-# Variables: IMAGE (localhost/lensnet:<version>), IMAGE_BASE (localhost/lensnet-base:bookworm),
+# Variables: IMAGE (localhost/lensnet:<version>), IMAGE_BASE (localhost/lensnet-base:bookworm-2),
 # PYTHON (.venv/bin/python, which wheelhouse.py runs with), TORCH_INDEX (an index with torch's
 # CPU-only wheels, e.g. https://download.pytorch.org/whl/cpu; default: PyPI's CUDA build).
 set -euo pipefail
@@ -25,7 +25,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/pyproject.toml" | head -n 1)"
 IMAGE="${IMAGE:-localhost/lensnet:$version}"
-IMAGE_BASE="${IMAGE_BASE:-localhost/lensnet-base:bookworm}"
+# The tag changes with the package list below, so a machine holding an older base makes a new one.
+IMAGE_BASE="${IMAGE_BASE:-localhost/lensnet-base:bookworm-2}"
 PYTHON="${PYTHON:-$repo/.venv/bin/python}"
 TORCH_INDEX="${TORCH_INDEX:-}"
 WHEELHOUSE="$repo/build/image/wheelhouse"
@@ -70,11 +71,12 @@ base() {
   if podman image exists "$IMAGE_BASE"; then
     return
   fi
-  say "making $IMAGE_BASE with mmdebstrap (Debian bookworm minbase + python3, python3-venv)"
+  say "making $IMAGE_BASE with mmdebstrap (Debian bookworm minbase + python3, python3-venv, libgomp1)"
   local started=$SECONDS
   # Documentation, manual pages and translations are left out (copyright files kept), as in
   # the official slim images. A stable suite gets its -updates and -security archives too.
-  mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+  # libgomp1: LightGBM's library (the second opinion) links the system's OpenMP runtime.
+  mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates,libgomp1 \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
