@@ -61,7 +61,8 @@ class KafkaClientError(LensNetError):
             # replica takes over its partitions.
             KafkaError._DESTROY_BROKER,
         }
-        kafka_error = error.args[0] if error.args and hasattr(error.args[0], "code") else error
+        args = getattr(error, "args", ())  # a KafkaError itself has none
+        kafka_error = args[0] if args and hasattr(args[0], "code") else error
         if hasattr(kafka_error, "code") and hasattr(kafka_error, "str"):
             return cls(
                 f"{what}: {kafka_error.str()} ({kafka_error.name()})",

@@ -111,7 +111,9 @@ def usable(message: Any, log: Any) -> bool:
         return True
     if error.code() == KafkaError._PARTITION_EOF:
         return False
-    if error.fatal():
+    # A fenced static member reports ERR__FATAL in an error event whose fatal flag is unset;
+    # either way the consumer is dead and only a restart helps.
+    if error.fatal() or error.code() == KafkaError._FATAL:
         raise KafkaClientError.wrap("consumer failed (fatal)", error)
     log.warning("consumer error", error=error.str(), code=error.name())
     return False
