@@ -15,9 +15,14 @@ with the Gauss-Newton matrix of the full problem after eliminating the linear pa
 Schur complement of their block, i.e. variable projection with Kaufman's Jacobian); the same
 blocks give the full covariance at the optimum.
 
-Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur; the
-two that run over every point (:func:`linear_fit`, :func:`normal_matrix`) also with
-``fastmath`` (their input is finite by contract), which lets the sums vectorise.
+Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur. None
+compiles with ``fastmath``: with reassociation allowed, LLVM vectorises the sums behind a
+runtime check that the arrays written and read do not overlap, and falls back to the scalar
+loop when they might, so the order of the sum, and the last bits of the fit, depended on where
+the buffers happened to lie in memory. A fit must be a function of its input alone: the event
+updates a restarted daemon publishes are compared with the ones it published before (the
+update rule's thresholds, on an ill-conditioned fit, turn last-bit noise into another update).
+That costs about a quarter of the fit's time (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def _magnification_slope(u: float) -> float:  # pragma: no cover - compiled
     return -8.0 / (u2 * s * math.sqrt(s))
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=True)
+@numba.njit(cache=True, error_model="numpy")
 def linear_fit(
     t: F64, flux: F64, weight: F64, offsets: I64, p: F64, amp: F64, fs: F64, fb: F64
 ) -> float:  # pragma: no cover - compiled
@@ -104,7 +109,7 @@ def linear_fit(
     return chi2
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=True)
+@numba.njit(cache=True, error_model="numpy")
 def normal_matrix(
     t: F64,
     flux: F64,
