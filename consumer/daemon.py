@@ -62,9 +62,13 @@ class Daemon:
         self.health = Health()
         self.topics = settings.topics.photometry_topics()
         retry_s = settings.daemon.transaction_timeout_ms / 1000
-        published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s)
+        published = PublishedAlerts(
+            settings.kafka, settings.topics.alerts, retry_s, group=settings.consumer.group_id
+        )
         days = settings.trigger.evaluation_days
-        events = PublishedEvents(settings.kafka, settings.topics.events, retry_s)
+        events = PublishedEvents(
+            settings.kafka, settings.topics.events, retry_s, group=settings.consumer.group_id
+        )
         self.partitions = Partitions(
             settings.state,
             self.topics,
