@@ -45,11 +45,21 @@ class PublishedAlerts:
     topic : the alert topic.
     retry_s : how long :meth:`read` retries while the broker is unreachable (e.g. restarting).
     timeout_s : longest one pass over the topic may take before it counts as a retriable error.
+    group : prefix of the throw-away consumer group of each pass (``<group>-readback-<id>``):
+        librdkafka looks the group's coordinator up even for a reader that only assigns, so a
+        login with ACLs needs the group allowed; the daemon passes its own group's name,
+        which its ACLs grant as a prefix.
     """
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str, retry_s: float = 0.0, timeout_s: float = 120.0
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        retry_s: float = 0.0,
+        timeout_s: float = 120.0,
+        group: str = "lensnet",
     ) -> None:
+        self.group = group
         self.kafka = kafka
         self.topic = topic
         self.retry_s = retry_s
@@ -87,7 +97,7 @@ class PublishedAlerts:
         config = base_config(self.kafka)
         config.update(
             {
-                "group.id": f"lensnet-alerted-{uuid.uuid4().hex[:12]}",
+                "group.id": f"{self.group}-readback-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
             }
@@ -116,8 +126,10 @@ class PublishedAlerts:
                     )
                 message: Any
                 for message in consumer.consume(500, 0.5):
-                    if message.error() is not None:
-                        continue
+                    if message.error() is not None:  # e.g. not authorised to read it back
+                        raise KafkaClientError.wrap(
+                            f"cannot read {self.topic} back", message.error()
+                        )
                     star = int.from_bytes(message.key() or b"\0" * 8, "big", signed=True)
                     stamp = dict(message.headers() or []).get(TRIGGER_HEADER)
                     hjd = float(stamp) if stamp else 0.0

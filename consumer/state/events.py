@@ -64,11 +64,21 @@ class PublishedEvents:
     topic : the events topic.
     retry_s : how long :meth:`read` retries while the broker is unreachable.
     timeout_s : longest one pass over the topic may take before it counts as retriable.
+    group : prefix of the throw-away consumer group of each pass (``<group>-readback-<id>``):
+        librdkafka looks the group's coordinator up even for a reader that only assigns, so a
+        login with ACLs needs the group allowed; the daemon passes its own group's name,
+        which its ACLs grant as a prefix.
     """
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str, retry_s: float = 0.0, timeout_s: float = 120.0
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        retry_s: float = 0.0,
+        timeout_s: float = 120.0,
+        group: str = "lensnet",
     ) -> None:
+        self.group = group
         self.kafka = kafka
         self.topic = topic
         self.retry_s = retry_s
@@ -108,7 +118,7 @@ class PublishedEvents:
         config = base_config(self.kafka)
         config.update(
             {
-                "group.id": f"lensnet-events-{uuid.uuid4().hex[:12]}",
+                "group.id": f"{self.group}-readback-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
             }
@@ -137,8 +147,10 @@ class PublishedEvents:
                     )
                 message: Any
                 for message in consumer.consume(500, 0.5):
-                    if message.error() is not None:
-                        continue
+                    if message.error() is not None:  # e.g. not authorised to read it back
+                        raise KafkaClientError.wrap(
+                            f"cannot read {self.topic} back", message.error()
+                        )
                     try:
                         update = self.decoder.decode(message.value(), message.headers())
                     except DecodeError:
