@@ -1,4 +1,8 @@
-"""Daemon ingest: observations/s per core through decode -> per-star buffer -> rising test.
+"""Ingest designs compared: decode -> per-star buffer -> rising test, in loops of its own.
+
+Not the daemon: each implementation is a loop written here (``ours`` uses the daemon's decoder,
+store and trigger kernel, but its own median cache, no aligner, windows, LensNet or
+transactions). The product's own end-to-end rate is ``bench/bench_latency.py``'s.
 
 Run by hand from the repository root::
 

@@ -1,211 +1,301 @@
-"""Daemon latency: observation produced -> alert produced, at half the measured maximum rate.
+"""The daemon end to end: maximum rate, and observation -> alert latency at half of it.
 
 Run by hand from the repository root::
 
-    python bench/bench_latency.py [--stars 200] [--seed 1] [--bootstrap HOST:PORT]
+    python bench/bench_latency.py [--mix realistic|demo] [--stars N] [--seed 1] [--repeat 1]
+        [--baseline DIR] [--partitions 4] [--bootstrap HOST:PORT] [--cache DIR]
 
 Without ``--bootstrap`` it starts a local broker (``deploy/local-kafka/kafka.sh``) and stops it
-at the end. Two runs of the whole daemon (``consumer.daemon.Daemon``, exactly-once mode, in
-this process, pinned to CPU 0 with one torch thread) on a simulated season (``lensnet
-simulate``), each with fresh topics and consumer group:
+at the end. Every daemon is ``lensnet run`` in its own process (``bench/daemons.py``: exactly
+once, default settings, LensNet with one torch thread), pinned to CPU ``--cpu``; the replays
+run in this process on the other CPUs. The season is simulated once per mix, stars and seed
+(``--mix realistic``: the field of ``daemons.REALISTIC``; ``demo``: the simulator's defaults,
+as ``make demo``) and kept in ``--cache``.
 
-1. **Maximum rate.** The season is replayed unpaced into the photometry topics first; the
-   daemon then drains it. Rate = observations / (first batch started -> input drained).
-2. **Latency.** The daemon runs first; the season is replayed at half that rate
-   (``ReplayOptions(max_rate=...)``) while it consumes. For every alert the latency is the
-   wall time from the Kafka timestamp (producer create time) of the newest photometry message
-   of the alert's partition in the batch that raised it, to the alert's production: the
-   ``lensnet_observation_to_alert_seconds`` metric, recorded here value by value.
+1. **Maximum rate.** The season is replayed unpaced into the photometry topics; then a daemon
+   drains them, ``--repeat`` times, each in a fresh consumer group with its own alert topic.
+   Rate = observations / (start of its first batch -> end of its last). With ``--baseline
+   DIR`` (another checkout, e.g. the commit before a change) its daemon drains the same topics
+   before each of ours: the ratio of the two is measured in the same run, and its alerts are
+   compared with ours (same stars, trigger times and scores).
+2. **Latency.** A daemon of this checkout runs first, on fresh topics; the season is replayed
+   at half the maximum rate while it consumes. For every alert, the latency is the alert
+   message's Kafka timestamp (producer create time) minus that of the photometry message that
+   carried the star's observation at the alert's trigger time (the newest the trigger saw),
+   both read back from the topics.
 
-Prints the rate, the number of alerts and the latency p50 / p90 / p99 / max.
+With ``--profile FILE`` part 1 ends with one more drain of this checkout under cProfile (not
+in the rate), its statistics written to FILE and the top functions printed.
+
+The last two lines are ``maximum rate: <N> obs/s`` and ``latency p50 <a> s p99 <b> s``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import shutil
-import subprocess
-import sys
+import statistics
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from confluent_kafka import TopicPartition
-
-from consumer.daemon import Daemon
-from consumer.edge.kafka import make_admin, make_consumer, watermarks
-from consumer.edge.topics import ensure_topics, required_topics
-from consumer.logs import configure_logging
-from consumer.pipeline.ingest import IngestResult
-from consumer.pipeline.windows import BatchReport
-from consumer.seasons.replay import ReplayOptions, replay
-from consumer.settings import (
-    ConsumerSettings,
-    DaemonSettings,
-    KafkaSettings,
-    LogSettings,
-    Settings,
-    StateSettings,
-    TopicSettings,
+import numpy.typing as npt
+from daemons import (
+    DEFAULT_STARS,
+    MIXES,
+    REPO,
+    Daemon,
+    Published,
+    alerts_of,
+    bench_settings,
+    broker,
+    compare,
+    observation_times,
+    rate_of,
+    season,
+    season_counts,
+    start_daemon,
+    trigger_code,
+    wait_committed,
+    with_outputs,
 )
-from model.simulate import SimulationConfig, write_season
 
-REPO = Path(__file__).resolve().parent.parent
-KAFKA_SH = REPO / "deploy" / "local-kafka" / "kafka.sh"
+from consumer.logs import configure_logging
+from consumer.seasons.replay import ReplayOptions, replay
+from consumer.settings import LogSettings, Settings
 
 
-def settings_for(bootstrap: str, state: Path) -> Settings:
-    name = f"bench-latency-{uuid.uuid4().hex[:8]}"
-    return Settings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
-        topics=TopicSettings(
-            photometry_prefix=f"{name}.photometry.",
-            alerts=f"{name}.alerts",
-            dead_letter=f"{name}.deadletter",
-            events=f"{name}.events",
-            partitions=4,
-        ),
-        consumer=ConsumerSettings(group_id=name, session_timeout_ms=10_000),
-        state=StateSettings(directory=state / name),
-        daemon=DaemonSettings(http_port=-1, instance_id=name),
-        log=LogSettings(level="WARNING"),
+def drain(
+    name: str,
+    settings: Settings,
+    code: Path,
+    args: argparse.Namespace,
+    work: Path,
+    extra: dict[str, str],
+    profile: Path | None = None,
+) -> tuple[float, int, list[Published]]:
+    """One daemon of ``code`` draining the topics of ``settings`` into its own alert topic,
+    decisions a function of the input alone (``trigger.evaluate_when_caught_up`` off: with
+    the input all there, it would only change the last windows); (rate, observations,
+    alerts). Under cProfile when ``profile`` (its statistics file) is given."""
+    out = with_outputs(settings, name)
+    daemon = start_daemon(
+        out,
+        group=name,
+        state=work / "state",
+        log=work / f"{name}.log",
+        cpus={args.cpu},
+        code=code,
+        extra={"LENSNET_TRIGGER__EVALUATE_WHEN_CAUGHT_UP": "false", **extra},
+        profile=profile,
     )
-
-
-class Recorded:
-    """A daemon on a thread whose observation->alert latencies are kept value by value."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.daemon = Daemon(settings)
-        self.latencies: list[float] = []
-        self.first_batch: float | None = None
-        histogram = self.daemon.metrics.alert_latency
-        observe = histogram.observe
-
-        def keep(value: float, exemplar: Any = None) -> None:
-            self.latencies.append(value)
-            observe(value)
-
-        histogram.observe = keep  # type: ignore[method-assign,assignment]
-        process = self.daemon.process
-        self.rows = 0
-
-        def timed(result: IngestResult) -> BatchReport:
-            if self.first_batch is None:
-                self.first_batch = time.perf_counter()
-            report = process(result)
-            self.rows += report.observations
-            return report
-
-        self.daemon.process = timed  # type: ignore[method-assign]
-        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
-
-    def processed(self) -> int:
-        """Observations in the batches committed so far (offsets are per message; count rows)."""
-        return self.rows
-
-    def wait_drained(self, ends: dict[tuple[str, int], int], timeout_s: float) -> float:
-        """Wait until the committed positions reach ``ends``; the time it happened."""
-        deadline = time.monotonic() + timeout_s
-        positions = self.daemon.partitions.positions
-        while any(positions.get(key, -1) < offset for key, offset in ends.items()):
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise SystemExit(f"daemon did not drain the input within {timeout_s} s")
-            time.sleep(0.02)
-        return time.perf_counter()
-
-
-def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    consumer = make_consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "bench-latency-ends"}
+    status = daemon.wait(args.timeout)
+    if status != 0:
+        raise SystemExit(f"daemon exited with {status} (log: {daemon.log})")
+    rate = rate_of([daemon])
+    scored = sum(int(b.get("scored", 0)) for b in daemon.events("batch"))
+    print(
+        f"  {name}: {rate.batches} batches in {rate.seconds:.1f} s using {rate.cpu_seconds:.1f} "
+        f"CPU s = {rate.per_cpu_second:.0f} obs per CPU second; {scored} candidates scored "
+        f"({scored / rate.seconds if rate.seconds else 0:.0f} candidates/s)"
     )
-    try:
-        return {
-            (topic, p): watermarks(consumer, TopicPartition(topic, p))[1]
-            for topic in settings.topics.photometry_topics()
-            for p in range(settings.topics.partitions)
-        }
-    finally:
-        consumer.close()
+    return rate.per_second, rate.observations, alerts_of(out)
+
+
+def wait_assigned(daemon: Daemon, partitions: int, timeout_s: float) -> None:
+    """Until the daemon opened all ``partitions`` (an empty topic: restored at once)."""
+    deadline = time.monotonic() + timeout_s
+    while len(daemon.events("partition opened")) < partitions:
+        if time.monotonic() > deadline or daemon.process.poll() is not None:
+            raise SystemExit(f"daemon not assigned within {timeout_s} s (log: {daemon.log})")
+        time.sleep(0.1)
+
+
+def maximum_rate(
+    args: argparse.Namespace, bootstrap: str, path: Path, work: Path, extra: dict[str, str]
+) -> tuple[float, list[Published]]:
+    """Part 1: the median rate of this checkout's daemons over ``--repeat`` drains (each
+    after a baseline drain when ``--baseline``), and the alerts of the first."""
+    run = f"bench-{args.mix}-{uuid.uuid4().hex[:6]}"
+    # Numba compiles on first use and caches in each checkout: warm both on a small season
+    # first, so that no timed run pays for compiling.
+    warm = bench_settings(bootstrap, f"{run}-warm", args.partitions)
+    replay(warm, season("demo", 20, 1, args.cache), ReplayOptions(progress=False))
+    for code in [REPO] + ([args.baseline] if args.baseline else []):
+        drain(f"{run}-warm-{uuid.uuid4().hex[:4]}", warm, code, args, work, {})
+    settings = bench_settings(bootstrap, run, args.partitions)
+    replay(settings, path, ReplayOptions(progress=False))
+    ours: list[float] = []
+    base: list[float] = []
+    reference: list[Published] = []
+    for attempt in range(args.repeat):
+        if args.baseline is not None:
+            rate, rows, baseline_alerts = drain(
+                f"{run}-base{attempt}", settings, args.baseline, args, work, {}
+            )
+            base.append(rate)
+            print(f"baseline: {rows} observations, {rate:.0f} obs/s, {len(baseline_alerts)} alerts")
+        rate, rows, alerts = drain(f"{run}-ours{attempt}", settings, REPO, args, work, extra)
+        ours.append(rate)
+        print(f"this checkout: {rows} observations, {rate:.0f} obs/s, {len(alerts)} alerts")
+        if attempt == 0:
+            reference = alerts
+        else:
+            same = compare(alerts, reference)
+            print(f"  decisions as its first run: {same.identical} ({same.same} stars)")
+        if args.baseline is not None:
+            same = compare(alerts, baseline_alerts)
+            print(
+                f"  decisions as the baseline's: {same.identical} ({same.same} stars)"
+                + "".join(f"\n    {line}" for line in same.differing[:20])
+            )
+            print(f"  ratio to the baseline: x{rate / base[-1]:.2f}")
+    if args.profile is not None:
+        rate, rows, _ = drain(
+            f"{run}-profile", settings, REPO, args, work, extra, profile=args.profile
+        )
+        print(f"profiled drain (not timed): {rows} observations, {rate:.0f} obs/s under cProfile")
+        print_profile(args.profile)
+    maximum = statistics.median(ours)
+    print(f"this checkout, {len(ours)} runs: median {maximum:.0f} obs/s ({spread(ours)})")
+    if base:
+        ratios = [o / b for o, b in zip(ours, base, strict=True)]
+        print(
+            f"baseline, {len(base)} runs: median {statistics.median(base):.0f} obs/s "
+            f"({spread(base)}); ratio median x{statistics.median(ratios):.2f} "
+            f"({min(ratios):.2f} .. {max(ratios):.2f})"
+        )
+    return maximum, reference
+
+
+def latency(
+    args: argparse.Namespace,
+    bootstrap: str,
+    path: Path,
+    work: Path,
+    extra: dict[str, str],
+    rate: float,
+    reference: list[Published],
+) -> npt.NDArray[np.float64]:
+    """Part 2: a daemon consuming live while the season is replayed at ``rate``; per alert,
+    the seconds from the trigger observation's message to the alert message."""
+    name = f"bench-{args.mix}-{uuid.uuid4().hex[:6]}-live"
+    live = bench_settings(bootstrap, name, args.partitions)
+    daemon = start_daemon(
+        live,
+        group=name,
+        state=work / "state",
+        log=work / "live.log",
+        cpus={args.cpu},
+        until_end=False,
+        extra=extra,
+    )
+    wait_assigned(daemon, args.partitions, 120)
+    started = time.perf_counter()
+    summary = replay(live, path, ReplayOptions(max_rate=rate, progress=False))
+    wait_committed(live, name, args.timeout)
+    elapsed = time.perf_counter() - started
+    daemon.stop()
+    alerts = alerts_of(live)
+    wanted = {(a.star_id, trigger_code(a.trigger_hjd)) for a in alerts}
+    produced = observation_times(live, wanted)
+    latencies = np.array(
+        [
+            (a.produced_ms - produced[(a.star_id, trigger_code(a.trigger_hjd))]) / 1000
+            for a in alerts
+            if (a.star_id, trigger_code(a.trigger_hjd)) in produced
+        ]
+    )
+    same = compare(alerts, reference)
+    print(
+        f"paced replay: {summary.sent} observations at <= {rate:.0f} obs/s in {elapsed:.1f} s; "
+        f"{len(alerts)} alerts ({len(latencies)} matched to their observation); decisions as "
+        f"the maximum-rate run: {same.identical} ({same.same} stars, {len(same.differing)} not)"
+    )
+    batches = daemon.events("batch")
+    if batches:
+        ms = np.array([b["ms"] for b in batches])
+        print(
+            f"live batches: {len(ms)}, ms p50 {np.median(ms):.0f} p99 {np.percentile(ms, 99):.0f}"
+        )
+    return latencies
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    """The ``top`` functions of a profile by own time, then by cumulative time."""
+    stats = pstats.Stats(str(path))
+    for order in ("tottime", "cumulative"):
+        stats.sort_stats(order).print_stats(top)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.0f} .. {max(values):.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stars", type=int, default=200)
+    parser.add_argument("--mix", choices=sorted(MIXES), default="realistic")
+    parser.add_argument("--stars", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout")
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--cpu", type=int, default=0, help="CPU the daemons are pinned to")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "lensnet-bench")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--no-latency", action="store_true", help="part 1 only")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="one more drain under cProfile, stats here"
+    )
+    parser.add_argument("--rate", type=float, default=None, help="no part 1; part 2 at half this")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="LENSNET_X=Y",
+        help="a setting of this checkout's daemons (repeatable)",
+    )
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {0})
-    torch.set_num_threads(1)
+    extra = dict(item.split("=", 1) for item in args.env)
+    stars = args.stars or DEFAULT_STARS[args.mix]
+    configure_logging(LogSettings(level="WARNING"))
+    others = os.sched_getaffinity(0) - {args.cpu}
+    if others:
+        os.sched_setaffinity(0, others)  # replays and readers off the daemons' CPU
+    args.cache.mkdir(parents=True, exist_ok=True)
+    path = season(args.mix, stars, args.seed, args.cache)
+    kinds = "; ".join(
+        f"{label} {sum(c.values())} ({', '.join(f'{k} {v}' for k, v in sorted(c.items()))})"
+        for label, c in season_counts(path).items()
+    )
+    print(f"season {path}: {stars} stars, mix {args.mix}: {kinds}")
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    broker_dir = None
-    bootstrap = args.bootstrap
     try:
-        if bootstrap is None:
-            broker_dir = work / "kafka"
-            started = subprocess.run(
-                [str(KAFKA_SH), "start", str(broker_dir)], capture_output=True, text=True
-            )
-            if started.returncode != 0:
-                raise SystemExit(f"kafka.sh start failed: {started.stderr.strip()}")
-            bootstrap = started.stdout.strip().splitlines()[-1]
-        season = work / "season"
-        write_season(SimulationConfig(n_stars=args.stars, seed=args.seed), season, progress=False)
-
-        # 1. maximum rate: everything in the topics, then drain.
-        settings = settings_for(bootstrap, work)
-        configure_logging(settings.log)
-        ensure_topics(make_admin(settings.kafka), required_topics(settings.topics))
-        replay(settings, season, ReplayOptions(progress=False))
-        run = Recorded(settings)
-        run.thread.start()
-        end = run.wait_drained(end_offsets(settings), 900)
-        assert run.first_batch is not None
-        rate = run.processed() / (end - run.first_batch)
-        run.daemon.stop()
-        run.thread.join(60)
-        print(
-            f"maximum rate: {run.processed()} observations in "
-            f"{end - run.first_batch:.1f} s = {rate:,.0f} obs/s (1 core), "
-            f"{len(run.latencies)} alerts"
-        )
-
-        # 2. latency at half that rate, daemon consuming live.
-        settings = settings_for(bootstrap, work)
-        ensure_topics(make_admin(settings.kafka), required_topics(settings.topics))
-        live = Recorded(settings)
-        live.thread.start()
-        while not live.daemon.partitions.ready:
-            time.sleep(0.1)
-        started_at = time.perf_counter()
-        summary = replay(settings, season, ReplayOptions(max_rate=rate / 2, progress=False))
-        live.wait_drained(end_offsets(settings), 900)
-        elapsed = time.perf_counter() - started_at
-        live.daemon.stop()
-        live.thread.join(60)
-        latencies = np.array(live.latencies)
-        print(
-            f"paced replay: {summary.sent} observations at <= {rate / 2:,.0f} obs/s "
-            f"in {elapsed:.1f} s, {len(latencies)} alerts"
-        )
-        if len(latencies):
+        with broker(args.bootstrap, work) as bootstrap:
+            reference: list[Published] = []
+            maximum = args.rate
+            if maximum is None:
+                maximum, reference = maximum_rate(args, bootstrap, path, work, extra)
+            if args.no_latency:
+                print(f"maximum rate: {maximum:.0f} obs/s")
+                return
+            latencies = latency(args, bootstrap, path, work, extra, maximum / 2, reference)
+            if len(latencies) == 0:
+                raise SystemExit("no alerts: no latency to report")
             p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
             print(
-                f"observation -> alert latency: p50 {p50:.3f} s, p90 {p90:.3f} s, "
-                f"p99 {p99:.3f} s, max {latencies.max():.3f} s"
+                f"latency p90 {p90:.3f} s, max {latencies.max():.3f} s, "
+                f"min {latencies.min():.3f} s ({len(latencies)} alerts)"
             )
+            print(f"maximum rate: {maximum:.0f} obs/s")
+            print(f"latency p50 {p50:.3f} s p99 {p99:.3f} s")
     finally:
-        if broker_dir is not None:
-            subprocess.run([str(KAFKA_SH), "stop", str(broker_dir)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

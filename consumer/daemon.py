@@ -1,17 +1,20 @@
 """``lensnet run``: the main loop. It wires the stages together and owns nothing else.
 
-consume a batch -> :func:`~consumer.pipeline.ingest.ingest` (decode, check, clean; dead
-letters) -> :class:`~consumer.pipeline.align.Aligner` (each partition's three site topics in
-observation order) -> :class:`~consumer.pipeline.windows.WindowStage` (buffer into the star
-stores; trigger, vetting and LensNet on every evaluation window that closes) -> its alerts and
-dead letters, and the consumed offsets, out through :class:`~consumer.edge.output.Output` (one
-transaction by default).
+consume a batch (:class:`~consumer.edge.feed.Feed`: the consumer, its watermarks and pauses)
+-> :func:`~consumer.pipeline.ingest.ingest` (decode, check, clean; dead letters) ->
+:class:`~consumer.pipeline.align.Aligner` (each partition's three site topics in observation
+order) -> :class:`~consumer.pipeline.windows.WindowStage` (buffer into the star stores;
+trigger, vetting and LensNet on every evaluation window that closes; the event model) -> its
+alerts, event updates and dead letters (:func:`~consumer.edge.output.publish`), and the
+consumed offsets, out through :class:`~consumer.edge.output.Output`, one
+:func:`~consumer.edge.output.transaction` per batch by default.
 
 At the edges of a batch: partition ownership (:class:`~consumer.state.partitions.Partitions`:
 restore and replay on assign, checkpoint on revoke, rewind after an aborted transaction).
 Around the loop: the HTTP probes and metrics (:mod:`consumer.health`), signals (SIGTERM/SIGINT:
 finish the batch, commit, checkpoint, exit 0 within ``daemon.drain_timeout_s``; a second signal
-exits at once with 130), and retried start-up work (broker, topics, model file).
+exits at once with 130), and retried start-up work (broker, topics, model file, and every
+compiled kernel run once: :func:`~consumer.pipeline.warmup.warm_up`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -32,16 +35,18 @@ from tenacity import (
     wait_exponential,
 )
 
-from consumer.edge.kafka import consumer_config, make_admin, make_consumer, usable
-from consumer.edge.output import TransactionAbortedError, TransactionalOutput, make_output
+from consumer.edge.feed import Feed
+from consumer.edge.kafka import consumer_config, make_admin, make_consumer
+from consumer.edge.output import TransactionAbortedError, make_output, publish, transaction
 from consumer.edge.photometry import PhotometryDecoder
 from consumer.edge.reach import reach
 from consumer.edge.topics import check_copartitioning
 from consumer.exceptions import LensNetError
-from consumer.health import Health, HealthServer, Metrics
+from consumer.health import BatchClock, Health, HealthServer, Metrics
 from consumer.pipeline.align import Aligner
 from consumer.pipeline.ingest import IngestResult, ingest, sites_by_topic
 from consumer.pipeline.scoring import Scorer
+from consumer.pipeline.warmup import warm_up
 from consumer.pipeline.windows import BatchReport, Evaluated, WindowStage
 from consumer.settings import Settings
 from consumer.signals import exit_after, stop_on_signals
@@ -61,24 +66,13 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health()
         self.topics = settings.topics.photometry_topics()
-        retry_s = settings.daemon.transaction_timeout_ms / 1000
-        published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s)
-        days = settings.trigger.evaluation_days
-        events = PublishedEvents(settings.kafka, settings.topics.events, retry_s)
-        self.partitions = Partitions(
-            settings.state,
-            self.topics,
-            days,
-            published=published,
-            published_events=events if settings.events.enabled else None,
-            log=self.log,
-        )
+        self.partitions = owned_partitions(settings, self.topics, self.log)
         self.aligner = Aligner(self.topics, settings.consumer.max_held_messages)
         self.decoder = PhotometryDecoder()
         self.site_of_topic = sites_by_topic(self.topics)
         self.scorer: Scorer | None = None
         self.windows: WindowStage | None = None
-        self.consumer: Consumer | None = None
+        self.feed: Feed | None = None
         self.output: Any = None
         self.server: HealthServer | None = None
         self.n_partitions = settings.topics.partitions
@@ -118,6 +112,7 @@ class Daemon:
             self.server.start()
         self.scorer = self._retrying("load the model", lambda: Scorer(self.settings.model))
         self.metrics.model.labels(version=self.scorer.model_version).set(1)
+        warm_up(self.settings, self.scorer)
         self.windows = WindowStage(self.settings, self.partitions, self.scorer, self.metrics)
         self._retrying("reach Kafka", lambda: reach(self.settings.kafka, stop=self.stopping))
         self.n_partitions = self._retrying(
@@ -127,11 +122,12 @@ class Daemon:
         config = consumer_config(self.settings.kafka, self.settings.consumer)
         if daemon.static_membership:
             config["group.instance.id"] = f"{self.settings.consumer.group_id}-{daemon.instance_id}"
-        self.consumer = make_consumer(config)
+        consumer = make_consumer(config)
+        self.feed = Feed(consumer, self.aligner, self.log)
         self.output = self._retrying(
-            "start the producer", lambda: make_output(self.settings, self.consumer)
+            "start the producer", lambda: make_output(self.settings, consumer)
         )
-        self.consumer.subscribe(
+        consumer.subscribe(
             list(self.topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
@@ -150,13 +146,12 @@ class Daemon:
 
     def step(self) -> None:
         """One iteration: consume a batch and process it, or do idle work."""
-        assert self.consumer is not None
+        assert self.feed is not None
         assert self.windows is not None
         consumer = self.settings.consumer
-        messages = self.consumer.consume(consumer.batch_messages, consumer.poll_timeout_s)
+        good = self.feed.consume(consumer.batch_messages, consumer.poll_timeout_s)
         self.health.beat()
         self.metrics.last_progress.set_to_current_time()
-        good = [m for m in messages if usable(m, self.log)]
         ready = IngestResult()
         if good:
             decoded = ingest(good, self.decoder, self.site_of_topic, self.n_partitions)
@@ -165,10 +160,10 @@ class Daemon:
             for reason, count in decoded.rejected.items():
                 self.metrics.observations_rejected.labels(reason=reason).inc(count)
             ready = self.aligner.add(good, decoded)
-        self.aligner.advance(self._positions())
-        ready.merge(self.aligner.release(self._high))
-        self._flow()
-        if ready.messages or ready.positions or self.windows.due(self._caught_up):
+        self.aligner.advance(self.feed.positions())
+        ready.merge(self.aligner.release(self.feed.high))
+        self.feed.flow()
+        if ready.messages or ready.positions or self.windows.due(self.feed.caught_up):
             self.process(ready)
         else:
             self._idle()
@@ -179,13 +174,13 @@ class Daemon:
         """Checkpoint what is owned, leave the group, flush; bounded by the drain timeout."""
         overrun = "drain took longer than daemon.drain_timeout_s, exiting"
         with exit_after(self.settings.daemon.drain_timeout_s, self.log, overrun):
-            if self.consumer is not None:
+            if self.feed is not None:
                 if self._consistent:  # never checkpoint the state of a failed batch
                     self.checkpoint_all()
                 for partition in list(self.partitions.owned):
                     self.partitions.drop(partition)
-                self._quietly("close the consumer", self.consumer.close)
-                self.consumer = None
+                self._quietly("close the consumer", self.feed.consumer.close)
+                self.feed = None
             if self.output is not None:
                 self._quietly("flush the producer", self.output.close, 5.0)
                 self.output = None
@@ -209,73 +204,28 @@ class Daemon:
             what, function, self.settings.daemon.startup_attempts, self.log, self.stopping
         )
 
-    # -- partitions: rebalance callbacks and the aligner's view of them ----------------------------
+    # -- partitions: rebalance callbacks -------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        assert self.feed is not None
         partitions = sorted({tp.partition for tp in assigned})
-        starts = self._track(self.partitions.assign(consumer, partitions, self.n_partitions))
-        for tp in assigned:
-            tp.offset = starts.get(tp.partition, {}).get(tp.topic, OFFSET_BEGINNING)
-        consumer.assign(assigned)
+        self.feed.assign(assigned, self.partitions.assign(consumer, partitions, self.n_partitions))
         self._update_ready()
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        assert self.feed is not None
         for partition in sorted({tp.partition for tp in revoked}):
-            self._let_go(partition)
+            self.feed.let_go(partition)
             if self.partitions.revoke(partition):
                 self.metrics.checkpoints.inc()
         self._update_ready()
 
     def _on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
+        assert self.feed is not None
         for partition in sorted({tp.partition for tp in lost}):
-            self._let_go(partition)
+            self.feed.let_go(partition)
             self.partitions.lose(partition)
         self._update_ready()
-
-    def _track(self, starts: dict[int, dict[str, int]]) -> dict[int, dict[str, int]]:
-        """Have the aligner merge the partitions just opened, read from ``starts`` on."""
-        for partition, start in starts.items():
-            self.aligner.open(partition, start)
-        return starts
-
-    def _let_go(self, partition: int) -> None:
-        """Forget the messages held for ``partition`` and resume what was paused (a pause
-        would outlive the assignment)."""
-        paused = self.aligner.drop(partition)
-        if paused and self.consumer is not None:
-            self._quietly(
-                "resume partitions",
-                self.consumer.resume,
-                [TopicPartition(t, p) for t, p in paused],
-            )
-
-    def _high(self, topic: str, partition: int) -> int:
-        """High watermark of the consumer's last fetch response (negative: none yet)."""
-        assert self.consumer is not None
-        return int(
-            self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1]
-        )
-
-    def _positions(self) -> list[tuple[str, int, int]]:
-        """The consumer's position in every tracked topic-partition (local, no request)."""
-        assert self.consumer is not None
-        tracked = [TopicPartition(t, p) for t, p in self.aligner.fetched]
-        if not tracked:
-            return []
-        return [(tp.topic, tp.partition, tp.offset) for tp in self.consumer.position(tracked)]
-
-    def _caught_up(self, partition: int) -> bool:
-        """The partition has read everything there is, and the aligner released it all."""
-        return self.aligner.caught_up(partition, self._high)
-
-    def _flow(self) -> None:
-        """Pause topic-partitions the aligner holds too much of; resume drained ones."""
-        assert self.consumer is not None
-        pause, resume = self.aligner.flow()
-        if pause:
-            self.consumer.pause([TopicPartition(t, p) for t, p in pause])
-        if resume:
-            self.consumer.resume([TopicPartition(t, p) for t, p in resume])
 
     def _update_ready(self) -> None:
         self.health.set_ready(*self.partitions.readiness())
@@ -285,17 +235,17 @@ class Daemon:
     def process(self, result: IngestResult) -> BatchReport:
         """Process one batch of decoded photometry messages (in the aligner's order) inside
         one output transaction."""
-        assert self.consumer is not None
+        assert self.feed is not None
         assert self.windows is not None
-        started = time.perf_counter()
-        self.output.begin()
+        clock = BatchClock()
         self._consistent = False
         evaluated: Evaluated | None = None
         try:
-            evaluated = self.windows.run(result, self._caught_up)
-            self._publish(evaluated)
-            offsets = self.partitions.offsets_to_commit(result.positions)
-            self.output.commit(offsets, self.consumer.consumer_group_metadata())
+            with transaction(self.output, self.log):
+                evaluated = self.windows.run(result, self.feed.caught_up)
+                self.alerts_published += publish(self.output, evaluated, self.metrics, self.log)
+                offsets = self.partitions.offsets_to_commit(result.positions)
+                self.output.commit(offsets, self.feed.consumer.consumer_group_metadata())
         except TransactionAbortedError as error:
             self.metrics.transactions.labels(outcome="aborted").inc()
             self.log.warning("transaction aborted, rewinding", error=str(error))
@@ -306,69 +256,25 @@ class Daemon:
             self.rewind(sorted(changed | (evaluated.partitions if evaluated else set())))
             self._consistent = True
             return BatchReport()
-        except BaseException:
-            if isinstance(self.output, TransactionalOutput):
-                try:
-                    self.output.abort()
-                except LensNetError:
-                    self.log.exception("abort failed")
-            raise
         self._consistent = True
         self.metrics.transactions.labels(outcome="committed").inc()
         for state in self.partitions.committed(result.positions):
             self.metrics.restore_seconds.observe((state.restored_at or 0.0) - state.opened_at)
         self._update_ready()
-        elapsed = time.perf_counter() - started
-        self.metrics.batches.inc()
-        self.metrics.batch_seconds.observe(elapsed)
-        self.log.info("batch", ms=round(1000 * elapsed, 1), **evaluated.report.__dict__)
+        self.log.info("batch", **self.metrics.batch_done(clock), **evaluated.report.__dict__)
         return evaluated.report
-
-    def _publish(self, evaluated: Evaluated) -> None:
-        """Produce the batch's alerts, event updates and dead letters in the open transaction."""
-        report = evaluated.report
-        for item, alert in evaluated.alerts:
-            self.output.alert(alert)
-            report.alerts += 1
-            self.alerts_published += 1
-            self.metrics.alerts.labels(label=alert.lensnet.label).inc()
-            if item.newest_ms > 0:
-                self.metrics.alert_latency.observe(time.time() - item.newest_ms / 1000)
-            self.log.info(
-                "alert",
-                alert_id=alert.alert_id,
-                star_id=alert.star_id,
-                field=alert.field,
-                sites=list(alert.alertfinder.sites),
-                dchi2=round(alert.alertfinder.dchi2, 1),
-                p_event=round(alert.lensnet.p_event, 4),
-                label=alert.lensnet.label,
-            )
-        for update in evaluated.events:
-            self.output.event(update)
-            self.log.info(
-                "event update",
-                event_id=update.event_id,
-                sequence=update.sequence,
-                kind=update.kind,
-                reason=update.reason,
-                peak_hjd=round(update.event_model.peak_hjd, 3),
-            )
-        for letter in evaluated.dead_letters:
-            self.output.dead_letter(letter)
-            report.dead_letters += 1
-            self.metrics.dead_letters.labels(reason=letter.reason).inc()
 
     # -- recovery and housekeeping -----------------------------------------------------------------
 
     def rewind(self, partitions: list[int]) -> None:
         """After an aborted transaction: restore each partition from its checkpoint (or
         rebuild it) and seek its input back, replaying up to the committed offsets."""
-        assert self.consumer is not None
+        assert self.feed is not None
         for partition in partitions:
             if partition in self.partitions.owned:
-                self._let_go(partition)
-        self._track(self.partitions.rewind(self.consumer, partitions, self.n_partitions))
+                self.feed.let_go(partition)
+        consumer = self.feed.consumer
+        self.feed.open(self.partitions.rewind(consumer, partitions, self.n_partitions))
         self._update_ready()
 
     def checkpoint_all(self) -> None:
@@ -380,7 +286,7 @@ class Daemon:
 
     def _idle(self) -> None:
         """No messages: refresh lag metrics; stop when drained and ``stop_at_end``."""
-        assert self.consumer is not None
+        assert self.feed is not None
         now = time.monotonic()
         stop_at_end = self.settings.daemon.stop_at_end
         if not stop_at_end and now - self._last_lag < 10.0:
@@ -388,16 +294,29 @@ class Daemon:
         self._last_lag = now
         if not self.partitions.owned:
             return
-        # From the high watermark of the last fetch response: a fresh ListOffsets request would
-        # queue behind the fetch long-poll on the same connection (~0.5 s each).
-        lags = self.partitions.lag(self._high)
-        for (topic, partition), lag in lags.items():
-            if lag is not None:
-                self.metrics.lag.labels(topic=topic, partition=str(partition)).set(lag)
+        lags = self.partitions.lag(self.feed.high)
+        self.metrics.record_lag(lags)
         drained = all(lag == 0 for lag in lags.values())
         if stop_at_end and drained and self.partitions.ready:
             self.log.info("input drained, stopping (daemon.stop_at_end)")
             self.stop()
+
+
+def owned_partitions(settings: Settings, topics: tuple[str, ...], log: Any) -> Partitions:
+    """The daemon's partition ownership, reading back on assignment which stars already alerted
+    (the alerts topic) and the followed events' last updates (the events topic, when enabled)."""
+    retry_s = settings.daemon.transaction_timeout_ms / 1000
+    group = settings.consumer.group_id  # the read-back readers' group prefix (ACLs)
+    published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s, group=group)
+    events = PublishedEvents(settings.kafka, settings.topics.events, retry_s, group=group)
+    return Partitions(
+        settings.state,
+        topics,
+        settings.trigger.evaluation_days,
+        published=published,
+        published_events=events if settings.events.enabled else None,
+        log=log,
+    )
 
 
 class StartupInterruptedError(LensNetError):

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -53,6 +54,14 @@ BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 RESTORE_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 _CONTENT_TYPE_TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class BatchClock:
+    """When a batch started: wall clock and this process's CPU time (seconds)."""
+
+    wall: float = field(default_factory=time.perf_counter)
+    cpu: float = field(default_factory=time.process_time)
 
 
 class Metrics:
@@ -136,7 +145,8 @@ class Metrics:
         )
         self.triggers = Counter(
             "lensnet_triggers_total",
-            "Stars passing the full AlertFinder (count).",
+            "Stars passing the full AlertFinder, of those fitted (count): a star already "
+            "alerted or waiting for its rescore is not fitted, unless vetting needs it.",
             registry=registry,
         )
         self.vetting_drops = Counter(
@@ -164,7 +174,8 @@ class Metrics:
         )
         self.alert_latency = Histogram(
             "lensnet_observation_to_alert_seconds",
-            "Wall time from the observation message's Kafka timestamp to alert production "
+            "Wall time from the Kafka timestamp (producer create time) of the last message that "
+            "changed the star before the evaluation that alerted, to the alert's production "
             "(seconds).",
             buckets=ALERT_LATENCY_BUCKETS,
             registry=registry,
@@ -199,6 +210,25 @@ class Metrics:
             ("version",),
             registry=registry,
         )
+
+    def batch_done(self, clock: BatchClock) -> dict[str, float]:
+        """Count a batch started at ``clock`` and observe its wall time; its log fields:
+        ``ms`` (wall), ``cpu_ms`` (this process's CPU during it, every thread: librdkafka's
+        included) and ``process_cpu_s`` (the process's CPU so far, for rates per CPU second)."""
+        wall, cpu = time.perf_counter() - clock.wall, time.process_time()
+        self.batches.inc()
+        self.batch_seconds.observe(wall)
+        return {
+            "ms": round(1000 * wall, 1),
+            "cpu_ms": round(1000 * (cpu - clock.cpu), 1),
+            "process_cpu_s": round(cpu, 3),
+        }
+
+    def record_lag(self, lags: Mapping[tuple[str, int], int | None]) -> None:
+        """Set :attr:`lag` of every (topic, partition) whose lag is known."""
+        for (topic, partition), lag in lags.items():
+            if lag is not None:
+                self.lag.labels(topic=topic, partition=str(partition)).set(lag)
 
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition of every metric.

@@ -151,6 +151,8 @@ class ConsumerSettings(_Frozen):
     #: Messages of one topic-partition held back while another site's topic catches up in
     #: time (:mod:`consumer.pipeline.align`); past it the topic-partition is paused until it drains.
     max_held_messages: int = Field(5000, ge=1)
+    #: Longest wait for a message when none is waiting (a batch is what has arrived: the
+    #: loop never waits for a full batch).
     poll_timeout_s: float = Field(1.0, gt=0)
     session_timeout_ms: int = Field(45_000, ge=1000)
     max_poll_interval_ms: int = Field(300_000, ge=1000)

@@ -380,16 +380,36 @@ def rising_batch(
             bad = np.flatnonzero(nonempty & ~np.isfinite(baseline_))
             if bad.size:
                 raise TriggerInputError(f"baseline: dataset {bad[0]} is not finite")
+    return rising_arrays(
+        t_, flux_, flux_err_, dataset_offsets_, star_offsets_, k_, n_, n_sigma_, baseline_
+    )
+
+
+def rising_arrays(
+    t: FloatArray,
+    flux: FloatArray,
+    flux_err: FloatArray,
+    dataset_offsets: IntArray,
+    star_offsets: IntArray,
+    k: IntArray,
+    n: IntArray,
+    n_sigma: FloatArray,
+    baseline: FloatArray,
+) -> RisingBatchResult:
+    """:func:`rising_batch` on input its caller built itself, checked by nothing: contiguous
+    float64 points, int64 offsets of a consistent layout, (S,) int64 / float64 valid rules,
+    (D,) baselines (or an empty array). For the daemon's own kernels' output, where the
+    checks would cost more than the test (the kernels do not bounds-check)."""
     passed, n_high, combination = kernels.rising_stars(
-        t_,
-        flux_,
-        flux_err_,
-        dataset_offsets_,
-        star_offsets_,
-        k_,
-        n_,
-        n_sigma_,
-        baseline_,
+        t,
+        flux,
+        flux_err,
+        dataset_offsets,
+        star_offsets,
+        k,
+        n,
+        n_sigma,
+        baseline,
         _SUBSETS,
         _SUBSET_OFFSETS,
     )
@@ -426,7 +446,7 @@ def fitted_line(datasets: Sequence[DatasetArrays], result: TriggerResult) -> lis
     for index, dataset in enumerate(datasets):
         t = _float_column(f"dataset {index} t", dataset[0])
         lines.append(
-            _line(
+            broken_line(
                 t,
                 np.full(t.shape, result.intercepts[index]),
                 np.full(t.shape, index in in_combination),
@@ -437,7 +457,7 @@ def fitted_line(datasets: Sequence[DatasetArrays], result: TriggerResult) -> lis
     return lines
 
 
-def _line(
+def broken_line(
     t: FloatArray,
     intercept: FloatArray,
     in_combination: BoolArray,
@@ -453,6 +473,33 @@ def _line(
     # A NaN time stays NaN rather than silently taking the intercept.
     lever = np.where(np.isnan(t), np.nan, lever)
     return np.asarray(intercept + slope * lever, dtype=np.float64)
+
+
+def evaluate_arrays(
+    t: FloatArray,
+    flux: FloatArray,
+    flux_err: FloatArray,
+    dataset_offsets: IntArray,
+    star_offsets: IntArray,
+    *,
+    k: IntArray,
+    n: IntArray,
+    n_sigma: FloatArray,
+    dchi2_min: FloatArray,
+) -> TriggerBatchResult:
+    """:func:`evaluate_batch` on input its caller built itself, checked by nothing (as
+    :func:`rising_arrays`; ``dchi2_min`` (S,) float64)."""
+    return _evaluate_arrays(
+        t,
+        flux,
+        flux_err,
+        dataset_offsets,
+        star_offsets,
+        k=k,
+        n=n,
+        n_sigma=n_sigma,
+        dchi2_min=dchi2_min,
+    )
 
 
 def _evaluate_arrays(

@@ -159,6 +159,11 @@ def _median(values: FloatArray, a: int, b: int, buf: FloatArray) -> float:
     return 0.5 * (lower + upper)
 
 
+#: Median of ``values[a:b]`` into scratch ``buf`` (the trigger's baseline), for kernels that
+#: read their own buffers (:func:`consumer.state.kernels.trigger_tails`).
+median = _median
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _medians(
     flux: FloatArray,

@@ -10,6 +10,7 @@ curves on the same partition number.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -74,3 +75,26 @@ def partitions_for(star_ids: npt.NDArray[np.int64], partitions: int) -> npt.NDAr
     h = (h * m) & mask
     h ^= h >> np.uint64(15)
     return ((h & np.uint64(0x7FFFFFFF)) % np.uint64(partitions)).astype(np.int64)
+
+
+@numba.njit(cache=True)
+def partition_of_id(star_id: int, partitions: int) -> int:  # pragma: no cover - numba
+    """:func:`partition_for` of one star id, compiled, for kernels that check rows."""
+    key = np.uint64(star_id)  # two's complement, as the 8 big-endian key bytes hold it
+    mask = np.uint64(_MASK)
+    m = np.uint64(_M)
+    h = np.uint64((_SEED ^ 8) & _MASK)
+    for block in range(2):
+        k = np.uint64(0)
+        for byte in range(4):  # the key's bytes 4 * block .. + 3, read little-endian
+            shift = np.uint64(8 * (7 - (4 * block + byte)))
+            k |= ((key >> shift) & np.uint64(0xFF)) << np.uint64(8 * byte)
+        k = (k * m) & mask
+        k ^= k >> np.uint64(24)
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    h ^= h >> np.uint64(13)
+    h = (h * m) & mask
+    h ^= h >> np.uint64(15)
+    return int((h & np.uint64(0x7FFFFFFF)) % np.uint64(partitions))

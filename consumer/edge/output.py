@@ -1,7 +1,9 @@
 """Stage: alerts and dead letters out, and the consumed offsets committed with them.
 
 Two modes, one interface (:class:`Output`): ``begin()``, ``alert()`` / ``event()`` /
-``dead_letter()`` for each output message, then ``commit(offsets, group_metadata)``.
+``dead_letter()`` for each output message, then ``commit(offsets, group_metadata)`` (or
+``abort()``); the loop holds each batch in :func:`transaction` and produces its output with
+:func:`publish`.
 
 ``exactly_once`` (:class:`TransactionalOutput`, the default)
     Every batch is one Kafka transaction holding its alerts, event updates, dead letters and the
@@ -30,6 +32,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import structlog
@@ -42,7 +46,9 @@ from consumer.edge.keys import star_key
 from consumer.edge.registry import RegistryClient
 from consumer.edge.schemas import load_schema
 from consumer.exceptions import KafkaClientError, LensNetError
+from consumer.health import Metrics
 from consumer.pipeline.ingest import DeadLetter
+from consumer.pipeline.windows import Evaluated
 from consumer.settings import Settings
 from consumer.state.alerted import TRIGGER_HEADER
 
@@ -70,7 +76,65 @@ class Output(Protocol):
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None: ...
 
+    def abort(self) -> None: ...
+
     def close(self, timeout_s: float) -> None: ...
+
+
+@contextmanager
+def transaction(output: Output, log: Any) -> Iterator[None]:
+    """One batch's output: begun on entry; the body produces and commits. When the body fails
+    with anything but :class:`TransactionAbortedError` (the output aborted that one itself),
+    the open transaction is aborted before the error goes on."""
+    output.begin()
+    try:
+        yield
+    except TransactionAbortedError:
+        raise
+    except BaseException:
+        try:
+            output.abort()
+        except LensNetError:
+            log.exception("abort failed")
+        raise
+
+
+def publish(output: Output, evaluated: Evaluated, metrics: Metrics, log: Any) -> int:
+    """Produce a batch's alerts, event updates and dead letters into the open transaction;
+    counts them in its report and the metrics, logs one line per alert and per event update;
+    returns the alerts produced."""
+    report = evaluated.report
+    for item, alert in evaluated.alerts:
+        output.alert(alert)
+        report.alerts += 1
+        metrics.alerts.labels(label=alert.lensnet.label).inc()
+        if item.arrival_ms > 0:
+            metrics.alert_latency.observe(time.time() - item.arrival_ms / 1000)
+        log.info(
+            "alert",
+            alert_id=alert.alert_id,
+            star_id=alert.star_id,
+            field=alert.field,
+            sites=list(alert.alertfinder.sites),
+            dchi2=round(alert.alertfinder.dchi2, 1),
+            p_event=round(alert.lensnet.p_event, 4),
+            label=alert.lensnet.label,
+        )
+    for update in evaluated.events:
+        output.event(update)
+        log.info(
+            "event update",
+            event_id=update.event_id,
+            sequence=update.sequence,
+            kind=update.kind,
+            reason=update.reason,
+            peak_hjd=round(update.event_model.peak_hjd, 3),
+        )
+    for letter in evaluated.dead_letters:
+        output.dead_letter(letter)
+        report.dead_letters += 1
+        metrics.dead_letters.labels(reason=letter.reason).inc()
+    return report.alerts
 
 
 class _Producing:
@@ -223,6 +287,9 @@ class AtLeastOnceOutput(_Producing):
 
     def begin(self) -> None:
         self.errors.clear()
+
+    def abort(self) -> None:
+        """Nothing to undo: what was produced may be delivered (at least once)."""
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         remaining = self.producer.flush(60.0)

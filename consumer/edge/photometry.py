@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, fields
-from typing import Any
+from functools import cache
+from typing import Any, Final
 
 import fastavro
 import numpy as np
@@ -73,7 +74,7 @@ class Observations:
 
     def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_] | slice) -> Observations:
         """Subset of rows (fancy index, boolean mask or slice)."""
-        return Observations(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return Observations(**{name: getattr(self, name)[index] for name in _COLUMNS})
 
     @classmethod
     def concat(cls, parts: list[Observations]) -> Observations:
@@ -81,6 +82,9 @@ class Observations:
         return cls(
             **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
         )
+
+
+_COLUMNS: Final = tuple(f.name for f in fields(Observations))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +98,19 @@ class PhotometryBatch:
 
 def column_dtypes(schema: AvroSchema | None = None) -> dict[str, np.dtype[Any]]:
     """Column name -> numpy dtype, read from the ``dtype`` attributes of the schema."""
-    definition = (schema or load_schema("photometry")).definition
+    if schema is None:
+        return dict(_shipped_dtypes())
+    return _dtypes_of(schema.definition)
+
+
+def _dtypes_of(definition: dict[str, Any]) -> dict[str, np.dtype[Any]]:
     return {f["name"]: np.dtype(f["dtype"]) for f in definition["fields"] if "dtype" in f}
+
+
+@cache
+def _shipped_dtypes() -> tuple[tuple[str, np.dtype[Any]], ...]:
+    """The shipped schema's columns, read once (every message encoded or decoded needs them)."""
+    return tuple(_dtypes_of(load_schema("photometry").definition).items())
 
 
 def encode_batch(batch: PhotometryBatch) -> bytes:
@@ -105,7 +120,7 @@ def encode_batch(batch: PhotometryBatch) -> bytes:
         raise ValueError(f"unknown site {batch.site!r}")
     obs = batch.observations
     record: dict[str, Any] = {"site": batch.site, "n": len(obs), "producer": batch.producer}
-    for name, dtype in column_dtypes(schema).items():
+    for name, dtype in _shipped_dtypes():
         record[name] = np.ascontiguousarray(getattr(obs, name), dtype=dtype).tobytes()
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, schema.parsed, record)

@@ -35,8 +35,10 @@ STATE_REASONS: Final = {
 class Buffered:
     """What appending one window did."""
 
-    #: partition -> the sorted star ids each message changed (one array per message).
-    changed: dict[int, list[IntArray]] = field(default_factory=lambda: defaultdict(list))
+    #: partition -> per message, the sorted star ids it changed and its Kafka timestamp (ms).
+    changed: dict[int, list[tuple[IntArray, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     observations: int = 0  # rows offered to the stores
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
@@ -49,7 +51,7 @@ def buffer(window: list[Part], partitions: Partitions) -> Buffered:
             continue
         observations = part.observations
         appended = partitions.store(part.partition).append(part.site, observations)
-        out.changed[part.partition].append(appended.changed)
+        out.changed[part.partition].append((appended.changed, part.timestamp_ms))
         out.observations += len(observations)
         for rows, reason in (
             (appended.rejected_rows, "rejected_by_state"),
@@ -57,8 +59,8 @@ def buffer(window: list[Part], partitions: Partitions) -> Buffered:
         ):
             if len(rows):
                 out.dead_letters.append(state_letter(part, rows, reason))
-    for partition, ids in out.changed.items():
-        partitions.mark_alerted(partition, ids)
+    for partition, changes in out.changed.items():
+        partitions.mark_alerted(partition, [ids for ids, _ in changes])
     return out
 
 

@@ -30,12 +30,12 @@ from consumer.constants import SITES
 from consumer.edge.alert import Alert, alert_id_for, now_utc
 from consumer.edge.event_model import AnomalyRun, DatasetModel, EventModel, finite_or_none
 from consumer.edge.events import EventUpdate
-from consumer.pipeline.scoring import star_from_store
 from consumer.pointlens.anomaly import Anomaly, AnomalyRule, find_anomaly
 from consumer.pointlens.fit import Datasets, FitInputError, PointLensFit, fit, make_datasets
 from consumer.pointlens.fit import star_datasets as fit_input
 from consumer.pointlens.updates import Published, UpdateRule, decide
 from consumer.pointlens.updates import baseline_hjd as _baseline
+from consumer.seasons.archive import Dataset, Star
 from consumer.settings import EventsSettings
 from consumer.state.events import FollowedEvent
 from consumer.state.store import StarStore
@@ -319,3 +319,37 @@ def _reason(
     if last.anomalous and anomaly is None:
         return "the anomaly is over"
     return "daily update"
+
+
+def star_from_store(store: StarStore, star_id: int) -> Star:
+    """The star's buffers as an archive :class:`~consumer.seasons.archive.Star` (I band, one dataset
+    per site and field), the input of the point-lens fit's :func:`fit_input`."""
+    datasets = []
+    for site, series in zip(SITES, store.features(star_id), strict=True):
+        for tag in np.unique(series.field).tolist():
+            rows = series.field == tag
+            datasets.append(
+                Dataset(
+                    site=site,
+                    field=int(tag),
+                    hjd=series.hjd[rows],
+                    flux=series.flux[rows],
+                    flux_err=series.flux_err[rows],
+                    sky=series.sky[rows].astype(np.float32),
+                    fwhm=series.fwhm[rows].astype(np.float32),
+                    airmass=series.airmass[rows].astype(np.float32),
+                    psf_quality=series.psf_quality[rows].astype(np.float32),
+                    band=np.zeros(int(rows.sum()), dtype=np.uint8),
+                )
+            )
+    row = store.stars.row(star_id)
+    return Star(
+        star_id=star_id,
+        name=str(star_id),
+        ra=float(store.stars.ra[row]),
+        dec=float(store.stars.dec[row]),
+        chip=int(store.stars.chip[row]),
+        x=float(store.stars.x[row]),
+        y=float(store.stars.y[row]),
+        datasets=tuple(datasets),
+    )

@@ -16,7 +16,7 @@ the model's load from persistent false positives such as variable stars.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,12 @@ from consumer.edge.alert import (
 )
 from consumer.pipeline.second_opinion import Opinions
 from consumer.pipeline.trigger import Triggered
-from consumer.seasons.archive import Dataset, Star
 from consumer.settings import ModelSettings
 from consumer.state.store import StarStore
+from model.batch_features import DatasetTable, prepare_batch
 from model.classify import Score, score
 from model.export import load_artifact
-from model.features import Candidate, InsufficientDataError, prepare
+from model.features import Candidate, InsufficientDataError
 
 
 @dataclass
@@ -73,7 +73,9 @@ class Pending:
     candidate: Candidate
     rising: Triggered
     position: int  # index of the star in ``rising``
-    newest_ms: int  # Kafka timestamp of the newest message behind it (latency metric)
+    #: Kafka timestamp (ms) of the last message that changed the star before this evaluation,
+    #: -1 unknown (the observation -> alert latency metric).
+    arrival_ms: int
 
 
 class Scorer:
@@ -100,36 +102,58 @@ class Scorer:
         keep: npt.NDArray[np.bool_],
         *,
         partition: int,
-        newest_ms: int = -1,
+        arrival: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.int64]] | None = None,
     ) -> Selection:
         """Prepare the triggered, vetted (``keep``) stars of ``rising`` that are neither
-        alerted nor rejected within ``rescore_days``; marks them scored as of now."""
+        alerted nor rejected within ``rescore_days``; marks them scored as of now. ``arrival``
+        gives the stars' latest message timestamps (ms)."""
         out = Selection()
         chosen = np.flatnonzero(rising.triggered & keep)
         if len(chosen) == 0:
             return out
         ids = rising.star_ids[chosen]
-        alerted = store.stars.alerted_hjd[store.stars.rows(ids)]
-        scored_at = store.stars.scored_hjd[store.stars.rows(ids)]
-        for position, star_id, done, last in zip(
-            chosen.tolist(), ids.tolist(), alerted.tolist(), scored_at.tolist(), strict=True
+        alerted, waiting = self._closed(store, ids)
+        out.already_alerted = int(alerted.sum())
+        out.waiting = int((waiting & ~alerted).sum())
+        todo = ~(alerted | waiting)
+        positions, star_ids = chosen[todo].tolist(), ids[todo]
+        if not positions:
+            return out
+        prepared = prepare_batch(
+            dataset_table(store, star_ids), [rising.rules[p] for p in positions]
+        )
+        rows = store.stars.rows(star_ids)
+        arrived = arrival(star_ids) if arrival else np.full(len(star_ids), -1)
+        for position, star_id, row, stamp, result in zip(
+            positions, star_ids.tolist(), rows.tolist(), arrived.tolist(), prepared, strict=True
         ):
-            if np.isfinite(done):
-                out.already_alerted += 1
-                continue
-            star = star_from_store(store, star_id)
-            t_last = max((float(d.hjd[-1]) for d in star.datasets if len(d)), default=np.nan)
-            if np.isfinite(last) and t_last < last + self.settings.rescore_days:
-                out.waiting += 1
-                continue
-            try:
-                candidate = prepare(star, rule=rising.rules[position])
-            except InsufficientDataError:
+            if isinstance(result, InsufficientDataError):
                 out.insufficient += 1
                 continue
-            store.stars.scored_hjd[store.stars.row(star_id)] = candidate.t_last
-            out.pending.append(Pending(partition, star_id, candidate, rising, position, newest_ms))
+            store.stars.scored_hjd[row] = result.t_last
+            out.pending.append(Pending(partition, star_id, result, rising, position, stamp))
         return out
+
+    def open_to_model(
+        self, store: StarStore, star_ids: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.bool_]:
+        """(S,) whether :meth:`select` could send each of ``star_ids`` to the model now, were
+        it to trigger: not alerted, and not rejected within ``rescore_days`` of its data."""
+        alerted, waiting = self._closed(store, star_ids)
+        return ~(alerted | waiting)
+
+    def _closed(
+        self, store: StarStore, star_ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """(S,) alerted already, and (S,) scored less than ``rescore_days`` of data ago (its
+        newest observation, any site, against the ``scored_hjd`` of its last candidate)."""
+        rows = store.stars.rows(star_ids)
+        alerted = np.isfinite(store.stars.alerted_hjd[rows])
+        last = store.stars.scored_hjd[rows]
+        waiting = np.isfinite(last) & (
+            store.newest_hjd(star_ids) < last + self.settings.rescore_days
+        )
+        return alerted, waiting
 
     def decide(self, stores: Mapping[int, StarStore], pending: list[Pending]) -> ScoringResult:
         """Score ``pending`` (in chunks of ``batch_size``) and alert, in order, each star's
@@ -203,37 +227,25 @@ class Scorer:
         )
 
 
-def star_from_store(store: StarStore, star_id: int) -> Star:
-    """The star's buffers as an archive :class:`~consumer.seasons.archive.Star` (I band, one dataset
-    per site and field), the input :func:`model.features.prepare` takes."""
-    datasets = []
-    for site, series in zip(SITES, store.features(star_id), strict=True):
-        for tag in np.unique(series.field).tolist():
-            rows = series.field == tag
-            datasets.append(
-                Dataset(
-                    site=site,
-                    field=int(tag),
-                    hjd=series.hjd[rows],
-                    flux=series.flux[rows],
-                    flux_err=series.flux_err[rows],
-                    sky=series.sky[rows].astype(np.float32),
-                    fwhm=series.fwhm[rows].astype(np.float32),
-                    airmass=series.airmass[rows].astype(np.float32),
-                    psf_quality=series.psf_quality[rows].astype(np.float32),
-                    band=np.zeros(int(rows.sum()), dtype=np.uint8),
-                )
-            )
-    row = store.stars.row(star_id)
-    return Star(
-        star_id=star_id,
-        name=str(star_id),
-        ra=float(store.stars.ra[row]),
-        dec=float(store.stars.dec[row]),
-        chip=int(store.stars.chip[row]),
-        x=float(store.stars.x[row]),
-        y=float(store.stars.y[row]),
-        datasets=tuple(datasets),
+def dataset_table(store: StarStore, star_ids: npt.NDArray[np.int64]) -> DatasetTable:
+    """The stars' buffers (I band, one dataset per site and field) as the input of
+    :func:`model.batch_features.prepare_batch`: the datasets an archive
+    :class:`~consumer.seasons.archive.Star` of them would hold, named by star id."""
+    data = store.datasets(star_ids)
+    return DatasetTable(
+        names=tuple(str(star) for star in star_ids.tolist()),
+        star_offsets=data.star_offsets,
+        dataset_site=data.dataset_site,
+        dataset_field=data.dataset_field,
+        dataset_offsets=data.dataset_offsets,
+        hjd=data.hjd,
+        flux=data.flux,
+        flux_err=data.flux_err,
+        sky=data.sky,
+        fwhm=data.fwhm,
+        airmass=data.airmass,
+        psf_quality=data.psf_quality,
+        band=np.zeros(len(data.hjd), dtype=np.uint8),
     )
 
 

@@ -25,15 +25,15 @@ from consumer.alertfinder.api import (
     TriggerBatchResult,
     TriggerResult,
     TriggerRule,
-    dataset_medians,
-    evaluate_batch,
-    rising_batch,
+    evaluate_arrays,
+    rising_arrays,
 )
 from consumer.constants import SITES
 from consumer.settings import RuleSettings, TriggerSettings
 from consumer.state.store import StarStore, TriggerInput
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +63,16 @@ class Triggered:
 
 
 @dataclass(frozen=True, eq=False)
+class RisingOutcome:
+    """What the rising test of one evaluation did: stars tested, baselines refreshed, and the
+    ids of those that passed (sorted)."""
+
+    evaluated: int
+    refreshed: int
+    passers: IntArray
+
+
+@dataclass(frozen=True, eq=False)
 class TriggerOutcome:
     """What one evaluation did: stars evaluated, baselines refreshed, and the passers."""
 
@@ -76,78 +86,98 @@ class TriggerStage:
 
     def __init__(self, settings: TriggerSettings) -> None:
         self.settings = settings
-        self._high_fields = np.array(settings.high_cadence_fields or (-99,), dtype=np.int64)
+        # Field tag (int16, as uint16) -> high cadence; tags outside int16 never occur.
+        self._high_fields = np.zeros(1 << 16, dtype=np.bool_)
+        tags = [f for f in settings.high_cadence_fields if -(1 << 15) <= f < 1 << 15]
+        self._high_fields[np.array(tags, dtype=np.int16).view(np.uint16)] = True
         self._high = _rule(settings.high_cadence)
         self._low = _rule(settings.low_cadence)
         self._last = max(self._high.n, self._low.n)
 
     def rule_for(self, dataset_field: npt.ArrayLike, star_offsets: IntArray) -> list[TriggerRule]:
         """The rule of each star of CSR input: high cadence if any dataset's field is."""
-        high = np.isin(np.asarray(dataset_field, dtype=np.int64), self._high_fields)
+        high = self._high_stars(dataset_field, star_offsets)
+        return [self._high if flag else self._low for flag in high.tolist()]
+
+    def _high_stars(
+        self, dataset_field: npt.ArrayLike, star_offsets: IntArray
+    ) -> npt.NDArray[np.bool_]:
+        """(S,) whether each star of CSR input has a dataset in a high-cadence field."""
+        high = self._high_fields[np.asarray(dataset_field, dtype=np.int16).view(np.uint16)]
         cumulative = np.concatenate([[0], np.cumsum(high, dtype=np.int64)])
-        per_star = cumulative[star_offsets[1:]] - cumulative[star_offsets[:-1]] > 0
-        return [self._high if flag else self._low for flag in per_star.tolist()]
+        return np.asarray(cumulative[star_offsets[1:]] - cumulative[star_offsets[:-1]] > 0)
+
+    def _rule_columns(
+        self, high: npt.NDArray[np.bool_]
+    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
+        """(S,) k, n (int64), n_sigma, dchi2_min (float64) of each star: the high-cadence
+        rule where ``high``, the low-cadence one elsewhere (the kernels' rule arrays)."""
+        fast, slow = self._high, self._low
+        return (
+            np.where(high, fast.k, slow.k).astype(np.int64),
+            np.where(high, fast.n, slow.n).astype(np.int64),
+            np.where(high, float(fast.n_sigma), float(slow.n_sigma)),
+            np.where(high, float(fast.dchi2_min), float(slow.dchi2_min)),
+        )
 
     def run(self, store: StarStore, star_ids: npt.ArrayLike) -> TriggerOutcome:
         """Rising test on ``star_ids`` (stars of ``store``), full fit on the passers."""
+        tested = self.rising(store, star_ids)
+        return TriggerOutcome(
+            evaluated=tested.evaluated,
+            refreshed=tested.refreshed,
+            rising=self.evaluate(store, tested.passers),
+        )
+
+    def rising(self, store: StarStore, star_ids: npt.ArrayLike) -> RisingOutcome:
+        """Rising test on ``star_ids`` (stars of ``store``) against the cached medians, those
+        that are stale refreshed first (one compiled pass over the buffers, one for the test)."""
         ids = np.unique(np.asarray(star_ids, dtype=np.int64))
-        tail = store.to_trigger_arrays(ids, last=self._last)
-        star_of, bit = _dataset_index(store, tail)
-        rows = store.stars.rows(ids)
-        baseline = store.stars.baseline[rows]  # (S, 3, 2)
-        per_dataset = baseline[star_of, tail.dataset_site, bit].astype(np.float64)
-        held = np.diff(tail.dataset_offsets) > 0
-        missing = np.zeros(len(ids), dtype=bool)
-        np.logical_or.at(missing, star_of, held & ~np.isfinite(per_dataset))
-        points = store.stars.baseline_points[rows]
-        fresh = store.stars.fresh_points[rows]
-        stale = missing | (points == 0) | (fresh > self.settings.baseline_refresh_fraction * points)
-        refreshed = int(stale.sum())
-        if refreshed:
-            self._refresh(store, ids[stale])
-            baseline = store.stars.baseline[rows]
-            per_dataset = baseline[star_of, tail.dataset_site, bit].astype(np.float64)
-        rules = self.rule_for(tail.dataset_field, tail.star_offsets)
-        rising = rising_batch(
+        tail, baseline, refreshed = store.rising_input(
+            ids, self._last, self.settings.baseline_refresh_fraction
+        )
+        k, n, n_sigma, _ = self._rule_columns(
+            self._high_stars(tail.dataset_field, tail.star_offsets)
+        )
+        rising = rising_arrays(  # the store's kernel built the input: nothing to check
             tail.t,
             tail.flux,
             tail.flux_err,
             tail.dataset_offsets,
             tail.star_offsets,
-            k=np.array([r.k for r in rules], dtype=np.int64),
-            n=np.array([r.n for r in rules], dtype=np.int64),
-            n_sigma=np.array([r.n_sigma for r in rules], dtype=np.float64),
-            baseline=np.nan_to_num(per_dataset, nan=0.0),
-            check=False,
+            k,
+            n,
+            n_sigma,
+            baseline,
         )
-        passers = ids[rising.passed]
-        return TriggerOutcome(
-            evaluated=len(ids), refreshed=refreshed, rising=self.evaluate(store, passers)
-        )
+        return RisingOutcome(evaluated=len(ids), refreshed=refreshed, passers=ids[rising.passed])
 
     def evaluate(self, store: StarStore, star_ids: IntArray) -> Triggered:
         """The full AlertFinder on the whole buffers of ``star_ids``; refreshes their medians."""
         full = store.to_trigger_arrays(star_ids)
-        rules = self.rule_for(full.dataset_field, full.star_offsets)
-        result = evaluate_batch(
+        high = self._high_stars(full.dataset_field, full.star_offsets)
+        rules = [self._high if flag else self._low for flag in high.tolist()]
+        k, n, n_sigma, dchi2_min = self._rule_columns(high)
+        result = evaluate_arrays(  # the store's kernel built the input: nothing to check
             full.t,
             full.flux,
             full.flux_err,
             full.dataset_offsets,
             full.star_offsets,
-            k=np.array([r.k for r in rules], dtype=np.int64),
-            n=np.array([r.n for r in rules], dtype=np.int64),
-            n_sigma=np.array([r.n_sigma for r in rules], dtype=np.float64),
-            dchi2_min=np.array([r.dchi2_min for r in rules], dtype=np.float64),
-            check=False,
+            k=k,
+            n=n,
+            n_sigma=n_sigma,
+            dchi2_min=dchi2_min,
         )
         _store_baselines(store, full, result.baseline)
         return Triggered(star_ids=star_ids, result=result, input=full, rules=tuple(rules))
 
     @staticmethod
-    def _refresh(store: StarStore, star_ids: IntArray) -> None:
-        full = store.to_trigger_arrays(star_ids)
-        _store_baselines(store, full, dataset_medians(full.flux, full.dataset_offsets))
+    def refresh(store: StarStore, star_ids: IntArray) -> None:
+        """Recompute the cached medians of ``star_ids`` (sorted, unique) from their whole
+        buffers: what :meth:`evaluate` leaves in the cache, without the fit."""
+        if len(star_ids):
+            store.rising_input(star_ids, 0, 0.0, force=True)
 
 
 def _rule(settings: RuleSettings) -> TriggerRule:

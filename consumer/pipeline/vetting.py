@@ -101,9 +101,36 @@ def vet_triggered(
     triggered = {p: np.flatnonzero(r.triggered) for p, r in rising.items()}
     if not any(len(index) for index in triggered.values()):
         return keep, {}
-    columns: dict[str, list[npt.NDArray[Any]]] = defaultdict(list)
+    verdict = _vet_stars({p: rising[p].star_ids[i] for p, i in triggered.items()}, stores, settings)
+    start = 0
     for partition, index in triggered.items():
-        ids = rising[partition].star_ids[index]
+        keep[partition][index] = verdict.keep[start : start + len(index)]
+        start += len(index)
+    return keep, verdict.counts()
+
+
+def could_drop(
+    candidates: Mapping[int, npt.NDArray[np.int64]],
+    stores: Mapping[int, StarStore],
+    settings: VettingSettings,
+) -> bool:
+    """Whether vetting could drop a star of some subset of ``candidates`` (partition -> star
+    ids), whichever of them trigger. False when it drops none of the whole set: a subset has
+    no more neighbours within the radius and no more stars per field or chip than the whole."""
+    if not any(len(ids) for ids in candidates.values()):
+        return False
+    return not bool(_vet_stars(candidates, stores, settings).keep.all())
+
+
+def _vet_stars(
+    star_ids: Mapping[int, npt.NDArray[np.int64]],
+    stores: Mapping[int, StarStore],
+    settings: VettingSettings,
+) -> VettingResult:
+    """:func:`vet` on the given stars of every partition (partition order, then ``star_ids``
+    order), with their positions as the stores hold them now."""
+    columns: dict[str, list[npt.NDArray[Any]]] = defaultdict(list)
+    for partition, ids in star_ids.items():
         stars = stores[partition].stars
         rows = stars.rows(ids)
         columns["star_id"].append(ids)
@@ -112,14 +139,9 @@ def vet_triggered(
         columns["x"].append(stars.x[rows])
         columns["y"].append(stars.y[rows])
     joined = {name: np.concatenate(parts) for name, parts in columns.items()}
-    verdict = vet(
+    return vet(
         joined["star_id"], joined["field"], joined["chip"], joined["x"], joined["y"], settings
     )
-    start = 0
-    for partition, index in triggered.items():
-        keep[partition][index] = verdict.keep[start : start + len(index)]
-        start += len(index)
-    return keep, verdict.counts()
 
 
 def _neighbour_counts(

@@ -30,6 +30,7 @@ input's dead letters are not sent again.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from consumer.edge.alert import Alert
 from consumer.edge.events import EventUpdate
@@ -46,12 +48,14 @@ from consumer.pipeline.event_model import EventModelStage, Snapshot
 from consumer.pipeline.ingest import DeadLetter, IngestResult, Part
 from consumer.pipeline.scoring import Pending, Scorer
 from consumer.pipeline.trigger import Triggered, TriggerStage
-from consumer.pipeline.vetting import vet_triggered
+from consumer.pipeline.vetting import could_drop, vet_triggered
 from consumer.settings import Settings
 from consumer.state.partitions import Partitions
 
 #: Whether a partition has read everything there is to read now (the aligner knows).
 CaughtUp = Callable[[int], bool]
+#: What changed a window of one partition: per message, the star ids and its Kafka timestamp.
+Changes = list[tuple[npt.NDArray[np.int64], int]]
 
 
 @dataclass
@@ -64,6 +68,8 @@ class BatchReport:
     dead_letters: int = 0
     stars_changed: int = 0
     rising: int = 0
+    #: Passed the rising test but not fitted: alerted, or waiting for their rescore.
+    unfitted: int = 0
     triggered: int = 0
     vetted_out: int = 0
     scored: int = 0
@@ -93,8 +99,6 @@ class _Batch:
     """One batch on its way through the stage."""
 
     out: Evaluated
-    #: Partition -> Kafka timestamp of its newest message in the batch (latency metric).
-    newest_ms: dict[int, int] = field(default_factory=dict)
     #: Candidates selected and not yet scored.
     pending: list[Pending] = field(default_factory=list)
     #: Followed stars as windows left them, refitted when the candidates are decided.
@@ -131,10 +135,6 @@ class WindowStage:
         replayed = {p for t, p, o in sources if partitions.replaying(t, p, o)}
         report = BatchReport(messages=result.messages, replayed_partitions=sorted(replayed))
         batch = _Batch(Evaluated(report))
-        for part in result.parts:
-            batch.newest_ms[part.partition] = max(
-                batch.newest_ms.get(part.partition, -1), part.timestamp_ms
-            )
         letters = list(result.dead_letters)
         for key, window in windows(result.parts, self.settings.trigger.evaluation_days):
             self._close_windows(key, window, batch)
@@ -143,11 +143,11 @@ class WindowStage:
             for letter in buffered.dead_letters:
                 self.metrics.observations_rejected.labels(reason=letter.reason).inc(letter.rows)
             letters.extend(buffered.dead_letters)
-            for partition, ids in buffered.changed.items():
+            for partition, changes in buffered.changed.items():
                 state = partitions.owned[partition]
                 if state.open_window is None or state.open_window < key:
                     state.open_window = key
-                state.unevaluated.extend(ids)  # late data joins the open window
+                state.unevaluated.extend(changes)  # late data joins the open window
         done = partitions.finish_replays(result.positions, replayed)
         ready = self._caught_up_windows(done, caught_up)
         for partition in ready:
@@ -167,7 +167,7 @@ class WindowStage:
                 self.metrics.state_bytes.labels(partition=str(partition)).set(store.nbytes())
         return batch.out
 
-    def _caught_up_windows(self, partitions: set[int], caught_up: CaughtUp) -> dict[int, list[Any]]:
+    def _caught_up_windows(self, partitions: set[int], caught_up: CaughtUp) -> dict[int, Changes]:
         """The unevaluated stars of those ``partitions`` that have read everything there is
         (``trigger.evaluate_when_caught_up``: evaluated without waiting for the window to
         close)."""
@@ -182,7 +182,7 @@ class WindowStage:
     def _close_windows(self, key: int, window: list[Part], batch: _Batch) -> None:
         """Rows of window ``key`` arrived: evaluate the earlier windows they close (one pass
         over every partition they close), replays apart."""
-        closing: dict[int, list[Any]] = {}
+        closing: dict[int, Changes] = {}
         replayed: set[int] = set()
         for part in window:
             state = self.partitions.owned.get(part.partition)
@@ -200,27 +200,44 @@ class WindowStage:
                 self._evaluate(changed, batch, replay=replay)
 
     def _evaluate(
-        self, changed: dict[int, list[Any]], batch: _Batch, *, replay: bool = False
+        self, changed: dict[int, Changes], batch: _Batch, *, replay: bool = False
     ) -> None:
         """Trigger, vetting and LensNet selection for the stars one window changed (their
         store as of the window's end); the selected wait in ``batch.pending`` (dropped for a
         ``replay``: only the state the selection leaves is wanted)."""
         report, metrics = batch.out.report, self.metrics
-        rising: dict[int, Triggered] = {}
         batch.out.partitions.update(changed)
-        for partition, ids in changed.items():
-            outcome = self.trigger.run(self.partitions.store(partition), np.concatenate(ids))
-            rising[partition] = outcome.rising
+        stores = {p: self.partitions.store(p) for p in changed}
+        star_ids = {p: np.concatenate([ids for ids, _ in c]) for p, c in changed.items()}
+        tested = {p: self.trigger.rising(stores[p], ids) for p, ids in star_ids.items()}
+        passers = {p: outcome.passers for p, outcome in tested.items()}
+        # The fit decides only for stars the model could still see (not alerted, not waiting
+        # for their rescore): the others get the medians the fit would leave, unless vetting
+        # could drop a star of the window, where every passer's verdict counts.
+        vetting = could_drop(passers, stores, self.settings.vetting)
+        if vetting:
+            fit = {p: np.ones(len(ids), dtype=bool) for p, ids in passers.items()}
+        else:
+            fit = {p: self.scorer.open_to_model(stores[p], ids) for p, ids in passers.items()}
+        rising: dict[int, Triggered] = {}
+        for partition, outcome in tested.items():
+            ids = passers[partition]
+            rising[partition] = self.trigger.evaluate(stores[partition], ids[fit[partition]])
+            self.trigger.refresh(stores[partition], ids[~fit[partition]])
             if replay:
                 continue
+            triggers = int(rising[partition].triggered.sum())
             report.stars_changed += outcome.evaluated
-            report.rising += len(outcome.rising.star_ids)
-            report.triggered += int(outcome.rising.triggered.sum())
+            report.rising += len(ids)
+            report.unfitted += int((~fit[partition]).sum())
+            report.triggered += triggers
             metrics.star_updates.inc(outcome.evaluated)
-            metrics.rising.inc(len(outcome.rising.star_ids))
-            metrics.triggers.inc(int(outcome.rising.triggered.sum()))
-        stores = {p: self.partitions.store(p) for p in rising}
-        keep, dropped = vet_triggered(rising, stores, self.settings.vetting)
+            metrics.rising.inc(len(ids))
+            metrics.triggers.inc(triggers)
+        keep = {p: np.ones(len(r.star_ids), dtype=bool) for p, r in rising.items()}
+        dropped: dict[str, int] = {}
+        if vetting:  # else it keeps every star: it would keep all the passers
+            keep, dropped = vet_triggered(rising, stores, self.settings.vetting)
         for reason, count in dropped.items():
             metrics.vetting_drops.labels(reason=reason).inc(count)
             report.vetted_out += count
@@ -232,17 +249,17 @@ class WindowStage:
                 triggered,
                 keep[partition],
                 partition=partition,
-                newest_ms=batch.newest_ms.get(partition, -1),
+                arrival=functools.partial(last_arrival, changed[partition]),
             )
             if not replay:
                 batch.pending.extend(selection.pending)
         if self.events is not None and not replay:
             waiting = {(p.partition, p.star_id) for p in batch.pending}
-            for partition, ids in changed.items():
+            for partition, ids in star_ids.items():
                 batch.snapshots += self.events.watch(
                     partition,
                     stores[partition],
-                    np.concatenate(ids),
+                    ids,
                     {star for p, star in waiting if p == partition},
                     self.partitions.owned[partition].events,
                 )
@@ -316,3 +333,16 @@ def windows(parts: list[Part], days: float) -> list[tuple[int, list[Part]]]:
 def window_of(part: Part, days: float) -> int:
     """Evaluation window of a message: ``floor(HJD / days)`` of its first row."""
     return math.floor(float(part.observations.hjd.min()) / days)
+
+
+def last_arrival(changes: Changes, star_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """(S,) the Kafka timestamp (ms) of the last message in ``changes`` that changed each of
+    ``star_ids``, -1 for none: when the data that completed the star's evaluation was made."""
+    ids = np.concatenate([changed for changed, _ in changes])
+    if len(ids) == 0:
+        return np.full(len(star_ids), -1, dtype=np.int64)
+    stamps = np.repeat([stamp for _, stamp in changes], [len(changed) for changed, _ in changes])
+    order = np.argsort(ids, kind="stable")  # by star, then message order
+    ids, stamps = ids[order], stamps[order]
+    last = np.maximum(np.searchsorted(ids, star_ids, side="right") - 1, 0)
+    return np.where(ids[last] == star_ids, stamps[last], -1).astype(np.int64)

@@ -22,7 +22,9 @@ loop when they might, so the order of the sum, and the last bits of the fit, dep
 the buffers happened to lie in memory. A fit must be a function of its input alone: the event
 updates a restarted daemon publishes are compared with the ones it published before (the
 update rule's thresholds, on an ill-conditioned fit, turn last-bit noise into another update).
-That costs about a quarter of the fit's time (BENCHMARKS.md).
+A middle way (a strict loop for the writes, ``fastmath`` sums that only read) passed the
+kernel tests but not the fault tests in the daemon, so every kernel is strict. That costs
+x1.75 the fit's time (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -201,6 +201,16 @@ class Arena:
         seconds = self.columns["t"][np.where(count > 0, index, 0)].astype(np.float64)
         return seconds, count > 0
 
+    def newest_of(self, rows: IntArray) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """(R, sites) time code (seconds) of the newest record of each buffer of ``rows``, and
+        whether the buffer holds any."""
+        count = self.seg_count[rows].astype(np.int64)
+        cls = self.seg_class[rows].astype(np.int64)
+        size = np.where(count > 0, self.class_sizes[np.maximum(cls, 0)], 1)
+        index = self.seg_offset[rows] + (self.seg_head[rows] + count - 1) % size
+        seconds = self.columns["t"][np.where(count > 0, index, 0)].astype(np.int64)
+        return seconds, count > 0
+
     def consistent(self, rows: int) -> bool:
         """Whether the segment tables of the first ``rows`` rows and the free lists stay
         inside the records handed out: the kernels do not bounds-check, so tables read from

@@ -158,6 +158,21 @@ def _decode_linear(code: npt.ArrayLike, low: float, step: float) -> FloatArray:
     return np.where(array == MISSING_U8, np.nan, low + array.astype(np.float64) * step)
 
 
+def _u8_table(decode: object) -> npt.NDArray[np.float32]:
+    codes = np.arange(256, dtype=np.uint8)
+    return np.asarray(decode(codes), dtype=np.float64).astype(np.float32)  # type: ignore[operator]
+
+
+#: float32 value of every code of the uint8 columns (256,), NaN for missing: what
+#: :func:`decode_records` gives, as float32 (the archive's dtype for these columns).
+SKY_TABLE: Final = _u8_table(decode_sky)
+FWHM_TABLE: Final = _u8_table(lambda code: _decode_linear(code, 0.0, FWHM_STEP))
+AIRMASS_TABLE: Final = _u8_table(lambda code: _decode_linear(code, AIRMASS_MIN, AIRMASS_STEP))
+PSF_TABLE: Final = np.where(
+    np.arange(256) == MISSING_PSF, np.nan, np.arange(256, dtype=np.float64)
+).astype(np.float32)
+
+
 def decode_records(records: npt.NDArray[np.void]) -> SiteBuffer:
     """Decode :data:`SNAPSHOT_DTYPE` records to physical units (NaN where missing)."""
     psf = records["psf_quality"]

@@ -21,6 +21,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from consumer.alertfinder.kernels import median
+
 #: Row outcomes written by :func:`insert_rows`.
 APPENDED = 0
 DUPLICATE = 1
@@ -267,6 +269,226 @@ def gather_trigger(
                     dataset_field[dataset] = star_fields[slot, field_slot]
                     dataset += 1
                     dataset_offsets[dataset] = point
+        star_offsets[s + 1] = dataset
+    return dataset, point
+
+
+@numba.njit(cache=True)
+def trigger_tails(
+    slots: npt.NDArray[np.int64],
+    last: int,
+    refresh_fraction: float,
+    force: bool,
+    star_fields: npt.NDArray[np.int16],
+    seg_offset: npt.NDArray[np.int64],
+    seg_class: npt.NDArray[np.int8],
+    seg_head: npt.NDArray[np.int32],
+    seg_count: npt.NDArray[np.int32],
+    class_sizes: npt.NDArray[np.int64],
+    a_t: npt.NDArray[np.uint32],
+    a_flux: npt.NDArray[np.float32],
+    a_ferr: npt.NDArray[np.uint16],
+    a_psf: npt.NDArray[np.uint8],
+    hjd_zero: float,
+    ferr_table: npt.NDArray[np.float64],
+    baseline: npt.NDArray[np.float32],
+    baseline_points: npt.NDArray[np.int32],
+    fresh_points: npt.NDArray[np.int32],
+    t: npt.NDArray[np.float64],
+    flux: npt.NDArray[np.float64],
+    flux_err: npt.NDArray[np.float64],
+    dataset_offsets: npt.NDArray[np.int64],
+    star_offsets: npt.NDArray[np.int64],
+    dataset_site: npt.NDArray[np.int8],
+    dataset_field: npt.NDArray[np.int16],
+    dataset_baseline: npt.NDArray[np.float64],
+) -> tuple[int, int, int]:
+    """The rising test's input for star slots ``slots`` (all held), with its cache of medians.
+
+    Per star, first the cache (the ``baseline`` (R, sites, 2) float32 medians per site and
+    field slot, ``baseline_points`` and ``fresh_points``): it is stale when a dataset with
+    points has no finite median, when it was never computed (``baseline_points == 0``), when
+    more than ``refresh_fraction`` of the points it was computed on arrived since, or always
+    with ``force``. A stale star gets the median of every dataset's whole buffer (NaN for the
+    datasets without points), ``baseline_points`` = its points held, ``fresh_points`` = 0.
+    Then its datasets' latest ``last`` points are written as :func:`gather_trigger` writes them
+    (``last = 0``: none), with each dataset's field tag and cached median as float64 (NaN as
+    0). Returns the datasets and points written, and the stars refreshed.
+    """
+    n_sites = seg_count.shape[1]
+    capacity = class_sizes[-1]
+    values = np.empty(capacity)
+    scratch = np.empty(capacity)
+    point = 0
+    dataset = 0
+    refreshed = 0
+    dataset_offsets[0] = 0
+    star_offsets[0] = 0
+    for s in range(len(slots)):
+        slot = slots[s]
+        n_fields = 2 if star_fields[slot, 1] >= 0 else 1
+        stale = force or baseline_points[slot] == 0
+        stale = stale or fresh_points[slot] > refresh_fraction * baseline_points[slot]
+        held = np.int64(0)
+        for site in range(n_sites):
+            count = np.int64(seg_count[slot, site])
+            held += count
+            if count == 0 or stale:
+                continue
+            size = class_sizes[seg_class[slot, site]]
+            offset = seg_offset[slot, site]
+            head = np.int64(seg_head[slot, site])
+            for field_slot in range(n_fields):
+                if np.isfinite(baseline[slot, site, field_slot]):
+                    continue
+                bit = FIELD_BIT if field_slot == 1 else np.uint8(0)
+                for i in range(count):
+                    if n_fields == 1 or (a_psf[offset + (head + i) % size] & FIELD_BIT) == bit:
+                        stale = True  # a dataset with points and no median
+                        break
+        if stale:
+            refreshed += 1
+            for site in range(n_sites):
+                count = np.int64(seg_count[slot, site])
+                size = class_sizes[seg_class[slot, site]] if count > 0 else 1
+                offset = seg_offset[slot, site]
+                head = np.int64(seg_head[slot, site])
+                for field_slot in range(2):
+                    bit = FIELD_BIT if field_slot == 1 else np.uint8(0)
+                    kept = 0
+                    if field_slot < n_fields:
+                        for i in range(count):
+                            src = offset + (head + i) % size
+                            if n_fields == 1 or (a_psf[src] & FIELD_BIT) == bit:
+                                values[kept] = a_flux[src]
+                                kept += 1
+                    middle = median(values, 0, kept, scratch) if kept > 0 else np.nan
+                    baseline[slot, site, field_slot] = np.float32(middle)
+            baseline_points[slot] = held
+            fresh_points[slot] = 0
+        for site in range(n_sites):
+            count = np.int64(seg_count[slot, site])
+            if count == 0 or last == 0:
+                continue
+            size = class_sizes[seg_class[slot, site]]
+            offset = seg_offset[slot, site]
+            head = np.int64(seg_head[slot, site])
+            for field_slot in range(n_fields):
+                bit = FIELD_BIT if field_slot == 1 else np.uint8(0)
+                begin = count
+                kept = 0
+                while begin > 0 and kept < last:
+                    begin -= 1
+                    if n_fields == 1 or (a_psf[offset + (head + begin) % size] & FIELD_BIT) == bit:
+                        kept += 1
+                if kept == 0:
+                    continue
+                for i in range(begin, count):
+                    src = offset + (head + i) % size
+                    if n_fields == 2 and (a_psf[src] & FIELD_BIT) != bit:
+                        continue
+                    t[point] = hjd_zero + a_t[src] / 86400.0
+                    flux[point] = a_flux[src]
+                    flux_err[point] = ferr_table[a_ferr[src]]
+                    point += 1
+                cached = float(baseline[slot, site, field_slot])  # as np.nan_to_num
+                if np.isnan(cached):
+                    cached = 0.0
+                elif np.isinf(cached):
+                    cached = 1.7976931348623157e308 if cached > 0 else -1.7976931348623157e308
+                dataset_site[dataset] = site
+                dataset_field[dataset] = star_fields[slot, field_slot]
+                dataset_baseline[dataset] = cached
+                dataset += 1
+                dataset_offsets[dataset] = point
+        star_offsets[s + 1] = dataset
+    return dataset, point, refreshed
+
+
+@numba.njit(cache=True)
+def gather_datasets(
+    slots: npt.NDArray[np.int64],
+    star_fields: npt.NDArray[np.int16],
+    seg_offset: npt.NDArray[np.int64],
+    seg_class: npt.NDArray[np.int8],
+    seg_head: npt.NDArray[np.int32],
+    seg_count: npt.NDArray[np.int32],
+    class_sizes: npt.NDArray[np.int64],
+    a_t: npt.NDArray[np.uint32],
+    a_flux: npt.NDArray[np.float32],
+    a_ferr: npt.NDArray[np.uint16],
+    a_sky: npt.NDArray[np.uint8],
+    a_fwhm: npt.NDArray[np.uint8],
+    a_airmass: npt.NDArray[np.uint8],
+    a_psf: npt.NDArray[np.uint8],
+    hjd_zero: float,
+    ferr_table: npt.NDArray[np.float64],
+    sky_table: npt.NDArray[np.float32],
+    fwhm_table: npt.NDArray[np.float32],
+    airmass_table: npt.NDArray[np.float32],
+    psf_table: npt.NDArray[np.float32],
+    hjd: npt.NDArray[np.float64],
+    flux: npt.NDArray[np.float64],
+    flux_err: npt.NDArray[np.float64],
+    sky: npt.NDArray[np.float32],
+    fwhm: npt.NDArray[np.float32],
+    airmass: npt.NDArray[np.float32],
+    psf_quality: npt.NDArray[np.float32],
+    dataset_offsets: npt.NDArray[np.int64],
+    star_offsets: npt.NDArray[np.int64],
+    dataset_site: npt.NDArray[np.int64],
+    dataset_field: npt.NDArray[np.int64],
+) -> tuple[int, int]:
+    """Every column of star slots ``slots`` (all held) decoded, one dataset per site and
+    field tag (site-major, then ascending field tag; only those with records), as CSR.
+
+    Decoding is by tables (code -> value, made by :mod:`consumer.state.encoding`'s decoders),
+    so every value equals what :meth:`StarStore.features` decodes. Returns the numbers of
+    datasets and points written.
+    """
+    n_sites = seg_count.shape[1]
+    point = 0
+    dataset = 0
+    dataset_offsets[0] = 0
+    star_offsets[0] = 0
+    for s in range(len(slots)):
+        slot = slots[s]
+        for site in range(n_sites):
+            count = np.int64(seg_count[slot, site])
+            if count == 0:
+                continue
+            size = class_sizes[seg_class[slot, site]]
+            offset = seg_offset[slot, site]
+            head = np.int64(seg_head[slot, site])
+            seen = np.zeros(2, dtype=np.bool_)
+            for i in range(count):
+                seen[(a_psf[offset + (head + i) % size] & FIELD_BIT) >> 7] = True
+            order = (
+                (0, 1)
+                if star_fields[slot, 1] < 0 or star_fields[slot, 0] <= star_fields[slot, 1]
+                else (1, 0)
+            )
+            for field_slot in order:
+                if not seen[field_slot]:
+                    continue
+                bit = FIELD_BIT if field_slot == 1 else np.uint8(0)
+                for i in range(count):
+                    src = offset + (head + i) % size
+                    code = a_psf[src]
+                    if (code & FIELD_BIT) != bit:
+                        continue
+                    hjd[point] = hjd_zero + a_t[src] / 86400.0
+                    flux[point] = a_flux[src]
+                    flux_err[point] = ferr_table[a_ferr[src]]
+                    sky[point] = sky_table[a_sky[src]]
+                    fwhm[point] = fwhm_table[a_fwhm[src]]
+                    airmass[point] = airmass_table[a_airmass[src]]
+                    psf_quality[point] = psf_table[code & PSF_MASK]
+                    point += 1
+                dataset_site[dataset] = site
+                dataset_field[dataset] = star_fields[slot, field_slot]
+                dataset += 1
+                dataset_offsets[dataset] = point
         star_offsets[s + 1] = dataset
     return dataset, point
 

@@ -64,9 +64,10 @@ class PartitionState:
     #: then what this process published since).
     events: dict[int, FollowedEvent] = field(default_factory=dict)
     #: The evaluation window (``floor(HJD / trigger.evaluation_days)``) the newest data fell
-    #: in, and the star ids (arrays) it changed: evaluated once the window closes.
+    #: in, and what changed it: per message, the star ids it changed and its Kafka timestamp
+    #: (ms, -1 unknown). Evaluated once the window closes.
     open_window: int | None = None
-    unevaluated: list[Any] = field(default_factory=list)
+    unevaluated: list[tuple[Any, int]] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
     restored_at: float | None = None
     note: str = ""
@@ -176,7 +177,7 @@ class Partitions:
             return
         key = math.floor(float(newest.max()) / self.window_days)
         state.open_window = key
-        state.unevaluated = [state.store.star_ids[newest >= key * self.window_days]]
+        state.unevaluated = [(state.store.star_ids[newest >= key * self.window_days], -1)]
 
     def update_restored(self, partition: int) -> bool:
         """Mark ``partition`` restored once every topic reached its target; True if it just

@@ -70,7 +70,11 @@ from consumer.state import kernels
 from consumer.state.arena import RECORD_BYTES, SEGMENT_BYTES_PER_ROW, Arena
 from consumer.state.checkpoint import CheckpointError, CheckpointFile, write_checkpoint
 from consumer.state.encoding import (
+    AIRMASS_TABLE,
     FLUX_ERR_TABLE,
+    FWHM_TABLE,
+    PSF_TABLE,
+    SKY_TABLE,
     SNAPSHOT_DTYPE,
     SiteBuffer,
     decode_records,
@@ -185,6 +189,31 @@ class TriggerInput:
         return out
 
 
+@dataclass(frozen=True)
+class StarDatasets:
+    """Decoded buffers of S stars as CSR, one dataset per site and field tag.
+
+    Star s (``star_ids[s]``) is datasets ``star_offsets[s]:star_offsets[s + 1]``, site-major
+    then by ascending field tag; dataset d is points ``dataset_offsets[d]:dataset_offsets[d + 1]``,
+    time-ordered. ``hjd`` full HJD, ``flux``/``flux_err`` DIA flux units (float64); ``sky``,
+    ``fwhm``, ``airmass``, ``psf_quality`` float32, NaN where missing: the values and dtypes of
+    :meth:`StarStore.features`' buffers as an archive ``Dataset`` holds them.
+    """
+
+    star_ids: IntArray  # (S,)
+    star_offsets: IntArray  # (S + 1,)
+    dataset_site: IntArray  # (D,) index into SITES
+    dataset_field: IntArray  # (D,) field tag
+    dataset_offsets: IntArray  # (D + 1,)
+    hjd: FloatArray  # (N,)
+    flux: FloatArray
+    flux_err: FloatArray
+    sky: npt.NDArray[np.float32]
+    fwhm: npt.NDArray[np.float32]
+    airmass: npt.NDArray[np.float32]
+    psf_quality: npt.NDArray[np.float32]
+
+
 class StarStore:
     """Rolling per-star, per-site buffers of one partition (see the module docstring).
 
@@ -219,6 +248,14 @@ class StarStore:
             axis=1, initial=-np.inf
         )
         return np.asarray(newest, dtype=np.float64)
+
+    def newest_hjd(self, star_ids: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """(S,) HJD of the newest observation of each of ``star_ids`` (held stars), any site,
+        decoded as :meth:`features` decodes it; NaN for a star holding none."""
+        seconds, held = self.arena.newest_of(self.stars.rows(star_ids))
+        newest = np.where(held, seconds, -1).max(axis=1, initial=-1)
+        hjd = HJD_OFFSET + newest.astype(np.float64) / 86400.0
+        return np.where(newest >= 0, hjd, np.nan)
 
     def nbytes(self) -> int:
         """Bytes of the state: arena segments handed out (held or on a free list), per-star
@@ -402,6 +439,131 @@ class StarStore:
             dataset_site=dataset_site[:n_datasets],
             dataset_field=dataset_field[:n_datasets],
         )
+
+    def datasets(self, star_ids: IntArray) -> StarDatasets:
+        """Every column of held ``star_ids``, decoded, in one compiled pass."""
+        slots = self.stars.rows(star_ids)
+        arena = self.arena
+        n_points = int(arena.seg_count[slots].astype(np.int64).sum())
+        n_max_datasets = 2 * N_SITES * len(slots)
+        hjd, flux, flux_err = (np.empty(n_points, dtype=np.float64) for _ in range(3))
+        sky, fwhm, airmass, psf = (np.empty(n_points, dtype=np.float32) for _ in range(4))
+        dataset_offsets = np.empty(n_max_datasets + 1, dtype=np.int64)
+        star_offsets = np.empty(len(slots) + 1, dtype=np.int64)
+        dataset_site = np.empty(n_max_datasets, dtype=np.int64)
+        dataset_field = np.empty(n_max_datasets, dtype=np.int64)
+        columns = arena.columns
+        n_datasets, _ = kernels.gather_datasets(
+            slots,
+            self.stars.fields,
+            arena.seg_offset,
+            arena.seg_class,
+            arena.seg_head,
+            arena.seg_count,
+            arena.class_sizes,
+            columns["t"],
+            columns["flux"],
+            columns["ferr"],
+            columns["sky"],
+            columns["fwhm"],
+            columns["airmass"],
+            columns["psf"],
+            HJD_OFFSET,
+            FLUX_ERR_TABLE,
+            SKY_TABLE,
+            FWHM_TABLE,
+            AIRMASS_TABLE,
+            PSF_TABLE,
+            hjd,
+            flux,
+            flux_err,
+            sky,
+            fwhm,
+            airmass,
+            psf,
+            dataset_offsets,
+            star_offsets,
+            dataset_site,
+            dataset_field,
+        )
+        return StarDatasets(
+            star_ids=np.asarray(star_ids, dtype=np.int64),
+            star_offsets=star_offsets,
+            dataset_site=dataset_site[:n_datasets],
+            dataset_field=dataset_field[:n_datasets],
+            dataset_offsets=dataset_offsets[: n_datasets + 1],
+            hjd=hjd,
+            flux=flux,
+            flux_err=flux_err,
+            sky=sky,
+            fwhm=fwhm,
+            airmass=airmass,
+            psf_quality=psf,
+        )
+
+    def rising_input(
+        self, star_ids: IntArray, last: int, refresh_fraction: float, *, force: bool = False
+    ) -> tuple[TriggerInput, FloatArray, int]:
+        """The rising test's input for held ``star_ids`` (sorted, unique): their datasets'
+        latest ``last`` points as :meth:`to_trigger_arrays` gives them, and each dataset's
+        cached median flux (NaN as 0), after refreshing the stale medians (the trigger's cache
+        in :attr:`stars`: ``baseline``, ``baseline_points``, ``fresh_points``; see
+        :func:`~consumer.state.kernels.trigger_tails`). Returns the input, the (D,) medians and
+        the number of stars refreshed."""
+        slots = self.stars.rows(star_ids)
+        arena, stars = self.arena, self.stars
+        held = arena.seg_count[slots].astype(np.int64)
+        n_points = int(np.minimum(held, 2 * last).sum())
+        n_max_datasets = 2 * N_SITES * len(slots)
+        t = np.empty(n_points, dtype=np.float64)
+        flux = np.empty(n_points, dtype=np.float64)
+        flux_err = np.empty(n_points, dtype=np.float64)
+        dataset_offsets = np.empty(n_max_datasets + 1, dtype=np.int64)
+        star_offsets = np.empty(len(slots) + 1, dtype=np.int64)
+        dataset_site = np.empty(n_max_datasets, dtype=np.int8)
+        dataset_field = np.empty(n_max_datasets, dtype=np.int16)
+        medians = np.empty(n_max_datasets, dtype=np.float64)
+        columns = arena.columns
+        n_datasets, n_written, refreshed = kernels.trigger_tails(
+            slots,
+            last,
+            refresh_fraction,
+            force,
+            stars.fields,
+            arena.seg_offset,
+            arena.seg_class,
+            arena.seg_head,
+            arena.seg_count,
+            arena.class_sizes,
+            columns["t"],
+            columns["flux"],
+            columns["ferr"],
+            columns["psf"],
+            HJD_OFFSET,
+            FLUX_ERR_TABLE,
+            stars.baseline,
+            stars.baseline_points,
+            stars.fresh_points,
+            t,
+            flux,
+            flux_err,
+            dataset_offsets,
+            star_offsets,
+            dataset_site,
+            dataset_field,
+            medians,
+        )
+        tails = TriggerInput(
+            star_ids=np.asarray(star_ids, dtype=np.int64),
+            t=t[:n_written],
+            flux=flux[:n_written],
+            flux_err=flux_err[:n_written],
+            dataset_offsets=dataset_offsets[: n_datasets + 1],
+            star_offsets=star_offsets,
+            dataset_site=dataset_site[:n_datasets],
+            dataset_field=dataset_field[:n_datasets],
+        )
+        return tails, medians[:n_datasets], refreshed
 
     def snapshot(self, star_id: int) -> tuple[npt.NDArray[np.void], ...]:
         """The stored records of one star, one (N_site,) :data:`SNAPSHOT_DTYPE` array per site,

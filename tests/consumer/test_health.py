@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from consumer.exceptions import ConfigError
-from consumer.health import Health, HealthServer, Metrics
+from consumer.health import BatchClock, Health, HealthServer, Metrics
 
 MAX_SILENCE_S = 30.0
 
@@ -115,6 +116,24 @@ def test_render_is_prometheus_text(metrics: Metrics) -> None:
     assert content_type.startswith("text/plain")
     assert b"# TYPE lensnet_batch_seconds histogram" in body
     assert b"# HELP lensnet_observation_to_alert_seconds" in body
+
+
+def test_batch_done_counts_and_times_the_batch(metrics: Metrics) -> None:
+    clock = BatchClock(wall=time.perf_counter() - 0.25, cpu=time.process_time() - 0.1)
+    fields = metrics.batch_done(clock)
+    assert set(fields) == {"ms", "cpu_ms", "process_cpu_s"}
+    assert fields["ms"] >= 250.0
+    assert fields["cpu_ms"] >= 100.0
+    assert fields["process_cpu_s"] >= fields["cpu_ms"] / 1000
+    assert metrics.registry.get_sample_value("lensnet_batches_total") == 1
+    assert metrics.registry.get_sample_value("lensnet_batch_seconds_count") == 1
+
+
+def test_record_lag_sets_known_lags_only(metrics: Metrics) -> None:
+    metrics.record_lag({("p.KMTC", 0): 7, ("p.KMTS", 1): None})
+    body = metrics.render()[0].decode()
+    assert 'lensnet_consumer_lag{partition="0",topic="p.KMTC"} 7.0' in body
+    assert 'topic="p.KMTS"' not in body
 
 
 # HTTP server

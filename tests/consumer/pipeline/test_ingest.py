@@ -8,7 +8,14 @@ import numpy as np
 
 from consumer.edge.keys import partitions_for
 from consumer.edge.photometry import Observations, PhotometryBatch, PhotometryDecoder, encode_batch
-from consumer.pipeline.ingest import ROW_REASONS, ingest, max_hjd, row_reasons, sites_by_topic
+from consumer.pipeline.ingest import (
+    ROW_REASONS,
+    ingest,
+    max_hjd,
+    row_reasons,
+    row_reasons_numpy,
+    sites_by_topic,
+)
 
 TOPICS = ("p.ctio", "p.saao", "p.sso")
 PARTITIONS = 4
@@ -137,3 +144,38 @@ def test_first_matching_rule_names_a_row() -> None:
     obs = observations(ids_in(0, 1), flux=[np.nan], flux_err=[-1.0])
     codes = row_reasons(obs, 0, PARTITIONS, max_hjd(1.8e9))
     assert ROW_REASONS[int(codes[0]) - 1] == "non_finite"
+
+
+def test_compiled_rules_equal_the_numpy_reference() -> None:
+    """Every rule and their overlaps, on random rows with NaN, infinities and edge values."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+
+    def spoil(values: Any, bad: list[float]) -> Any:
+        values = np.asarray(values, dtype=np.float64)
+        pick = rng.uniform(size=n) < 0.08
+        values[pick] = rng.choice(bad, size=int(pick.sum()))
+        return values
+
+    obs = Observations.from_columns(
+        star_id=rng.integers(-(2**62), 2**62, n),
+        field=rng.integers(0, 50, n),
+        chip=rng.integers(0, 4, n),
+        ra=np.zeros(n),
+        dec=np.zeros(n),
+        x=np.zeros(n),
+        y=np.zeros(n),
+        hjd=spoil(rng.uniform(2_461_000.0, 2_461_200.0, n), [np.nan, np.inf, 2_449_999.0, 3e6]),
+        band=rng.choice([0, 0, 0, 1, 2], size=n),
+        flux=spoil(rng.normal(size=n), [np.nan, -np.inf]),
+        flux_err=spoil(rng.uniform(0.1, 1.0, n), [0.0, -1.0, np.nan]),
+        sky=spoil(rng.uniform(0, 1000, n), [-1.0, np.nan]),
+        fwhm=spoil(rng.uniform(0, 5, n), [-0.1, np.nan]),
+        airmass=spoil(rng.uniform(1, 2, n), [0.99, np.nan]),
+        psf_quality=spoil(rng.uniform(0, 100, n), [-1.0, 100.5, np.nan]),
+    )
+    for partition in range(PARTITIONS):
+        expected = row_reasons_numpy(obs, partition, PARTITIONS, max_hjd(1.8e9))
+        got = row_reasons(obs, partition, PARTITIONS, max_hjd(1.8e9))
+        assert got.tolist() == expected.tolist()
+    assert len(set(got.tolist())) == len(ROW_REASONS) + 1  # every rule, and usable rows
