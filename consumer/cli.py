@@ -16,7 +16,7 @@ import typer
 
 from consumer import __version__
 from consumer.cli_opinions import novelty_app, second_opinion_app
-from consumer.exceptions import LensNetError
+from consumer.exceptions import ConfigError, LensNetError
 from consumer.logs import configure_logging
 from consumer.settings import Settings, env_name, load_settings
 
@@ -488,8 +488,15 @@ def posterior(
     import math
 
     from consumer.seasons.archive import read_star
-    from model.binary.export import load, shipped_artifact
-    from model.binary.posterior import posterior as binary_posterior
+
+    try:
+        from model.binary.export import load, shipped_artifact
+        from model.binary.posterior import posterior as binary_posterior
+    except ImportError as error:  # zuko / VBMicrolensing: the `binary` extra, not the runtime
+        raise ConfigError(
+            f"lensnet posterior needs the binary extra ({error.name} is missing): "
+            "pip install 'lensnet-broker[binary]'"
+        ) from error
 
     path = artifact or shipped_artifact()
     result = binary_posterior(

@@ -378,3 +378,19 @@ def test_json_stdout_stays_json_while_messages_fail_to_decode(
     records = json_lines(result.stdout)
     assert [r["alert_id"] for r in records] == [make_alert(25).alert_id, make_alert(30).alert_id]  # type: ignore[index]
     assert f"lensnet: skipped {settings.topics.alerts}[0]@1: " in result.stderr
+
+
+def test_posterior_without_the_binary_extra_says_what_to_install(tmp_path: Path) -> None:
+    """`lensnet posterior` where zuko is missing (the image, a runtime-only install): one line
+    naming the extra, exit 2, no traceback."""
+    hide = tmp_path / "hide"
+    (hide / "zuko").mkdir(parents=True)
+    (hide / "zuko" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'zuko'\", name='zuko')\n"
+    )
+    pythonpath = os.pathsep.join([str(hide), str(REPO), os.environ.get("PYTHONPATH", "")])
+    result = lensnet("posterior", str(tmp_path), env={"PYTHONPATH": pythonpath})
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "binary extra" in line
+    assert "zuko" in line
