@@ -28,8 +28,11 @@ Reported: ``VmRSS`` with its anonymous and file-backed parts (``RssAnon``, ``Rss
 process wrote (``/proc/self/io`` ``write_bytes``), ingest observations/s, rising-test stars/s,
 and the decisions (passers) so that layouts can be compared on the same input.
 
-``--layout ram`` is the arena in anonymous memory (the daemon's default before issue 21);
-``mmap`` the same arena in memory-mapped files under ``--directory`` (``state.memory_mapped``).
+``--layout ram`` is one tier, the arena in anonymous memory (the daemon's default before
+issue 21); ``mmap`` one tier, the same arena in memory-mapped files under ``--directory``;
+``two`` the two tiers of :mod:`consumer.state.tiers` (hot tails of ``--hot-points`` in RAM, the
+arena on disk; the daemon's default since issue 21). RAM outside the page cache is
+``VmRSS - RssFile`` (anonymous plus shared anonymous memory).
 """
 
 from __future__ import annotations
@@ -61,15 +64,16 @@ EPOCH_DAYS = 0.1
 SITE_DAYS = 0.01
 FLUX_ERR = 30.0
 FIRST_ID = 10**9
-LAYOUTS = ("ram", "mmap")
+LAYOUTS = ("ram", "mmap", "two")
 
 
 def memory() -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile, VmHWM of this process, bytes."""
+    """VmRSS, RssAnon, RssFile, RssShmem, VmHWM of this process, bytes (an arena in RAM is
+    an anonymous shared mapping: RssShmem)."""
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
             out[key] = int(value.split()[0]) * 1024
     return out
 
@@ -237,7 +241,8 @@ def log_alternative(directory: Path, stars: int, per_night: int) -> dict[str, An
 def store_config(args: argparse.Namespace, directory: Path) -> StoreConfig:
     return StoreConfig(
         max_stars=max(args.stars_one, 1),
-        directory=directory / "arena" if args.layout == "mmap" else None,
+        directory=None if args.layout == "ram" else directory / "arena",
+        hot_points_per_site=args.hot_points if args.layout == "two" else 0,
     )
 
 
@@ -285,7 +290,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             refreshed += outcome.refreshed
             night_passers.append(outcome.passers)
         flush_s = 0.0
-        if args.layout == "mmap":  # the night's dirty pages to disk, as writeback would
+        if args.layout != "ram":  # the night's dirty pages to disk, as writeback would
             start = time.perf_counter()
             store.flush()
             flush_s = time.perf_counter() - start
@@ -317,7 +322,13 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         data = store.datasets(np.array([star]))
         fetch_ms.append((time.perf_counter() - start) * 1e3)
         assert len(data.hjd) == 3 * args.nights * args.per_night
-    cold = cold_cache(store, directory, last_passers, stage) if args.layout == "mmap" else {}
+    hot_nbytes = store.hot_nbytes()
+    merge_s = 0.0
+    if args.layout == "two":  # the last rows to the arena before the cold-tier reads
+        start = time.perf_counter()
+        store.merge_pending()
+        merge_s = time.perf_counter() - start
+    cold = cold_cache(store, directory, last_passers, stage) if args.layout != "ram" else {}
     log = log_alternative(directory, args.stars_one, args.per_night)
     digest = hashlib.sha256(b"".join(p.tobytes() for p in passers)).hexdigest()[:16]
     nbytes = store.nbytes()
@@ -355,6 +366,12 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "fetch_ms_p99": float(np.percentile(fetch_ms, 99)) if fetch_ms else None,
         "fetched": len(fetch_ms),
         "nbytes_per_star": nbytes / stars,
+        "hot_nbytes_per_star": hot_nbytes / stars,
+        "ram_delta_per_star": (
+            after_fill["VmRSS"] - after_fill["RssFile"] - before["VmRSS"] + before["RssFile"]
+        )
+        / stars,
+        "final_merge_s": merge_s,
         "rss_before": before,
         "rss_after_fill": after_fill,
         "rss_delta_per_star": (after_fill["VmRSS"] - before["VmRSS"]) / stars,
@@ -379,6 +396,7 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=2)
     parser.add_argument("--per-night", type=int, default=8)
     parser.add_argument("--batch", type=int, default=500_000)
+    parser.add_argument("--hot-points", type=int, default=10)
     parser.add_argument("--rising-fraction", type=float, default=0.02)
     parser.add_argument("--directory", default="/tmp/scale-bench")
     parser.add_argument("--json")
