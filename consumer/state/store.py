@@ -87,7 +87,14 @@ from consumer.state.encoding import (
 )
 from consumer.state.stars import COLUMN_BYTES_PER_STAR, INDEX_BYTES_PER_STAR, StarTable
 from consumer.state.stars import COLUMNS as STAR_COLUMNS
-from consumer.state.tiers import PENDING_ROWS_LIMIT, HotTier, Rows, TierError, group
+from consumer.state.tiers import (
+    PENDING_ROWS_MIN,
+    PENDING_ROWS_PER_STAR,
+    HotTier,
+    Rows,
+    TierError,
+    group,
+)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -470,7 +477,7 @@ class StarStore:
         if len(late):
             # In time order the late rows of a star come before its fresh ones: decide them
             # against the full buffer as it stood before this batch.
-            self.merge_pending()
+            self.merge_pending(slots[group_of_row[late]])
             late_slots, late_offsets = group(slots[group_of_row[late]])
             late_status = np.zeros(len(late), dtype=np.int8)
             late_changed = np.zeros(len(late_slots), dtype=np.bool_)
@@ -493,18 +500,24 @@ class StarStore:
         evicted += int(np.maximum(total - capacity, 0).sum())
         hot.held[slots, site] = np.minimum(total, capacity)
         hot.add_pending(site, slots[group_of_row[fresh]], batch.take(fresh))
-        if hot.pending_rows > PENDING_ROWS_LIMIT:
+        if hot.pending_rows > max(PENDING_ROWS_MIN, PENDING_ROWS_PER_STAR * len(self.stars)):
             self.merge_pending()
         return evicted
 
-    def merge_pending(self) -> None:
-        """Bring the cold arena up to date: insert the pending rows of a two-tier store, all
-        sites, sorted by star and time (one kernel call per site); a no-op with one tier."""
+    def merge_pending(self, slots: IntArray | None = None) -> None:
+        """Bring the cold arena up to date for star ``slots`` (default: all): insert their
+        pending rows of a two-tier store, all sites, sorted by star and time (one kernel call
+        per site); a no-op with one tier. Stars are independent, so merging some stars' rows
+        before others' gives the same buffers."""
         hot = self.hot
-        if hot is None or hot.pending_rows == 0:
+        if hot is None or hot.pending_rows == 0 or (slots is not None and len(slots) == 0):
             return
+        wanted = None
+        if slots is not None:
+            wanted = np.zeros(len(self.stars), dtype=np.bool_)
+            wanted[slots] = True
         for site in range(N_SITES):
-            taken = hot.take_pending(site)
+            taken = hot.take_pending(site, wanted)
             if taken is None:
                 continue
             slot_of_row, rows = taken
@@ -576,10 +589,10 @@ class StarStore:
         -------
         TriggerInput
         """
-        self.merge_pending()
         ids = np.ascontiguousarray(star_ids, dtype=np.int64).reshape(-1)
         slots = self.stars.lookup(ids)
         known = slots[slots >= 0]
+        self.merge_pending(known)
         arena = self.arena
         if last is not None and last < 0:
             raise ValueError(f"last: {last}, expected >= 0 or None")
@@ -630,8 +643,8 @@ class StarStore:
 
     def datasets(self, star_ids: IntArray) -> StarDatasets:
         """Every column of held ``star_ids``, decoded, in one compiled pass."""
-        self.merge_pending()
         slots = self.stars.rows(star_ids)
+        self.merge_pending(slots)
         arena = self.arena
         n_points = int(arena.seg_count[slots].astype(np.int64).sum())
         n_max_datasets = 2 * N_SITES * len(slots)
@@ -707,7 +720,7 @@ class StarStore:
         slots = self.stars.rows(ids)
         hot, stars = self.hot, self.stars
         if hot is None or last > hot.points_per_site:
-            self.merge_pending()
+            self.merge_pending(slots)
             return self._rising_from(self.arena, slots, ids, last, refresh_fraction, force)
         single = np.flatnonzero(stars.fields[slots, 1] < 0)
         double = np.flatnonzero(stars.fields[slots, 1] >= 0)
@@ -720,7 +733,7 @@ class StarStore:
             stale[:] = True
         refreshed = int(stale.sum())
         if refreshed or len(double):
-            self.merge_pending()
+            self.merge_pending(np.concatenate([rows[stale], slots[double]]))
         if refreshed:
             self._rising_from(self.arena, rows[stale], ids[single][stale], 0, 0.0, True)
         tails, medians, _ = self._rising_from(
@@ -803,8 +816,8 @@ class StarStore:
     def snapshot(self, star_id: int) -> tuple[npt.NDArray[np.void], ...]:
         """The stored records of one star, one (N_site,) :data:`SNAPSHOT_DTYPE` array per site,
         time-ordered and exactly as quantised (for equality tests)."""
-        self.merge_pending()
         row = self.stars.row(star_id)
+        self.merge_pending(np.array([row], dtype=np.int64))
         fields = self.stars.fields[row]
         columns = self.arena.columns
         out = []

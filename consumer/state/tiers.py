@@ -53,8 +53,11 @@ IntArray = npt.NDArray[np.int64]
 
 N_SITES: Final = len(SITES)
 
-#: Pending rows at which an append merges them into the cold arena (~40 bytes each in RAM).
-PENDING_ROWS_LIMIT: Final = 1 << 22
+#: An append merges every pending row into the cold arena once there are more than
+#: ``max(PENDING_ROWS_MIN, PENDING_ROWS_PER_STAR x stars)`` (24 bytes each in RAM): the more
+#: rows a star brings to one merge, the fewer times its pages on disk are rewritten.
+PENDING_ROWS_MIN: Final = 1 << 22
+PENDING_ROWS_PER_STAR: Final = 4
 
 #: Bytes per star of the hot tier beside its records: hot segment tables 51, ``held`` 12.
 HOT_OVERHEAD_BYTES_PER_STAR: Final = SEGMENT_BYTES_PER_ROW + 4 * N_SITES
@@ -115,12 +118,26 @@ class HotTier:
             self.pending[site].append((slots, rows))
             self.pending_rows += len(slots)
 
-    def take_pending(self, site: int) -> tuple[IntArray, Rows] | None:
-        """The pending rows of one site, sorted by slot then time; the site's queue empties."""
+    def take_pending(
+        self, site: int, wanted: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[IntArray, Rows] | None:
+        """The pending rows of one site (of the slots where ``wanted``, default all), sorted by
+        slot then time, taken out of the queue."""
         parts = self.pending[site]
+        if wanted is not None:
+            kept, taken = [], []
+            for slots, rows in parts:
+                mine = wanted[slots]
+                if not mine.all():
+                    kept.append((slots[~mine], rows.take(np.flatnonzero(~mine))))
+                if mine.any():
+                    taken.append((slots[mine], rows.take(np.flatnonzero(mine))))
+            self.pending[site] = kept
+            parts = taken
+        else:
+            self.pending[site] = []
         if not parts:
             return None
-        self.pending[site] = []
         self.pending_rows -= sum(len(slots) for slots, _ in parts)
         slots = np.concatenate([s for s, _ in parts])
         rows = Rows.concatenate([r for _, r in parts])
@@ -129,7 +146,7 @@ class HotTier:
 
     def nbytes(self, n_stars: int) -> int:
         """Bytes of the hot tier in RAM: records handed out, tables, pending rows."""
-        pending = self.pending_rows * (8 + RECORD_BYTES + 2)
+        pending = self.pending_rows * (8 + RECORD_BYTES + 2)  # slot, record, field tag
         return int(
             self.arena.bump[0] * RECORD_BYTES
             + n_stars * HOT_OVERHEAD_BYTES_PER_STAR
