@@ -534,44 +534,48 @@ class StarStore:
         self._compact_if_sparse(self.arena)
 
     def _rebuild_hot(self) -> None:
-        """The hot tier of the full buffers in the arena (after a restore): each buffer's
-        latest ``hot_points_per_site`` records, and its count."""
+        """The hot tier of the full buffers in the arena (after a restore, into an empty hot
+        tier): each buffer's latest ``hot_points_per_site`` records, and its count."""
         hot = self.hot
         assert hot is not None
         n = len(self.stars)
         hot.grow_rows(n)
-        arena, columns = self.arena, self.arena.columns
-        for site in range(N_SITES):
-            count = arena.seg_count[:n, site].astype(np.int64)
-            hot.held[:n, site] = count
-            keep = np.minimum(count, hot.points_per_site)
-            slots = np.flatnonzero(keep > 0).astype(np.int64)
-            if not len(slots):
-                continue
-            kept = keep[slots]
-            offsets = np.zeros(len(slots) + 1, dtype=np.int64)
-            np.cumsum(kept, out=offsets[1:])
-            size = arena.class_sizes[arena.seg_class[slots, site]]
-            first = arena.seg_head[slots, site] + count[slots] - kept  # logical, may pass size
-            step = np.arange(offsets[-1]) - np.repeat(offsets[:-1], kept)
-            index = np.repeat(arena.seg_offset[slots, site], kept) + (
-                np.repeat(first, kept) + step
-            ) % np.repeat(size, kept)
-            psf = columns["psf"][index]
-            rows = Rows(
-                t=columns["t"][index],
-                flux=columns["flux"][index],
-                ferr=columns["ferr"][index],
-                sky=columns["sky"][index],
-                fwhm=columns["fwhm"][index],
-                airmass=columns["airmass"][index],
-                psf=psf & kernels.PSF_MASK,
-                field=self.stars.fields[np.repeat(slots, kept), (psf >> 7).astype(np.intp)],
-            )
-            hot.arena.make_room(site, slots, kept)
-            status = np.zeros(len(index), dtype=np.int8)
-            changed = np.zeros(len(slots), dtype=np.bool_)
-            self._insert(hot.arena, site, slots, offsets, rows, status, changed)
+        arena, tails = self.arena, hot.arena
+        count = arena.seg_count[:n].astype(np.int64)
+        hot.held[:n] = count
+        kept = np.minimum(count, hot.points_per_site)
+        classes = np.searchsorted(tails.class_sizes, kept[kept > 0])
+        tails.reserve(int(tails.class_sizes[classes].sum()))
+        source, target = arena.columns, tails.columns
+        top = kernels.copy_tails(
+            n,
+            hot.points_per_site,
+            arena.seg_offset,
+            arena.seg_class,
+            arena.seg_head,
+            arena.seg_count,
+            arena.class_sizes,
+            source["t"],
+            source["flux"],
+            source["ferr"],
+            source["sky"],
+            source["fwhm"],
+            source["airmass"],
+            source["psf"],
+            tails.seg_offset,
+            tails.seg_class,
+            tails.seg_head,
+            tails.seg_count,
+            tails.class_sizes,
+            target["t"],
+            target["flux"],
+            target["ferr"],
+            target["sky"],
+            target["fwhm"],
+            target["airmass"],
+            target["psf"],
+        )
+        tails.bump[0] = top
 
     # -- read --------------------------------------------------------------------------------
 
