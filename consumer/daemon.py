@@ -306,8 +306,9 @@ def owned_partitions(settings: Settings, topics: tuple[str, ...], log: Any) -> P
     """The daemon's partition ownership, reading back on assignment which stars already alerted
     (the alerts topic) and the followed events' last updates (the events topic, when enabled)."""
     retry_s = settings.daemon.transaction_timeout_ms / 1000
-    published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s)
-    events = PublishedEvents(settings.kafka, settings.topics.events, retry_s)
+    group = settings.consumer.group_id  # the read-back readers' group prefix (ACLs)
+    published = PublishedAlerts(settings.kafka, settings.topics.alerts, retry_s, group=group)
+    events = PublishedEvents(settings.kafka, settings.topics.events, retry_s, group=group)
     return Partitions(
         settings.state,
         topics,

@@ -102,6 +102,39 @@ def watermarks(
     return query()
 
 
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 60.0
+) -> list[TopicPartition]:
+    """The group's committed offsets of ``partitions`` (negative: none), retrying retriable
+    errors for up to ``timeout_s``: after a broker restart the group coordinator can take a
+    while to answer (librdkafka then raises ``_TIMED_OUT``), and an exception escaping the
+    rebalance callback this runs in would end the daemon with a traceback rather than the
+    broker-trouble exit code.
+
+    Raises
+    ------
+    KafkaClientError
+        Still failing after ``timeout_s`` (retriable: the orchestrator restarts the daemon).
+    """
+    attempt_s = min(10.0, timeout_s)
+
+    @retry(
+        retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
+        stop=stop_after_delay(max(timeout_s - attempt_s, 0.0)),
+        wait=wait_exponential(multiplier=0.2, max=5.0),
+        reraise=True,
+    )
+    def query() -> list[TopicPartition]:
+        try:
+            return list(consumer.committed(partitions, timeout=attempt_s))
+        except KafkaException as error:
+            raise KafkaClientError.wrap(
+                "cannot read the group's committed offsets", error
+            ) from error
+
+    return query()
+
+
 def usable(message: Any, log: Any) -> bool:
     """Whether a consumed message carries data: error events are dropped (end of partition
     silently, others with a warning on ``log``); a fatal error raises

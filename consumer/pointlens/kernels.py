@@ -15,14 +15,17 @@ with the Gauss-Newton matrix of the full problem after eliminating the linear pa
 Schur complement of their block, i.e. variable projection with Kaufman's Jacobian); the same
 blocks give the full covariance at the optimum.
 
-Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur. None
-compiles with ``fastmath``: with reassociation allowed, LLVM vectorises the sums behind a
-runtime check that the arrays written and read do not overlap, and falls back to the scalar
-loop when they might, so the order of the sum, and the last bits of the fit, depended on where
-the buffers happened to lie in memory. A fit must be a function of its input alone: the event
-updates a restarted daemon publishes are compared with the ones it published before (the
-update rule's thresholds, on an ill-conditioned fit, turn last-bit noise into another update).
-That costs about a quarter of the fit's time (BENCHMARKS.md).
+Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur; the
+two that run over every point (:func:`linear_fit`, :func:`normal_matrix`) also with
+``fastmath`` (their input is finite by contract), which lets the sums vectorise. A fit must
+be a function of its input alone (a restarted daemon's event updates are compared with the
+ones it published before, and on an ill-conditioned fit last-bit noise becomes another
+update), so no ``fastmath`` loop writes an array: LLVM vectorises a loop that writes behind a
+runtime check that its arrays do not overlap and falls back to the scalar loop when they might,
+which made the order of the sums, and the last bits, depend on where numpy put the buffers.
+The one loop that writes, :func:`magnifications`, is compiled strictly (each value the same
+either way); the sums then read only. ``test_kernels_do_not_depend_on_where_the_buffers_lie``
+holds them to it.
 """
 
 from __future__ import annotations
@@ -65,12 +68,22 @@ def _magnification_slope(u: float) -> float:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
+def magnifications(t: F64, t0: float, u0: float, tE: float, amp: F64) -> None:  # pragma: no cover
+    """``amp[i]``: the point-lens magnification at ``t[i]`` (strict IEEE: whether LLVM runs
+    this loop vectorised or not, each value is the same)."""
+    for i in range(len(t)):
+        tau = (t[i] - t0) / tE
+        amp[i] = magnification(math.sqrt(u0 * u0 + tau * tau))
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=True)
 def linear_fit(
     t: F64, flux: F64, weight: F64, offsets: I64, p: F64, amp: F64, fs: F64, fb: F64
 ) -> float:  # pragma: no cover - compiled
     """chi2 of ``p`` with every dataset's ``(fs, fb)`` solved (written into ``fs``, ``fb``);
     ``amp`` (N,) receives the magnification at each point."""
     t0, u0, tE = p[0], math.exp(p[1]), math.exp(p[2])
+    magnifications(t, t0, u0, tE, amp)  # the only loop that writes an array
     chi2 = 0.0
     for d in range(len(offsets) - 1):
         a, b = offsets[d], offsets[d + 1]
@@ -78,11 +91,8 @@ def linear_fit(
         sa = 0.0
         sf = 0.0
         for i in range(a, b):
-            tau = (t[i] - t0) / tE
-            value = magnification(math.sqrt(u0 * u0 + tau * tau))
-            amp[i] = value
             s1 += weight[i]
-            sa += weight[i] * value
+            sa += weight[i] * amp[i]
             sf += weight[i] * flux[i]
         if s1 <= 0.0:
             fs[d] = 0.0
@@ -109,7 +119,7 @@ def linear_fit(
     return chi2
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=True)
 def normal_matrix(
     t: F64,
     flux: F64,

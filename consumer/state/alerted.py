@@ -19,45 +19,33 @@ from the start.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable
 from typing import Any, Final
 
 import numpy as np
-from confluent_kafka import TopicPartition
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from consumer.edge.kafka import base_config, make_consumer, watermarks
 from consumer.edge.keys import partitions_for
-from consumer.exceptions import KafkaClientError
 from consumer.settings import KafkaSettings
+from consumer.state.readback import TopicReadBack
 
 TRIGGER_HEADER: Final = "lensnet.trigger_hjd"
 
 
 class PublishedAlerts:
-    """The committed alerts of one alert topic, read incrementally (see the module docstring).
-
-    Parameters
-    ----------
-    kafka : connection settings.
-    topic : the alert topic.
-    retry_s : how long :meth:`read` retries while the broker is unreachable (e.g. restarting).
-    timeout_s : longest one pass over the topic may take before it counts as a retriable error.
-    """
+    """The committed alerts of one alert topic, read incrementally (see the module docstring);
+    the parameters are :class:`~consumer.state.readback.TopicReadBack`'s."""
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str, retry_s: float = 0.0, timeout_s: float = 120.0
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        retry_s: float = 0.0,
+        timeout_s: float = 120.0,
+        group: str = "lensnet",
     ) -> None:
-        self.kafka = kafka
-        self.topic = topic
-        self.retry_s = retry_s
-        self.timeout_s = timeout_s
+        self.reader = TopicReadBack(kafka, topic, retry_s, timeout_s, group)
         #: Star id -> trigger HJD of its latest committed alert read so far.
         self.alerted: dict[int, float] = {}
-        #: Alert partition -> next offset to read.
-        self.read_to: dict[int, int] = {}
 
     def read(
         self, wanted: Iterable[int], photometry_partitions: int
@@ -68,12 +56,7 @@ class PublishedAlerts:
         out: dict[int, dict[int, float]] = {p: {} for p in set(wanted)}
         if not out:
             return out
-        Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
-            stop=stop_after_delay(self.retry_s),
-            wait=wait_exponential(multiplier=0.2, max=5.0),
-            reraise=True,
-        )(self.catch_up)
+        self.reader.catch_up(self._take)
         stars = np.fromiter(self.alerted, dtype=np.int64, count=len(self.alerted))
         owners = partitions_for(stars, photometry_partitions)
         for star, owner in zip(stars.tolist(), owners.tolist(), strict=True):
@@ -81,54 +64,11 @@ class PublishedAlerts:
                 out[owner][star] = self.alerted[star]
         return out
 
-    def catch_up(self) -> None:
-        """Read the committed alerts published since the last pass, up to the high watermark
-        every alert partition had when the pass began."""
-        config = base_config(self.kafka)
-        config.update(
-            {
-                "group.id": f"lensnet-alerted-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        consumer = make_consumer(config)
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
-            if metadata is None or metadata.error is not None:
-                raise KafkaClientError(f"cannot read the alert topic {self.topic}", retriable=True)
-            ends = {
-                p: watermarks(consumer, TopicPartition(self.topic, p))[1]
-                for p in sorted(metadata.partitions)
-            }
-            pending = {p for p, end in ends.items() if end > self.read_to.get(p, 0)}
-            if not pending:
-                return
-            consumer.assign(
-                [TopicPartition(self.topic, p, self.read_to.get(p, 0)) for p in sorted(pending)]
-            )
-            deadline = time.monotonic() + self.timeout_s
-            while pending:
-                if time.monotonic() > deadline:
-                    raise KafkaClientError(
-                        f"reading {self.topic} back took longer than {self.timeout_s} s",
-                        retriable=True,
-                    )
-                message: Any
-                for message in consumer.consume(500, 0.5):
-                    if message.error() is not None:
-                        continue
-                    star = int.from_bytes(message.key() or b"\0" * 8, "big", signed=True)
-                    stamp = dict(message.headers() or []).get(TRIGGER_HEADER)
-                    hjd = float(stamp) if stamp else 0.0
-                    self.alerted[star] = max(self.alerted.get(star, hjd), hjd)
-                # Transaction markers take offsets too; the position passes them.
-                for tp in consumer.position([TopicPartition(self.topic, p) for p in pending]):
-                    if tp.offset >= ends[tp.partition]:
-                        pending.discard(tp.partition)
-                        self.read_to[tp.partition] = tp.offset
-        finally:
-            consumer.close()
+    def _take(self, message: Any) -> None:
+        star = int.from_bytes(message.key() or b"\0" * 8, "big", signed=True)
+        stamp = dict(message.headers() or []).get(TRIGGER_HEADER)
+        hjd = float(stamp) if stamp else 0.0
+        self.alerted[star] = max(self.alerted.get(star, hjd), hjd)
 
 
 def published_alerts(

@@ -11,22 +11,18 @@ a later assignment (a rebalance, a rewind) reads only what was published since.
 from __future__ import annotations
 
 import math
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from confluent_kafka import TopicPartition
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from consumer.edge.events import EventDecoder, EventUpdate
-from consumer.edge.kafka import base_config, make_consumer, watermarks
 from consumer.edge.keys import partitions_for
-from consumer.exceptions import DecodeError, KafkaClientError
+from consumer.exceptions import DecodeError
 from consumer.pointlens.updates import Published
 from consumer.settings import KafkaSettings
+from consumer.state.readback import TopicReadBack
 
 
 @dataclass(frozen=True)
@@ -56,28 +52,21 @@ def followed_from_update(update: EventUpdate) -> FollowedEvent:
 
 
 class PublishedEvents:
-    """The committed updates of one events topic, read incrementally.
-
-    Parameters
-    ----------
-    kafka : connection settings.
-    topic : the events topic.
-    retry_s : how long :meth:`read` retries while the broker is unreachable.
-    timeout_s : longest one pass over the topic may take before it counts as retriable.
-    """
+    """The committed updates of one events topic, read incrementally; the parameters are
+    :class:`~consumer.state.readback.TopicReadBack`'s."""
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str, retry_s: float = 0.0, timeout_s: float = 120.0
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        retry_s: float = 0.0,
+        timeout_s: float = 120.0,
+        group: str = "lensnet",
     ) -> None:
-        self.kafka = kafka
-        self.topic = topic
-        self.retry_s = retry_s
-        self.timeout_s = timeout_s
+        self.reader = TopicReadBack(kafka, topic, retry_s, timeout_s, group)
         self.decoder = EventDecoder()
         #: Star id -> its latest update read so far.
         self.latest: dict[int, FollowedEvent] = {}
-        #: Events partition -> next offset to read.
-        self.read_to: dict[int, int] = {}
         #: Updates that could not be decoded (skipped).
         self.skipped = 0
 
@@ -89,12 +78,7 @@ class PublishedEvents:
         out: dict[int, dict[int, FollowedEvent]] = {p: {} for p in set(wanted)}
         if not out:
             return out
-        Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
-            stop=stop_after_delay(self.retry_s),
-            wait=wait_exponential(multiplier=0.2, max=5.0),
-            reraise=True,
-        )(self.catch_up)
+        self.reader.catch_up(self._take)
         stars = np.fromiter(self.latest, dtype=np.int64, count=len(self.latest))
         owners = partitions_for(stars, photometry_partitions)
         for star, owner in zip(stars.tolist(), owners.tolist(), strict=True):
@@ -102,54 +86,12 @@ class PublishedEvents:
                 out[owner][star] = self.latest[star]
         return out
 
-    def catch_up(self) -> None:
-        """Read the committed updates published since the last pass, up to the high watermark
-        every partition had when the pass began."""
-        config = base_config(self.kafka)
-        config.update(
-            {
-                "group.id": f"lensnet-events-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        consumer = make_consumer(config)
+    def _take(self, message: Any) -> None:
         try:
-            metadata = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
-            if metadata is None or metadata.error is not None:
-                raise KafkaClientError(f"cannot read the events topic {self.topic}", retriable=True)
-            ends = {
-                p: watermarks(consumer, TopicPartition(self.topic, p))[1]
-                for p in sorted(metadata.partitions)
-            }
-            pending = {p for p, end in ends.items() if end > self.read_to.get(p, 0)}
-            if not pending:
-                return
-            consumer.assign(
-                [TopicPartition(self.topic, p, self.read_to.get(p, 0)) for p in sorted(pending)]
-            )
-            deadline = time.monotonic() + self.timeout_s
-            while pending:
-                if time.monotonic() > deadline:
-                    raise KafkaClientError(
-                        f"reading {self.topic} back took longer than {self.timeout_s} s",
-                        retriable=True,
-                    )
-                message: Any
-                for message in consumer.consume(500, 0.5):
-                    if message.error() is not None:
-                        continue
-                    try:
-                        update = self.decoder.decode(message.value(), message.headers())
-                    except DecodeError:
-                        self.skipped += 1
-                        continue
-                    known = self.latest.get(update.star_id)
-                    if known is None or update.sequence >= known.last.sequence:
-                        self.latest[update.star_id] = followed_from_update(update)
-                for tp in consumer.position([TopicPartition(self.topic, p) for p in pending]):
-                    if tp.offset >= ends[tp.partition]:
-                        pending.discard(tp.partition)
-                        self.read_to[tp.partition] = tp.offset
-        finally:
-            consumer.close()
+            update = self.decoder.decode(message.value(), message.headers())
+        except DecodeError:
+            self.skipped += 1
+            return
+        known = self.latest.get(update.star_id)
+        if known is None or update.sequence >= known.last.sequence:
+            self.latest[update.star_id] = followed_from_update(update)

@@ -38,7 +38,7 @@ import numpy as np
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.edge.kafka import watermarks
+from consumer.edge.kafka import committed_offsets, watermarks
 from consumer.exceptions import LensNetError
 from consumer.settings import StateSettings
 from consumer.state.alerted import PublishedAlerts
@@ -274,8 +274,8 @@ class Partitions:
 
         ``photometry_partitions`` is the partition count of the photometry topics (which
         partition an alert's star belongs to)."""
-        committed = consumer.committed(
-            [TopicPartition(t, p) for p in partitions for t in self.topics], timeout=30
+        committed = committed_offsets(
+            consumer, [TopicPartition(t, p) for p in partitions for t in self.topics]
         )
         committed_by = {(tp.topic, tp.partition): tp.offset for tp in committed}
         published: dict[int, dict[int, float]] = {p: {} for p in partitions}

@@ -26,9 +26,10 @@
 # mechanism is SCRAM-SHA-512, and StandardAuthorizer denies what no ACL allows. The users are
 # created at format time (kafka-storage --add-scram) with random passwords:
 #   admin    super user (the brokers' own inter-broker login, topic creation)
-#   lensnet  the daemon: reads the photometry topics, writes alerts and dead letters, writes
-#            and reads back the events topic, uses its consumer group and transactional ids,
-#            nothing else
+#   lensnet  the daemon: reads the photometry topics, writes alerts and event updates and
+#            reads both back (the alert-once rule and the update ledger take their truth from
+#            them on assignment), writes dead letters, uses its consumer group and
+#            transactional ids, nothing else
 #   replay   writes the photometry topics (and reads them, to resume where it stopped)
 #   reader   reads alerts, event updates and dead letters, in groups of its own
 #            (lensnet-subscriber-*)
@@ -349,6 +350,7 @@ EOF
   java -cp "$libs/*" "$here/Acls.java" "$props" >"$dir/acls.log" 2>&1 <<EOF || die "ACLs not created: $(tail -n 5 "$dir/acls.log")"
 User:lensnet READ TOPIC PREFIXED $photometry
 User:lensnet WRITE TOPIC PREFIXED $alerts
+User:lensnet READ TOPIC PREFIXED $alerts
 User:lensnet WRITE TOPIC PREFIXED $dead_letter
 User:lensnet WRITE TOPIC PREFIXED $events
 User:lensnet READ TOPIC PREFIXED $events

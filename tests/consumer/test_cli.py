@@ -167,7 +167,8 @@ def test_sigterm_during_start_up_retries_exits_at_once(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
     finally:
-        process.kill()
+        process.kill()  # only if it did not stop; reaped either way, nothing leaks to
+        process.wait()  # a later test's unraisable-warning check
     assert time.monotonic() - signalled < 5
     assert process.returncode == 0, err
     assert "stopped during start-up" in out

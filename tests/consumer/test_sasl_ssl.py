@@ -1,8 +1,8 @@
 """Over TLS with SASL/SCRAM-SHA-512 and ACLs, for real (kafka.sh --security sasl_ssl).
 
 The broker's users: admin creates the topics, replay writes photometry, lensnet runs the
-daemon (which may read photometry, write alerts and dead letters, write and read back event
-updates, use its group and transactional id, and nothing else), reader reads the alerts.
+daemon (which may read photometry, write alerts and event updates and read both back, write
+dead letters, use its group and transactional id, and nothing else), reader reads the alerts.
 Every password comes from a secrets folder (``lensnet --secrets-dir``), as in Kubernetes, and
 must never reach a log line.
 """
@@ -14,13 +14,18 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from confluent_kafka import KafkaError, Producer
 
+from consumer.edge.events import encode_update
 from consumer.edge.kafka import make_admin, producer_config
+from consumer.edge.keys import partitions_for
 from consumer.edge.topics import ensure_topics, required_topics
+from consumer.exceptions import KafkaClientError
 from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import (
     ConsumerSettings,
@@ -29,7 +34,10 @@ from consumer.settings import (
     Settings,
     TopicSettings,
 )
+from consumer.state.alerted import TRIGGER_HEADER, PublishedAlerts
+from consumer.state.events import PublishedEvents
 from tests.conftest import SECURE_NAMES, SecureBroker
+from tests.consumer.edge.test_event_model import make_update
 from tests.consumer.test_daemon import season  # noqa: F401  (the module's season fixture)
 
 pytestmark = pytest.mark.kafka
@@ -226,3 +234,42 @@ def test_only_the_daemon_may_write_alerts(secure_kafka: SecureBroker) -> None:
     # Nor may the daemon write photometry; it may write alerts.
     assert delivery_error(secure_kafka.settings("lensnet"), photometry) == REFUSED
     assert delivery_error(secure_kafka.settings("lensnet"), alerts) is None
+
+
+def test_the_daemon_reads_its_alerts_and_updates_back(secure_kafka: SecureBroker) -> None:
+    """On assignment the daemon reads the alert and events topics back (alert-once, update
+    ledger): its login must be allowed to, or a restarted daemon could not start once alerts
+    exist (a first run, with both topics empty, never reads)."""
+    variables = names()
+    admin = settings_of(secure_kafka.settings("admin"), variables)
+    ensure_topics(make_admin(admin.kafka), required_topics(admin.topics))
+    daemon = secure_kafka.settings("lensnet")
+    star = 1_600_000_020
+    config = producer_config(daemon, ProducerSettings(linger_ms=0))
+    producer = Producer({**config, "enable.idempotence": False, "acks": "all"})
+    update = replace(make_update(3), star_id=star)
+    producer.produce(
+        admin.topics.alerts,
+        b"alert",
+        key=star.to_bytes(8, "big", signed=True),
+        headers=[(TRIGGER_HEADER, b"2461103.5")],
+    )
+    value, headers = encode_update(update)
+    producer.produce(admin.topics.events, value, headers=list(headers))
+    assert producer.flush(30) == 0
+    partition = int(partitions_for(np.array([star]), 4)[0])
+    group = admin.consumer.group_id
+    alerted = PublishedAlerts(daemon, admin.topics.alerts, timeout_s=60, group=group).read(
+        range(4), 4
+    )
+    assert alerted[partition] == {star: 2461103.5}
+    followed = PublishedEvents(daemon, admin.topics.events, timeout_s=60, group=group).read(
+        range(4), 4
+    )
+    assert followed[partition][star].last.sequence == 3
+    # Whoever may not read the topic is told at once, by name, not after a time-out.
+    reader_of_photometry = secure_kafka.settings("replay")
+    started = time.monotonic()
+    with pytest.raises(KafkaClientError, match=admin.topics.alerts):
+        PublishedAlerts(reader_of_photometry, admin.topics.alerts, timeout_s=60).read(range(4), 4)
+    assert time.monotonic() - started < 30

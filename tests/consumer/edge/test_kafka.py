@@ -1,13 +1,14 @@
-"""consumer.edge.kafka.usable: which consumed events carry data and which end the consumer."""
+"""consumer.edge.kafka: which consumed events carry data and which end the consumer; reading
+the committed offsets through a coordinator that is slow to answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumer.edge.kafka import usable
+from consumer.edge.kafka import committed_offsets, usable
 from consumer.exceptions import KafkaClientError
 
 
@@ -52,3 +53,35 @@ def test_a_transient_error_is_dropped_with_a_warning() -> None:
 def test_a_fatal_error_ends_the_consumer(error: KafkaError) -> None:
     with pytest.raises(KafkaClientError, match="consumer failed"):
         usable(Event(error), Log())
+
+
+class SlowCoordinator:
+    """A consumer whose ``committed`` times out ``failures`` times, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets")
+            )
+        return [TopicPartition(tp.topic, tp.partition, 42) for tp in partitions]
+
+
+def test_committed_offsets_wait_for_a_coordinator_that_comes_back() -> None:
+    consumer = SlowCoordinator(failures=2)
+    offsets = committed_offsets(consumer, [TopicPartition("t", 0)], timeout_s=30.0)  # type: ignore[arg-type]
+    assert [(tp.topic, tp.partition, tp.offset) for tp in offsets] == [("t", 0, 42)]
+    assert consumer.calls == 3
+
+
+def test_committed_offsets_give_up_with_the_broker_trouble_error() -> None:
+    consumer = SlowCoordinator(failures=10**6)
+    with pytest.raises(KafkaClientError) as raised:
+        committed_offsets(consumer, [TopicPartition("t", 0)], timeout_s=0.5)  # type: ignore[arg-type]
+    assert raised.value.retriable
+    assert raised.value.exit_code == 3  # the orchestrator restarts the daemon
+    assert consumer.calls >= 1

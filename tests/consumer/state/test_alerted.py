@@ -87,11 +87,11 @@ def test_a_second_read_adds_only_what_was_published_since(
     publish(range(1, 21), 2_461_000.5)
     first = index.read(range(4), 4)
     assert set().union(*first.values()) == set(range(1, 21))
-    read_to = dict(index.read_to)
+    read_to = dict(index.reader.read_to)
     publish(range(15, 31), 2_461_003.5)  # five stars alert again, later
     second = index.read(range(4), 4)
     assert set().union(*second.values()) == set(range(1, 31))
-    assert all(index.read_to[p] > offset for p, offset in read_to.items())
+    assert all(index.reader.read_to[p] > offset for p, offset in read_to.items())
     assert second == published_alerts(settings.kafka, settings.topics.alerts, 4, range(4))
     owner = partition_for(15, 4)
     assert second[owner][15] == 2_461_003.5
