@@ -18,11 +18,12 @@ time); the hot arena, an arena of capacity ``h`` fed the same rows, holds the la
 those, i.e. the tail of the full buffer. So for every row the hot kernel's verdict is the full
 buffer's, except one: a row older than everything in a full hot ring (``DROPPED`` there) may be
 a new point, a duplicate or too old for the full buffer. Only those rows (late by more than
-``h`` points at their site) are decided against the cold arena, after the pending rows are
-merged into it, with the same kernel. Appended rows are distinct in time per star and site and
-never older than the full buffer's oldest, so merging them later, many batches at once, in time
-order, gives the buffer that appending them one batch at a time gives (every one is appended,
-the oldest evicted past capacity).
+``h`` points at their site) are decided against the cold arena, after their stars' pending
+rows are merged into it, with the same kernel. Appended rows are distinct in time per star and
+site and never older than the full buffer's oldest, so merging them later, many batches at
+once, in time order, gives the buffer that appending them one batch at a time gives (every one
+is appended, the oldest evicted past capacity); stars are independent, so some stars' rows may
+be merged before others' (only those a read needs).
 
 Medians: the cached baselines stay exact. A star whose cache is stale (the one-tier rule, read
 from the hot tier's counts) gets its medians from the full buffer in the cold arena; the
