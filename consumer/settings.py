@@ -167,8 +167,13 @@ class StateSettings(_Frozen):
     capacity_per_site: int = Field(1500, ge=10, le=100_000)
     #: Stars per partition; observations of further new stars go to the dead-letter topic.
     max_stars_per_partition: int = Field(2_000_000, ge=1)
-    #: Keep the observation arena in memory-mapped files under ``directory`` (page cache bound).
-    memory_mapped: bool = False
+    #: Keep the observation arena (the full buffers) in memory-mapped files under
+    #: ``directory``, on local disk: the cold tier of the two-tier store.
+    memory_mapped: bool = True
+    #: With ``memory_mapped``, the latest points per star and site also kept in RAM, the hot
+    #: tier the rising test reads (``consumer/state/tiers.py``); at least the rules' ``n``,
+    #: or the test reads the cold tier. 0: one tier (every read goes to the arena).
+    hot_points_per_site: int = Field(10, ge=0)
     #: Seconds between checkpoints of every owned partition (also written on revoke and exit).
     checkpoint_interval_s: float = Field(300.0, gt=0)
 

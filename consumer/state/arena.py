@@ -4,9 +4,12 @@ Columns
 -------
 One array per column of the 14-byte record (:data:`ARENA_COLUMNS`, codes as in
 :mod:`consumer.state.encoding`), in RAM or, with a directory, as ``np.memmap`` views of sparse
-files there (``arena-<generation>-<column>.bin``), grown by extending the file and remapping, so
-the OS page cache bounds the resident memory and a store larger than RAM still works (at disk
-speed when cold). Those files are scratch space, deleted on start: not a checkpoint.
+files there (``arena-<owner>-<generation>-<column>.bin``), grown by extending the file and
+remapping, so the OS page cache bounds the resident memory and a store larger than RAM still
+works (at disk speed when cold). Those files are scratch space, not a checkpoint. ``owner`` is
+a random token per arena, held by an exclusive lock on ``arena-<owner>.lock`` while the arena
+lives: processes sharing a state directory (a partition moving between them) never write each
+other's files, and an arena deletes the files of owners whose lock is free (ended).
 
 Segments, size classes, compaction
 ----------------------------------
@@ -24,7 +27,11 @@ fewer than 1500 points per site, so they pay for what they hold (within 4x; with
 
 from __future__ import annotations
 
+import fcntl
 import mmap
+import os
+import uuid
+import weakref
 from pathlib import Path
 from typing import Any, Final
 
@@ -86,17 +93,24 @@ class Arena:
         self.free_count = np.zeros(len(sizes), dtype=np.int64)
         self._rows = 0
         self.grow_rows(_INITIAL_ROWS)
+        self.owner = uuid.uuid4().hex[:12]
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-            for stale in directory.glob("arena-*.bin"):  # scratch of an earlier run
-                stale.unlink()
+            # Locked before it is visible under its name, so no one takes it for an ended one;
+            # held until the arena is collected (then its files go) or the process ends.
+            claiming = directory / f".arena-{self.owner}.lock"
+            lock = os.open(claiming, os.O_CREAT | os.O_WRONLY, 0o644)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            claiming.rename(directory / f"arena-{self.owner}.lock")
+            weakref.finalize(self, _release, lock, directory, self.owner)
+            _remove_ended(directory, self.owner)
         self.reserve(_INITIAL_RECORDS)
 
     def path(self, name: str, generation: int | None = None) -> Path:
         """File of one column (memory-mapped arenas only)."""
         assert self.directory is not None
         generation = self.generation if generation is None else generation
-        return self.directory / f"arena-{generation}-{name}.bin"
+        return self.directory / f"arena-{self.owner}-{generation}-{name}.bin"
 
     def reserve(self, records: int) -> None:
         """Make room for at least ``records`` records, keeping the content."""
@@ -256,3 +270,31 @@ class Arena:
         for column in self.columns.values():
             if isinstance(column, np.memmap):
                 column.flush()
+
+
+def _release(lock: int, directory: Path, owner: str) -> None:
+    """Delete the scratch files of a collected arena and release its lock."""
+    for path in directory.glob(f"arena-{owner}-*.bin"):
+        path.unlink(missing_ok=True)
+    (directory / f"arena-{owner}.lock").unlink(missing_ok=True)
+    os.close(lock)
+
+
+def _remove_ended(directory: Path, owner: str) -> None:
+    """Delete the scratch files in ``directory`` of arenas other than ``owner`` whose lock is
+    free (their process ended or dropped them), and files of no known owner (older layouts)."""
+    live = {owner}
+    for lock_path in directory.glob("arena-*.lock"):
+        other = lock_path.stem.removeprefix("arena-")
+        if other == owner:
+            continue
+        with lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                live.add(other)
+                continue
+        lock_path.unlink(missing_ok=True)
+    for stale in directory.glob("arena-*.bin"):
+        if stale.name.split("-")[1] not in live:
+            stale.unlink(missing_ok=True)

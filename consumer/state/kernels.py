@@ -544,6 +544,70 @@ def compact(
 
 
 @numba.njit(cache=True)
+def copy_tails(
+    n_stars: int,
+    keep: int,
+    seg_offset: npt.NDArray[np.int64],
+    seg_class: npt.NDArray[np.int8],
+    seg_head: npt.NDArray[np.int32],
+    seg_count: npt.NDArray[np.int32],
+    class_sizes: npt.NDArray[np.int64],
+    a_t: npt.NDArray[np.uint32],
+    a_flux: npt.NDArray[np.float32],
+    a_ferr: npt.NDArray[np.uint16],
+    a_sky: npt.NDArray[np.uint8],
+    a_fwhm: npt.NDArray[np.uint8],
+    a_airmass: npt.NDArray[np.uint8],
+    a_psf: npt.NDArray[np.uint8],
+    tail_offset: npt.NDArray[np.int64],
+    tail_class: npt.NDArray[np.int8],
+    tail_head: npt.NDArray[np.int32],
+    tail_count: npt.NDArray[np.int32],
+    tail_sizes: npt.NDArray[np.int64],
+    b_t: npt.NDArray[np.uint32],
+    b_flux: npt.NDArray[np.float32],
+    b_ferr: npt.NDArray[np.uint16],
+    b_sky: npt.NDArray[np.uint8],
+    b_fwhm: npt.NDArray[np.uint8],
+    b_airmass: npt.NDArray[np.uint8],
+    b_psf: npt.NDArray[np.uint8],
+) -> int:
+    """Copy the latest ``keep`` records of every buffer of arena ``a`` (its segment tables
+    first) into an empty arena ``b`` (``tail_*`` tables, size classes ``tail_sizes``), each
+    in the smallest class that holds them, back to back in slot order, head 0, records and
+    field bits unchanged. ``b`` has room for every segment; returns the records used."""
+    top = 0
+    for slot in range(n_stars):
+        for site in range(seg_count.shape[1]):
+            count = np.int64(seg_count[slot, site])
+            kept = count if count < keep else np.int64(keep)
+            if kept == 0:
+                continue
+            cls = 0
+            while tail_sizes[cls] < kept:
+                cls += 1
+            size = class_sizes[seg_class[slot, site]]
+            offset = seg_offset[slot, site]
+            head = np.int64(seg_head[slot, site])
+            for i in range(kept):
+                src = offset + (head + count - kept + i) % size
+                dst = top + i
+                b_t[dst] = a_t[src]
+                b_flux[dst] = a_flux[src]
+                b_ferr[dst] = a_ferr[src]
+                b_sky[dst] = a_sky[src]
+                b_fwhm[dst] = a_fwhm[src]
+                b_airmass[dst] = a_airmass[src]
+                b_psf[dst] = a_psf[src]
+            tail_offset[slot, site] = top
+            tail_class[slot, site] = cls
+            tail_head[slot, site] = 0
+            tail_count[slot, site] = kept
+            top += tail_sizes[cls]
+    return top
+
+
+@numba.njit(cache=True)
 def encode_rows(
     hjd: npt.NDArray[np.float64],
     flux: npt.NDArray[np.float64],

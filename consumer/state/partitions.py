@@ -113,6 +113,7 @@ class Partitions:
             capacity_per_site=self.settings.capacity_per_site,
             max_stars=self.settings.max_stars_per_partition,
             directory=self.directory(partition) / "arena" if self.settings.memory_mapped else None,
+            hot_points_per_site=self.settings.hot_points_per_site,
         )
 
     def open(

@@ -40,7 +40,12 @@ to ``compact_free_fraction`` of free segments. At the defaults a full star takes
 3 x 1500 x 14 + 152 = 63 152 bytes (< 64 KiB), a star with ~900 points per site
 3 x 1024 x 14 + 152 = 43 160 bytes. With ``StoreConfig.directory`` set (one directory per
 partition, see :meth:`StoreConfig.for_partition`) the records are memory-mapped files and the
-per-star table (152 bytes a star) stays in RAM.
+per-star table (152 bytes a star) stays in RAM; with ``hot_points_per_site`` > 0 as well (the
+default) the store has two tiers (:mod:`consumer.state.tiers`): the rising test reads the
+latest points of each buffer kept in RAM (:meth:`StarStore.hot_nbytes`, 14 bytes a point plus
+63 a star), and the files are read for stale medians, candidates and checkpoints. Either way
+the store decides, reads and checkpoints exactly as with one tier in RAM; the checkpoint
+format is the same.
 
 API
 ---
@@ -82,6 +87,14 @@ from consumer.state.encoding import (
 )
 from consumer.state.stars import COLUMN_BYTES_PER_STAR, INDEX_BYTES_PER_STAR, StarTable
 from consumer.state.stars import COLUMNS as STAR_COLUMNS
+from consumer.state.tiers import (
+    PENDING_ROWS_MIN,
+    PENDING_ROWS_PER_STAR,
+    HotTier,
+    Rows,
+    TierError,
+    group,
+)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -108,22 +121,33 @@ class StoreConfig:
     directory : folder for the memory-mapped arena (one per partition); None keeps it in RAM.
     compact_free_fraction : compact the arena when more than this fraction of it is segments
         outgrown by their stars (each compaction copies every held record once; 1 = never).
+    hot_points_per_site : with ``directory`` set, the latest points per star and site also
+        kept in RAM, the hot tier of :mod:`consumer.state.tiers` (at least the rising test's
+        ``n``, or it reads the cold arena); 0: one tier.
     """
 
     capacity_per_site: int = 1500
     max_stars: int = 2_000_000
     directory: Path | None = None
     compact_free_fraction: float = 0.1
+    hot_points_per_site: int = 10
 
     def __post_init__(self) -> None:
         if not 1 <= self.capacity_per_site <= 2**31 - 1:
             raise ConfigError(f"capacity_per_site: {self.capacity_per_site}, expected >= 1")
         if self.max_stars < 0:
             raise ConfigError(f"max_stars: {self.max_stars}, expected >= 0")
+        if self.hot_points_per_site < 0:
+            raise ConfigError(f"hot_points_per_site: {self.hot_points_per_site}, expected >= 0")
         if not 0 < self.compact_free_fraction <= 1:
             raise ConfigError(
                 f"compact_free_fraction: {self.compact_free_fraction}, expected in (0, 1]"
             )
+
+    @property
+    def two_tier(self) -> bool:
+        """Whether the store keeps a hot tier in RAM beside the arena on disk."""
+        return self.directory is not None and self.hot_points_per_site > 0
 
     def for_partition(self, partition: int) -> StoreConfig:
         """The config of one partition's store: the arena in ``directory/partition-<n>``."""
@@ -217,14 +241,18 @@ class StarDatasets:
 class StarStore:
     """Rolling per-star, per-site buffers of one partition (see the module docstring).
 
-    ``arena`` holds the observation records and where each buffer lies in it, ``stars`` the
-    per-star table (rows shared with the arena's segment tables).
+    ``arena`` holds the observation records (the full buffers) and where each buffer lies in
+    it, ``stars`` the per-star table (rows shared with the arena's segment tables), ``hot``
+    the hot tier of a two-tier store (:mod:`consumer.state.tiers`; None with one tier). With
+    two tiers, ``arena`` may lag the appends (pending rows): every method that reads it merges
+    them first.
     """
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
         self.stars = StarTable()
         self.arena = Arena(config.capacity_per_site, config.directory)
+        self.hot = HotTier(config.hot_points_per_site) if config.two_tier else None
 
     # -- size and introspection -------------------------------------------------------------
 
@@ -243,7 +271,9 @@ class StarStore:
 
     def latest(self) -> npt.NDArray[np.float64]:
         """(S,) HJD of each held star's newest observation (any site), in ``star_ids`` order."""
-        seconds, held = self.arena.newest_t(len(self.stars))  # (S, sites)
+        # The newest records are in the hot tails, when there are any.
+        arena = self.arena if self.hot is None else self.hot.arena
+        seconds, held = arena.newest_t(len(self.stars))  # (S, sites)
         newest = np.where(held, HJD_OFFSET + seconds / 86400.0, -np.inf).max(
             axis=1, initial=-np.inf
         )
@@ -252,19 +282,27 @@ class StarStore:
     def newest_hjd(self, star_ids: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """(S,) HJD of the newest observation of each of ``star_ids`` (held stars), any site,
         decoded as :meth:`features` decodes it; NaN for a star holding none."""
-        seconds, held = self.arena.newest_of(self.stars.rows(star_ids))
+        arena = self.arena if self.hot is None else self.hot.arena
+        seconds, held = arena.newest_of(self.stars.rows(star_ids))
         newest = np.where(held, seconds, -1).max(axis=1, initial=-1)
         hjd = HJD_OFFSET + newest.astype(np.float64) / 86400.0
         return np.where(newest >= 0, hjd, np.nan)
 
     def nbytes(self) -> int:
         """Bytes of the state: arena segments handed out (held or on a free list), per-star
-        tables and index (:data:`OVERHEAD_BYTES_PER_STAR` each) and the free lists."""
+        tables and index (:data:`OVERHEAD_BYTES_PER_STAR` each) and the free lists; the same
+        with one tier or two (the hot tier is extra, :meth:`hot_nbytes`)."""
         return int(
             self.arena.bump[0] * RECORD_BYTES
             + len(self.stars) * OVERHEAD_BYTES_PER_STAR
             + self.arena.free_list.nbytes
         )
+
+    def hot_nbytes(self) -> int:
+        """Bytes of the hot tier in RAM beside the per-star table and the arena's segment
+        tables (0 with one tier): with two tiers, RAM holds these, the per-star table and the
+        segment tables; the arena's records are on disk."""
+        return 0 if self.hot is None else self.hot.nbytes(len(self.stars))
 
     def free_records(self) -> int:
         """Records in segments on the free lists (handed out once, not holding data now)."""
@@ -277,11 +315,15 @@ class StarStore:
         free lists (stars outgrowing their size class leave their old segments there, and when
         every star grows together nobody reuses them).
         """
+        self.merge_pending()
         self.arena.compact(len(self.stars))
+        if self.hot is not None:
+            self.hot.arena.compact(len(self.stars))
 
     def counts(self, star_id: int) -> tuple[int, ...]:
         """Observations held per site."""
-        return tuple(int(c) for c in self.arena.seg_count[self.stars.row(star_id)])
+        counts = self.arena.seg_count if self.hot is None else self.hot.held
+        return tuple(int(c) for c in counts[self.stars.row(star_id)])
 
     # -- ingest ------------------------------------------------------------------------------
 
@@ -308,6 +350,8 @@ class StarStore:
         unique_ids = star_of_row[first]
         unique_slots = self.stars.admit(unique_ids, self.config.max_stars)
         self.arena.grow_rows(len(self.stars))
+        if self.hot is not None:
+            self.hot.grow_rows(len(self.stars))
         admitted = unique_slots >= 0
         group_sizes = np.diff(np.r_[first, len(rows)])
         admitted_rows = np.repeat(admitted, group_sizes)
@@ -316,50 +360,29 @@ class StarStore:
         slots = unique_slots[admitted]
         group_offsets = np.zeros(len(slots) + 1, dtype=np.int64)
         np.cumsum(group_sizes[admitted], out=group_offsets[1:])
-        self.arena.make_room(site_index, slots, group_sizes[admitted])
         self.stars.observe(slots, obs, rows[group_offsets[1:] - 1], np.diff(group_offsets))
-
+        batch = Rows(
+            t=codes.t[rows].astype(np.uint32),
+            flux=obs.flux[rows].astype(np.float32),
+            ferr=codes.flux_err[rows],
+            sky=codes.sky[rows],
+            fwhm=codes.fwhm[rows],
+            airmass=codes.airmass[rows],
+            psf=codes.psf_quality[rows],
+            field=obs.field[rows].astype(np.int16),
+        )
         status = np.zeros(len(rows), dtype=np.int8)
         changed = np.zeros(len(slots), dtype=np.bool_)
-        arena = self.arena
-        columns = arena.columns
-        evicted = kernels.insert_rows(
-            site_index,
-            slots,
-            group_offsets,
-            codes.t[rows].astype(np.uint32),
-            obs.flux[rows].astype(np.float32),
-            codes.flux_err[rows],
-            codes.sky[rows],
-            codes.fwhm[rows],
-            codes.airmass[rows],
-            codes.psf_quality[rows],
-            obs.field[rows].astype(np.int16),
-            self.stars.fields,
-            arena.seg_offset,
-            arena.seg_class,
-            arena.seg_head,
-            arena.seg_count,
-            arena.class_sizes,
-            columns["t"],
-            columns["flux"],
-            columns["ferr"],
-            columns["sky"],
-            columns["fwhm"],
-            columns["airmass"],
-            columns["psf"],
-            arena.bump,
-            arena.free_list,
-            arena.free_count,
-            status,
-            changed,
-        )
-        free = self.free_records()
-        if (
-            free * RECORD_BYTES > _COMPACT_MIN_BYTES
-            and free > self.config.compact_free_fraction * self.arena.bump[0]
-        ):
-            self.compact()
+        if self.hot is None:
+            self.arena.make_room(site_index, slots, np.diff(group_offsets))
+            evicted = self._insert(
+                self.arena, site_index, slots, group_offsets, batch, status, changed
+            )
+            self._compact_if_sparse(self.arena)
+        else:
+            evicted = self._append_two_tier(
+                site_index, slots, group_offsets, batch, status, changed
+            )
         rejected = codes.t < 0
         rejected[rows[status == kernels.REJECTED]] = True
         counts = np.bincount(status, minlength=4)
@@ -372,6 +395,187 @@ class StarStore:
             rejected_rows=np.flatnonzero(rejected).astype(np.int64),
             refused_rows=refused_rows.astype(np.int64),
         )
+
+    def _insert(
+        self,
+        arena: Arena,
+        site: int,
+        slots: IntArray,
+        group_offsets: IntArray,
+        rows: Rows,
+        status: npt.NDArray[np.int8],
+        changed: npt.NDArray[np.bool_],
+    ) -> int:
+        """:func:`~consumer.state.kernels.insert_rows` of ``rows`` (grouped by ``slots``) into
+        one arena, which has room for them (:meth:`Arena.make_room`); returns the evictions."""
+        columns = arena.columns
+        return int(
+            kernels.insert_rows(
+                site,
+                slots,
+                group_offsets,
+                rows.t,
+                rows.flux,
+                rows.ferr,
+                rows.sky,
+                rows.fwhm,
+                rows.airmass,
+                rows.psf,
+                rows.field,
+                self.stars.fields,
+                arena.seg_offset,
+                arena.seg_class,
+                arena.seg_head,
+                arena.seg_count,
+                arena.class_sizes,
+                columns["t"],
+                columns["flux"],
+                columns["ferr"],
+                columns["sky"],
+                columns["fwhm"],
+                columns["airmass"],
+                columns["psf"],
+                arena.bump,
+                arena.free_list,
+                arena.free_count,
+                status,
+                changed,
+            )
+        )
+
+    def _compact_if_sparse(self, arena: Arena) -> None:
+        """Compact ``arena`` when more than ``compact_free_fraction`` of it is free segments."""
+        free = arena.free_records()
+        if (
+            free * RECORD_BYTES > _COMPACT_MIN_BYTES
+            and free > self.config.compact_free_fraction * arena.bump[0]
+        ):
+            arena.compact(len(self.stars))
+
+    def _append_two_tier(
+        self,
+        site: int,
+        slots: IntArray,
+        group_offsets: IntArray,
+        batch: Rows,
+        status: npt.NDArray[np.int8],
+        changed: npt.NDArray[np.bool_],
+    ) -> int:
+        """Append a grouped batch with two tiers (:mod:`consumer.state.tiers`): the hot kernel
+        decides every row but those older than a full hot ring, which the cold arena decides;
+        returns the full buffers' evictions. ``status`` and ``changed`` as one tier gives them."""
+        hot = self.hot
+        assert hot is not None
+        sizes = np.diff(group_offsets)
+        hot.arena.make_room(site, slots, sizes)
+        self._insert(hot.arena, site, slots, group_offsets, batch, status, changed)
+        self._compact_if_sparse(hot.arena)
+        group_of_row = np.repeat(np.arange(len(slots)), sizes)
+        fresh = np.flatnonzero(status == kernels.APPENDED)
+        late = np.flatnonzero(status == kernels.DROPPED)
+        evicted = 0
+        if len(late):
+            # In time order the late rows of a star come before its fresh ones: decide them
+            # against the full buffer as it stood before this batch.
+            self.merge_pending(slots[group_of_row[late]])
+            late_slots, late_offsets = group(slots[group_of_row[late]])
+            late_status = np.zeros(len(late), dtype=np.int8)
+            late_changed = np.zeros(len(late_slots), dtype=np.bool_)
+            self.arena.make_room(site, late_slots, np.diff(late_offsets))
+            evicted += self._insert(
+                self.arena,
+                site,
+                late_slots,
+                late_offsets,
+                batch.take(late),
+                late_status,
+                late_changed,
+            )
+            status[late] = late_status
+            hot.held[late_slots, site] = self.arena.seg_count[late_slots, site]
+            changed[group_of_row[late[late_offsets[:-1]]][late_changed]] = True
+        added = np.bincount(group_of_row[fresh], minlength=len(slots))
+        total = hot.held[slots, site].astype(np.int64) + added
+        capacity = self.config.capacity_per_site
+        evicted += int(np.maximum(total - capacity, 0).sum())
+        hot.held[slots, site] = np.minimum(total, capacity)
+        hot.add_pending(site, slots[group_of_row[fresh]], batch.take(fresh))
+        if hot.pending_rows > max(PENDING_ROWS_MIN, PENDING_ROWS_PER_STAR * len(self.stars)):
+            self.merge_pending()
+        return evicted
+
+    def merge_pending(self, slots: IntArray | None = None) -> None:
+        """Bring the cold arena up to date for star ``slots`` (default: all): insert their
+        pending rows of a two-tier store, all sites, sorted by star and time (one kernel call
+        per site); a no-op with one tier. Stars are independent, so merging some stars' rows
+        before others' gives the same buffers."""
+        hot = self.hot
+        if hot is None or hot.pending_rows == 0 or (slots is not None and len(slots) == 0):
+            return
+        wanted = None
+        if slots is not None:
+            wanted = np.zeros(len(self.stars), dtype=np.bool_)
+            wanted[slots] = True
+        for site in range(N_SITES):
+            taken = hot.take_pending(site, wanted)
+            if taken is None:
+                continue
+            slot_of_row, rows = taken
+            slots, offsets = group(slot_of_row)
+            self.arena.make_room(site, slots, np.diff(offsets))
+            status = np.zeros(len(slot_of_row), dtype=np.int8)
+            changed = np.zeros(len(slots), dtype=np.bool_)
+            self._insert(self.arena, site, slots, offsets, rows, status, changed)
+            if np.any(status != kernels.APPENDED):
+                raise TierError(
+                    f"site {SITES[site]}: {int(np.sum(status != kernels.APPENDED))} pending rows "
+                    "not appended to the cold arena (the tiers disagree)"
+                )
+        self._compact_if_sparse(self.arena)
+
+    def _rebuild_hot(self) -> None:
+        """The hot tier of the full buffers in the arena (after a restore, into an empty hot
+        tier): each buffer's latest ``hot_points_per_site`` records, and its count."""
+        hot = self.hot
+        assert hot is not None
+        n = len(self.stars)
+        hot.grow_rows(n)
+        arena, tails = self.arena, hot.arena
+        count = arena.seg_count[:n].astype(np.int64)
+        hot.held[:n] = count
+        kept = np.minimum(count, hot.points_per_site)
+        classes = np.searchsorted(tails.class_sizes, kept[kept > 0])
+        tails.reserve(int(tails.class_sizes[classes].sum()))
+        source, target = arena.columns, tails.columns
+        top = kernels.copy_tails(
+            n,
+            hot.points_per_site,
+            arena.seg_offset,
+            arena.seg_class,
+            arena.seg_head,
+            arena.seg_count,
+            arena.class_sizes,
+            source["t"],
+            source["flux"],
+            source["ferr"],
+            source["sky"],
+            source["fwhm"],
+            source["airmass"],
+            source["psf"],
+            tails.seg_offset,
+            tails.seg_class,
+            tails.seg_head,
+            tails.seg_count,
+            tails.class_sizes,
+            target["t"],
+            target["flux"],
+            target["ferr"],
+            target["sky"],
+            target["fwhm"],
+            target["airmass"],
+            target["psf"],
+        )
+        tails.bump[0] = top
 
     # -- read --------------------------------------------------------------------------------
 
@@ -392,6 +596,7 @@ class StarStore:
         ids = np.ascontiguousarray(star_ids, dtype=np.int64).reshape(-1)
         slots = self.stars.lookup(ids)
         known = slots[slots >= 0]
+        self.merge_pending(known)
         arena = self.arena
         if last is not None and last < 0:
             raise ValueError(f"last: {last}, expected >= 0 or None")
@@ -443,6 +648,7 @@ class StarStore:
     def datasets(self, star_ids: IntArray) -> StarDatasets:
         """Every column of held ``star_ids``, decoded, in one compiled pass."""
         slots = self.stars.rows(star_ids)
+        self.merge_pending(slots)
         arena = self.arena
         n_points = int(arena.seg_count[slots].astype(np.int64).sum())
         n_max_datasets = 2 * N_SITES * len(slots)
@@ -509,9 +715,55 @@ class StarStore:
         cached median flux (NaN as 0), after refreshing the stale medians (the trigger's cache
         in :attr:`stars`: ``baseline``, ``baseline_points``, ``fresh_points``; see
         :func:`~consumer.state.kernels.trigger_tails`). Returns the input, the (D,) medians and
-        the number of stars refreshed."""
-        slots = self.stars.rows(star_ids)
-        arena, stars = self.arena, self.stars
+        the number of stars refreshed.
+
+        With two tiers, stars with one field tag whose cache is fresh are read from the hot
+        tails alone; stale caches are refreshed from the full buffers in the cold arena, and
+        stars with two field tags are read there whole (:mod:`consumer.state.tiers`)."""
+        ids = np.asarray(star_ids, dtype=np.int64)
+        slots = self.stars.rows(ids)
+        hot, stars = self.hot, self.stars
+        if hot is None or last > hot.points_per_site:
+            self.merge_pending(slots)
+            return self._rising_from(self.arena, slots, ids, last, refresh_fraction, force)
+        single = np.flatnonzero(stars.fields[slots, 1] < 0)
+        double = np.flatnonzero(stars.fields[slots, 1] >= 0)
+        rows = slots[single]
+        # The kernel's staleness rule, on the hot tier's counts of the full buffers.
+        points = stars.baseline_points[rows]
+        stale = (points == 0) | (stars.fresh_points[rows] > refresh_fraction * points)
+        stale |= np.any((hot.held[rows] > 0) & ~np.isfinite(stars.baseline[rows, :, 0]), axis=1)
+        if force:
+            stale[:] = True
+        refreshed = int(stale.sum())
+        if refreshed or len(double):
+            self.merge_pending(np.concatenate([rows[stale], slots[double]]))
+        if refreshed:
+            self._rising_from(self.arena, rows[stale], ids[single][stale], 0, 0.0, True)
+        tails, medians, _ = self._rising_from(
+            hot.arena, rows, ids[single], last, float("inf"), False
+        )
+        if not len(double):
+            return tails, medians, refreshed
+        whole, whole_medians, whole_refreshed = self._rising_from(
+            self.arena, slots[double], ids[double], last, refresh_fraction, force
+        )
+        merged, merged_medians = _merge_inputs(
+            ids, [(single, tails, medians), (double, whole, whole_medians)]
+        )
+        return merged, merged_medians, refreshed + whole_refreshed
+
+    def _rising_from(
+        self,
+        arena: Arena,
+        slots: IntArray,
+        star_ids: IntArray,
+        last: int,
+        refresh_fraction: float,
+        force: bool,
+    ) -> tuple[TriggerInput, FloatArray, int]:
+        """:func:`~consumer.state.kernels.trigger_tails` of star ``slots`` on one arena."""
+        stars = self.stars
         held = arena.seg_count[slots].astype(np.int64)
         n_points = int(np.minimum(held, 2 * last).sum())
         n_max_datasets = 2 * N_SITES * len(slots)
@@ -569,6 +821,7 @@ class StarStore:
         """The stored records of one star, one (N_site,) :data:`SNAPSHOT_DTYPE` array per site,
         time-ordered and exactly as quantised (for equality tests)."""
         row = self.stars.row(star_id)
+        self.merge_pending(np.array([row], dtype=np.int64))
         fields = self.stars.fields[row]
         columns = self.arena.columns
         out = []
@@ -601,6 +854,7 @@ class StarStore:
     def checkpoint(self, directory: Path, offsets: Mapping[str, int]) -> Path:
         """Write the store and the input ``offsets`` it covers to ``directory/state.ckpt``
         atomically (:func:`~consumer.state.checkpoint.write_checkpoint`); returns the path."""
+        self.merge_pending()
         header = {
             "capacity_per_site": self.config.capacity_per_site,
             "class_sizes": self.arena.class_sizes.tolist(),
@@ -650,10 +904,14 @@ class StarStore:
             raise CheckpointError(f"{path}: segment tables inconsistent with the arena")
         if not store.stars.reindex(n):
             raise CheckpointError(f"{path}: duplicate star ids")
+        if store.hot is not None:
+            store._rebuild_hot()
         return store, {str(k): int(v) for k, v in header["offsets"].items()}
 
     def flush(self) -> None:
-        """Write a memory-mapped arena's dirty pages to its files (not a checkpoint)."""
+        """Write a memory-mapped arena's dirty pages to its files, pending rows merged first
+        (not a checkpoint)."""
+        self.merge_pending()
         self.arena.flush()
 
 
@@ -680,6 +938,55 @@ def store_differences(a: StarStore, b: StarStore, limit: int = 10) -> list[str]:
 def stores_equal(a: StarStore, b: StarStore) -> bool:
     """Whether every star holds the same records at every site in both stores."""
     return not store_differences(a, b, limit=1)
+
+
+def _merge_inputs(
+    star_ids: IntArray, parts: list[tuple[IntArray, TriggerInput, FloatArray]]
+) -> tuple[TriggerInput, FloatArray]:
+    """One CSR input of ``star_ids`` from parts covering them: (positions in ``star_ids``, the
+    input of those stars in that order, its (D,) per-dataset medians)."""
+    n_datasets = np.zeros(len(star_ids), dtype=np.int64)
+    for positions, data, _ in parts:
+        n_datasets[positions] = np.diff(data.star_offsets)
+    star_offsets = np.zeros(len(star_ids) + 1, dtype=np.int64)
+    np.cumsum(n_datasets, out=star_offsets[1:])
+    total = int(star_offsets[-1])
+    dataset_site = np.empty(total, dtype=np.int8)
+    dataset_field = np.empty(total, dtype=np.int16)
+    medians = np.empty(total, dtype=np.float64)
+    lengths = np.empty(total, dtype=np.int64)
+    targets = []
+    for positions, data, part_medians in parts:
+        counts = np.diff(data.star_offsets)
+        target = np.repeat(star_offsets[positions] - data.star_offsets[:-1], counts) + np.arange(
+            len(data.dataset_site)
+        )
+        targets.append(target)
+        dataset_site[target] = data.dataset_site
+        dataset_field[target] = data.dataset_field
+        medians[target] = part_medians
+        lengths[target] = np.diff(data.dataset_offsets)
+    dataset_offsets = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(lengths, out=dataset_offsets[1:])
+    t, flux, flux_err = (np.empty(int(dataset_offsets[-1])) for _ in range(3))
+    for (_, data, _), target in zip(parts, targets, strict=True):
+        counts = np.diff(data.dataset_offsets)
+        points = np.repeat(dataset_offsets[target] - data.dataset_offsets[:-1], counts)
+        points += np.arange(len(data.t))
+        t[points] = data.t
+        flux[points] = data.flux
+        flux_err[points] = data.flux_err
+    merged = TriggerInput(
+        star_ids=star_ids,
+        t=t,
+        flux=flux,
+        flux_err=flux_err,
+        dataset_offsets=dataset_offsets,
+        star_offsets=star_offsets,
+        dataset_site=dataset_site,
+        dataset_field=dataset_field,
+    )
+    return merged, medians
 
 
 def _site_index(site: int | str) -> int:

@@ -7,6 +7,7 @@ module docstring states, written without rings, size classes or kernels.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -512,18 +513,44 @@ def test_rebalance_gives_the_uninterrupted_buffers(tmp_path: Path) -> None:
     assert not stores_equal(first, second)
 
 
-def test_memmap_arena_grows_and_matches_ram(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hot_points", [0, 10])
+def test_memmap_arena_grows_and_matches_ram(tmp_path: Path, hot_points: int) -> None:
     ram = StarStore(StoreConfig())
-    disk = StarStore(StoreConfig(directory=tmp_path))
+    disk = StarStore(StoreConfig(directory=tmp_path, hot_points_per_site=hot_points))
     stars = np.repeat(np.arange(60), 1500)
     hjd = T0 + np.tile(np.arange(1500) * 0.02, 60)
     obs = make_obs(stars, hjd)
     for store in (ram, disk):
         store.append(0, obs)
         store.append(1, obs.take(slice(0, 1000)))
+    disk.flush()  # with two tiers, the appended rows reach the arena when merged
     assert disk.arena.records > 1 << 16
     assert disk.arena.path("t").stat().st_size == disk.arena.records * 4
     assert stores_equal(ram, disk)
+
+
+def test_arenas_sharing_a_directory_keep_their_own_files(tmp_path: Path) -> None:
+    """A partition moving between processes on one state directory: a second store there
+    leaves the first one's files alone while it lives, and removes them once it is dropped."""
+    ram = StarStore(StoreConfig())
+    first = StarStore(StoreConfig(directory=tmp_path))
+    obs = make_obs(np.repeat(np.arange(50), 40), T0 + np.tile(np.arange(40) * 0.02, 50))
+    first.append(0, obs)
+    ram.append(0, obs)
+    second = StarStore(StoreConfig(directory=tmp_path))
+    second.append(1, obs)
+    more = make_obs(np.repeat(np.arange(50, 3000), 30), T0 + np.tile(np.arange(30) * 0.1, 2950))
+    first.append(2, more)  # grows (remaps) the first store's files
+    ram.append(2, more)
+    assert stores_equal(ram, first)
+    own = {p.name for p in tmp_path.glob(f"arena-{first.arena.owner}-*.bin")}
+    assert own
+    del first
+    gc.collect()
+    StarStore(StoreConfig(directory=tmp_path))
+    assert not any((tmp_path / name).exists() for name in own)
+    assert list(tmp_path.glob(f"arena-{second.arena.owner}-*.bin"))
+    assert second.counts(0) == (0, 40, 0)
 
 
 def test_growing_together_leaves_free_segments_that_compaction_returns() -> None:

@@ -1,0 +1,171 @@
+"""The hot tier of a two-tier store: what the rising test needs, in RAM, beside the full
+buffers on disk.
+
+A two-tier :class:`~consumer.state.store.StarStore` (``StoreConfig.directory`` set and
+``hot_points_per_site > 0``) keeps
+
+- **cold**: the full bounded buffers (``capacity_per_site`` per star and site) in the store's
+  :class:`~consumer.state.arena.Arena`, memory-mapped files on local disk;
+- **hot** (this module): per star and site the latest ``h = hot_points_per_site`` records in a
+  second arena in RAM (the rising test's tails; the newest observation), the number of records
+  the full buffer holds (``held``), and the *pending* rows: appended since the cold arena was
+  last brought up to date.
+
+The rules that make the two tiers decide exactly as one
+-------------------------------------------------------
+The full buffer holds the latest ``capacity`` distinct times ever offered (first arrival wins a
+time); the hot arena, an arena of capacity ``h`` fed the same rows, holds the latest ``h`` of
+those, i.e. the tail of the full buffer. So for every row the hot kernel's verdict is the full
+buffer's, except one: a row older than everything in a full hot ring (``DROPPED`` there) may be
+a new point, a duplicate or too old for the full buffer. Only those rows (late by more than
+``h`` points at their site) are decided against the cold arena, after their stars' pending
+rows are merged into it, with the same kernel. Appended rows are distinct in time per star and
+site and never older than the full buffer's oldest, so merging them later, many batches at
+once, in time order, gives the buffer that appending them one batch at a time gives (every one
+is appended, the oldest evicted past capacity); stars are independent, so some stars' rows may
+be merged before others' (only those a read needs).
+
+Medians: the cached baselines stay exact. A star whose cache is stale (the one-tier rule, read
+from the hot tier's counts) gets its medians from the full buffer in the cold arena; the
+others are tested on the hot tails alone. A star with two field tags is tested on the cold
+arena (its latest ``n`` points of one field may lie beyond the site's latest ``h``).
+
+Why the cold tier is the arena on disk, written by batched merges, and what that costs
+(``bench/bench_state_scale.py``; BENCHMARKS.md, "Scale: two-tier state (issue 21)"): a
+star's full buffer is read whenever its cached median goes stale (a large share of the stars
+every night at the default ``baseline_refresh_fraction``), not only for candidates; in the
+arena that is one contiguous ring per site (a candidate's whole light curve in ~0.02 ms p50
+from the page cache), in a log-structured file one random read per appended run, and the
+arena reuses the one-tier kernels, which is what makes the decisions provably the same. The
+price is on the write side: a merge rewrites every 4 KiB page of the seven column files it
+touches, so the bytes written per star and night are many times the 14 bytes per new point
+(measured at 10^7 stars on a 2-core, 23 GB machine: ~5-11 KB written per star and night for
+~0.7 KB of records, against 432 bytes for the same night appended to a log). Fewer, larger
+merges (:data:`PENDING_ROWS_PER_STAR`) trade RAM for writes; a row-major record layout or a
+log with periodic compaction are the next steps if the survey's write volume demands them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from consumer.constants import SITES
+from consumer.exceptions import LensNetError
+from consumer.state.arena import RECORD_BYTES, SEGMENT_BYTES_PER_ROW, Arena
+
+IntArray = npt.NDArray[np.int64]
+
+N_SITES: Final = len(SITES)
+
+#: An append merges every pending row into the cold arena once there are more than
+#: ``max(PENDING_ROWS_MIN, PENDING_ROWS_PER_STAR x stars)`` (24 bytes each in RAM): the more
+#: rows a star brings to one merge, the fewer times its pages on disk are rewritten.
+PENDING_ROWS_MIN: Final = 1 << 22
+PENDING_ROWS_PER_STAR: Final = 4
+
+#: Bytes per star of the hot tier beside its records: hot segment tables 51, ``held`` 12.
+HOT_OVERHEAD_BYTES_PER_STAR: Final = SEGMENT_BYTES_PER_ROW + 4 * N_SITES
+
+
+class TierError(LensNetError):
+    """The hot and cold tiers disagree about a row (a bug: they must decide as one tier)."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Encoded rows of one site grouped by star slot (time order within a slot), as the
+    insert kernel takes them: ``t`` seconds, ``psf`` without the field bit, ``field`` tags."""
+
+    t: npt.NDArray[np.uint32]
+    flux: npt.NDArray[np.float32]
+    ferr: npt.NDArray[np.uint16]
+    sky: npt.NDArray[np.uint8]
+    fwhm: npt.NDArray[np.uint8]
+    airmass: npt.NDArray[np.uint8]
+    psf: npt.NDArray[np.uint8]
+    field: npt.NDArray[np.int16]
+
+    def take(self, index: IntArray) -> Rows:
+        return Rows(*(getattr(self, name)[index] for name in _ROW_FIELDS))
+
+    @staticmethod
+    def concatenate(parts: list[Rows]) -> Rows:
+        return Rows(*(np.concatenate([getattr(p, name) for p in parts]) for name in _ROW_FIELDS))
+
+
+_ROW_FIELDS: Final = ("t", "flux", "ferr", "sky", "fwhm", "airmass", "psf", "field")
+
+
+class HotTier:
+    """Hot arena, full-buffer counts and pending rows of a two-tier store (module docstring)."""
+
+    def __init__(self, points_per_site: int) -> None:
+        self.points_per_site = points_per_site
+        self.arena = Arena(points_per_site, None)
+        #: (rows, sites) records the full buffer holds (the cold arena once merged).
+        self.held = np.zeros((0, N_SITES), dtype=np.int32)
+        #: Per site, rows appended since the last merge: (star slot per row, rows), in order.
+        self.pending: list[list[tuple[IntArray, Rows]]] = [[] for _ in SITES]
+        self.pending_rows = 0
+
+    def grow_rows(self, rows: int) -> None:
+        """Room for at least ``rows`` star rows in the hot arena and ``held``."""
+        self.arena.grow_rows(rows)
+        if rows > len(self.held):
+            held = np.zeros((max(rows, 2 * len(self.held)), N_SITES), dtype=np.int32)
+            held[: len(self.held)] = self.held
+            self.held = held
+
+    def add_pending(self, site: int, slots: IntArray, rows: Rows) -> None:
+        """Rows of ``site`` appended to the full buffers of ``slots`` (one slot per row)."""
+        if len(slots):
+            self.pending[site].append((slots, rows))
+            self.pending_rows += len(slots)
+
+    def take_pending(
+        self, site: int, wanted: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[IntArray, Rows] | None:
+        """The pending rows of one site (of the slots where ``wanted``, default all), sorted by
+        slot then time, taken out of the queue."""
+        parts = self.pending[site]
+        if wanted is not None:
+            kept, taken = [], []
+            for slots, rows in parts:
+                mine = wanted[slots]
+                if not mine.all():
+                    kept.append((slots[~mine], rows.take(np.flatnonzero(~mine))))
+                if mine.any():
+                    taken.append((slots[mine], rows.take(np.flatnonzero(mine))))
+            self.pending[site] = kept
+            parts = taken
+        else:
+            self.pending[site] = []
+        if not parts:
+            return None
+        self.pending_rows -= sum(len(slots) for slots, _ in parts)
+        slots = np.concatenate([s for s, _ in parts])
+        rows = Rows.concatenate([r for _, r in parts])
+        order = np.lexsort((rows.t, slots))
+        return slots[order], rows.take(order)
+
+    def nbytes(self, n_stars: int) -> int:
+        """Bytes of the hot tier in RAM: records handed out, tables, pending rows."""
+        pending = self.pending_rows * (8 + RECORD_BYTES + 2)  # slot, record, field tag
+        return int(
+            self.arena.bump[0] * RECORD_BYTES
+            + n_stars * HOT_OVERHEAD_BYTES_PER_STAR
+            + self.arena.free_list.nbytes
+            + pending
+        )
+
+
+def group(slots: IntArray) -> tuple[IntArray, IntArray]:
+    """Unique slots of rows sorted by slot, and the (G + 1,) offsets of their groups."""
+    if len(slots) == 0:
+        return np.empty(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    first = np.flatnonzero(np.diff(slots, prepend=slots[:1] - 1))
+    return slots[first], np.r_[first, len(slots)].astype(np.int64)
