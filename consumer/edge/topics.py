@@ -143,13 +143,20 @@ def delete_topics(admin: AdminClient, names: list[str], timeout_s: float = 60.0)
     return present
 
 
-def wait_until_ready(admin: AdminClient, names: list[str], timeout_s: float) -> None:
-    """Block until every partition of every topic has a leader.
+def wait_until_ready(
+    admin: AdminClient, names: list[str], timeout_s: float, consecutive: int = 5
+) -> None:
+    """Block until every partition of every topic has a leader, seen by ``consecutive``
+    metadata requests in a row.
 
     Creation returns before the brokers' metadata knows the topic and before leaders are
-    elected; producing or querying offsets in that window fails with retriable errors.
+    elected; producing or querying offsets in that window fails with retriable errors. Each
+    metadata request goes to any broker, and on a cluster each broker learns new topics from
+    the controller in its own time: one broker listing them does not mean the next request
+    will (`lensnet topics create` then reported its own topics missing on 3 brokers).
     """
     deadline = time.monotonic() + timeout_s
+    seen = 0
     while True:
         try:
             topics = admin.list_topics(timeout=timeout_s).topics
@@ -162,7 +169,8 @@ def wait_until_ready(admin: AdminClient, names: list[str], timeout_s: float) -> 
             or topics[name].error is not None
             or any(p.leader < 0 for p in topics[name].partitions.values())
         ]
-        if not unready:
+        seen = 0 if unready else seen + 1
+        if seen >= consecutive:
             return
         if time.monotonic() > deadline:
             raise KafkaClientError(f"topics created but not ready after {timeout_s}s: {unready}")
