@@ -15,16 +15,30 @@ with the Gauss-Newton matrix of the full problem after eliminating the linear pa
 Schur complement of their block, i.e. variable projection with Kaufman's Jacobian); the same
 blocks give the full covariance at the optimum.
 
-Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur. None
-compiles with ``fastmath``: with reassociation allowed, LLVM vectorises the sums behind a
-runtime check that the arrays written and read do not overlap, and falls back to the scalar
-loop when they might, so the order of the sum, and the last bits of the fit, depended on where
-the buffers happened to lie in memory. A fit must be a function of its input alone: the event
-updates a restarted daemon publishes are compared with the ones it published before (the
-update rule's thresholds, on an ill-conditioned fit, turn last-bit noise into another update).
-A middle way (a strict loop for the writes, ``fastmath`` sums that only read) passed the
-kernel tests but not the fault tests in the daemon, so every kernel is strict. That costs
-x1.75 the fit's time (BENCHMARKS.md).
+Kernels compile with ``error_model="numpy"``: divisions are guarded where a zero can occur.
+
+Determinism. A fit must be a function of its input alone: the event updates a restarted daemon
+publishes are compared with the ones it published before (the update rule's thresholds, on an
+ill-conditioned fit, turn last-bit noise into another update). So no kernel compiles with
+``fastmath``, not even a subset of its flags: with reassociation allowed, LLVM vectorised the
+sums behind a runtime check that the arrays written and read do not overlap and fell back to
+the scalar loop when they might, so the order of the sum, and the last bits of the fit,
+depended on where the buffers happened to lie in memory (a middle way, ``fastmath`` only on
+sums that do not write, passed the kernel tests but not the daemon's fault tests). Without
+fast-math flags every operation is the IEEE one the source spells, in the source's order, with
+no fused multiply-add: whatever LLVM vectorises must give the scalar loop's bits.
+
+Speed within that rule (BENCHMARKS.md, "Event model"): the costly operations (square roots
+and divisions) sit in a loop that only maps, :func:`_magnifications`, one of each a point,
+which LLVM vectorises as it is; the sums are fixed-order: :func:`_solve_linear`'s run in
+:data:`LANES` partial sums (lane ``l`` takes the points ``a + l, a + l + LANES, ...`` of a
+dataset starting at ``a``, the tail goes to lane 0, and the lanes are added pairwise at the
+end), which depends on the dataset's length, never on an address, and shortens the chains of
+dependent additions (:func:`_gauss_newton`'s eighteen sums stay one running sum each, in point
+order: eighteen independent chains already keep the core busy, and it needs no square root or
+division, the map having stored ``(dA/du) / u``); and the Levenberg-Marquardt step reuses the
+magnifications, slopes and linear parameters of the trial it accepts instead of a second pass
+at the same point.
 """
 
 from __future__ import annotations
@@ -47,6 +61,8 @@ LN_TE_MAX = math.log(3000.0)
 T0_MARGIN = 1000.0
 #: u below this is treated as this (A ~ 1/u diverges at 0).
 U_FLOOR = 1e-9
+#: Partial sums of each fixed-order sum (:func:`_solve_linear`; its loops are written out for 4).
+LANES = 4
 
 
 @numba.njit(cache=True, inline="always")
@@ -57,50 +73,108 @@ def magnification(u: float) -> float:  # pragma: no cover - compiled
     return (u2 + 2.0) / (u * math.sqrt(u2 + 4.0))
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _magnifications(t: F64, p: F64, amp: F64, slope: F64) -> None:  # pragma: no cover
+    """``amp`` (N,) the magnification at each point of ``t`` for ``p``; ``slope`` (N,) its
+    ``(dA/du) / u`` (per Einstein radius squared), unless ``slope`` is empty.
+
+    One square root and one division a point: with ``r = 1 / sqrt(u**2 (u**2 + 4))``,
+    ``A = (u**2 + 2) r`` and ``(dA/du) / u = -8 / (u**4 (u**2 + 4)**1.5) = -8 r**3``. The loop
+    only maps (no sum), so LLVM vectorises it without any fast-math flag, and every lane
+    computes exactly what the scalar loop would.
+    """
+    t0, u0, inv_tE = p[0], math.exp(p[1]), math.exp(-p[2])
+    u02 = u0 * u0
+    floor2 = U_FLOOR * U_FLOOR
+    if len(slope) == 0:
+        for i in range(len(t)):
+            tau = (t[i] - t0) * inv_tE
+            u2 = max(u02 + tau * tau, floor2)
+            r = 1.0 / math.sqrt(u2 * (u2 + 4.0))
+            amp[i] = (u2 + 2.0) * r
+        return
+    for i in range(len(t)):
+        tau = (t[i] - t0) * inv_tE
+        u2 = max(u02 + tau * tau, floor2)
+        r = 1.0 / math.sqrt(u2 * (u2 + 4.0))
+        amp[i] = (u2 + 2.0) * r
+        slope[i] = -8.0 * (r * r) * r
+
+
 @numba.njit(cache=True, inline="always")
-def _magnification_slope(u: float) -> float:  # pragma: no cover - compiled
-    """``dA/du = -8 / (u**2 (u**2 + 4)**1.5)``."""
-    u = max(u, U_FLOOR)
-    u2 = u * u
-    s = u2 + 4.0
-    return -8.0 / (u2 * s * math.sqrt(s))
+def _centred_products(
+    w: float, a: float, f: float, mean_a: float, mean_f: float
+) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """One point's terms of the centred sums: ``w x x``, ``w x y``, ``w y y`` with
+    ``x = a - mean_a``, ``y = f - mean_f``."""
+    x = a - mean_a
+    y = f - mean_f
+    wx = w * x
+    return wx * x, wx * y, w * y * y
 
 
 @numba.njit(cache=True, error_model="numpy")
-def linear_fit(
-    t: F64, flux: F64, weight: F64, offsets: I64, p: F64, amp: F64, fs: F64, fb: F64
+def _solve_linear(
+    flux: F64, weight: F64, offsets: I64, amp: F64, fs: F64, fb: F64
 ) -> float:  # pragma: no cover - compiled
-    """chi2 of ``p`` with every dataset's ``(fs, fb)`` solved (written into ``fs``, ``fb``);
-    ``amp`` (N,) receives the magnification at each point."""
-    t0, u0, tE = p[0], math.exp(p[1]), math.exp(p[2])
+    """chi2 with every dataset's ``(fs, fb)`` solved (written into ``fs``, ``fb``) given the
+    magnifications ``amp`` (N,).
+
+    Every sum runs in a fixed order (:data:`LANES` partial sums over the points ``a + l``,
+    ``a + l + LANES``, ..., of a dataset starting at ``a``, the tail in lane 0, combined
+    pairwise at the end): a function of the dataset's values alone, whatever the buffers'
+    addresses, and shorter dependency chains than one running sum.
+    """
     chi2 = 0.0
     for d in range(len(offsets) - 1):
         a, b = offsets[d], offsets[d + 1]
-        s1 = 0.0
-        sa = 0.0
-        sf = 0.0
-        for i in range(a, b):
-            tau = (t[i] - t0) / tE
-            value = magnification(math.sqrt(u0 * u0 + tau * tau))
-            amp[i] = value
-            s1 += weight[i]
-            sa += weight[i] * value
-            sf += weight[i] * flux[i]
+        whole = a + (b - a) // LANES * LANES
+        s1_0 = s1_1 = s1_2 = s1_3 = 0.0
+        sa_0 = sa_1 = sa_2 = sa_3 = 0.0
+        sf_0 = sf_1 = sf_2 = sf_3 = 0.0
+        for i in range(a, whole, LANES):
+            w0, w1, w2, w3 = weight[i], weight[i + 1], weight[i + 2], weight[i + 3]
+            s1_0 += w0
+            s1_1 += w1
+            s1_2 += w2
+            s1_3 += w3
+            sa_0 += w0 * amp[i]
+            sa_1 += w1 * amp[i + 1]
+            sa_2 += w2 * amp[i + 2]
+            sa_3 += w3 * amp[i + 3]
+            sf_0 += w0 * flux[i]
+            sf_1 += w1 * flux[i + 1]
+            sf_2 += w2 * flux[i + 2]
+            sf_3 += w3 * flux[i + 3]
+        for i in range(whole, b):
+            s1_0 += weight[i]
+            sa_0 += weight[i] * amp[i]
+            sf_0 += weight[i] * flux[i]
+        s1 = (s1_0 + s1_1) + (s1_2 + s1_3)
         if s1 <= 0.0:
             fs[d] = 0.0
             fb[d] = 0.0
             continue
-        mean_a = sa / s1
-        mean_f = sf / s1
-        sxx = 0.0
-        sxy = 0.0
-        syy = 0.0
-        for i in range(a, b):
-            da = amp[i] - mean_a
-            df = flux[i] - mean_f
-            sxx += weight[i] * da * da
-            sxy += weight[i] * da * df
-            syy += weight[i] * df * df
+        mean_a = ((sa_0 + sa_1) + (sa_2 + sa_3)) / s1
+        mean_f = ((sf_0 + sf_1) + (sf_2 + sf_3)) / s1
+        xx_0 = xx_1 = xx_2 = xx_3 = 0.0
+        xy_0 = xy_1 = xy_2 = xy_3 = 0.0
+        yy_0 = yy_1 = yy_2 = yy_3 = 0.0
+        for i in range(a, whole, LANES):
+            xx, xy, yy = _centred_products(weight[i], amp[i], flux[i], mean_a, mean_f)
+            xx_0, xy_0, yy_0 = xx_0 + xx, xy_0 + xy, yy_0 + yy
+            xx, xy, yy = _centred_products(weight[i + 1], amp[i + 1], flux[i + 1], mean_a, mean_f)
+            xx_1, xy_1, yy_1 = xx_1 + xx, xy_1 + xy, yy_1 + yy
+            xx, xy, yy = _centred_products(weight[i + 2], amp[i + 2], flux[i + 2], mean_a, mean_f)
+            xx_2, xy_2, yy_2 = xx_2 + xx, xy_2 + xy, yy_2 + yy
+            xx, xy, yy = _centred_products(weight[i + 3], amp[i + 3], flux[i + 3], mean_a, mean_f)
+            xx_3, xy_3, yy_3 = xx_3 + xx, xy_3 + xy, yy_3 + yy
+        for i in range(whole, b):
+            xx, xy, yy = _centred_products(weight[i], amp[i], flux[i], mean_a, mean_f)
+            xx_0, xy_0, yy_0 = xx_0 + xx, xy_0 + xy, yy_0 + yy
+        sxx = (xx_0 + xx_1) + (xx_2 + xx_3)
+        sxy = (xy_0 + xy_1) + (xy_2 + xy_3)
+        syy = (yy_0 + yy_1) + (yy_2 + yy_3)
         if sxx > 1e-12 * s1:
             fs[d] = sxy / sxx
             chi2 += max(syy - sxy * sxy / sxx, 0.0)
@@ -109,6 +183,110 @@ def linear_fit(
             chi2 += syy
         fb[d] = mean_f - fs[d] * mean_a
     return chi2
+
+
+@numba.njit(cache=True, error_model="numpy")
+def linear_fit(
+    t: F64, flux: F64, weight: F64, offsets: I64, p: F64, amp: F64, fs: F64, fb: F64
+) -> float:  # pragma: no cover - compiled
+    """chi2 of ``p`` with every dataset's ``(fs, fb)`` solved (written into ``fs``, ``fb``);
+    ``amp`` (N,) receives the magnification at each point."""
+    _magnifications(t, p, amp, amp[:0])
+    return _solve_linear(flux, weight, offsets, amp, fs, fb)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _gauss_newton(
+    t: F64,
+    flux: F64,
+    weight: F64,
+    offsets: I64,
+    p: F64,
+    amp: F64,
+    slope: F64,
+    fs: F64,
+    fb: F64,
+    schur: F64,
+    gradient: F64,
+    cross: F64,
+    linear: F64,
+) -> None:  # pragma: no cover - compiled
+    """:func:`normal_matrix`'s blocks from ``amp``, ``slope`` (N,) (:func:`_magnifications`)
+    and ``fs``, ``fb`` (D,) (:func:`_solve_linear`) already computed at ``p``."""
+    t0, u0, inv_tE = p[0], math.exp(p[1]), math.exp(-p[2])
+    u02 = u0 * u0
+    schur[:, :] = 0.0
+    gradient[:] = 0.0
+    h = np.zeros((3, 3))
+    c = np.zeros((3, 2))
+    for d in range(len(offsets) - 1):
+        # d model / d p_j = k_j e_j with e = slope * (tau, 1, tau**2) and constant
+        # k = fs * (-1/tE, u0**2, -1): the sums run over w e_j e_k etc., scaled by k at the end.
+        # Scalars in the loop (it runs over every point at every LM step): h the p-p block,
+        # c the p-(fs, fb) block, b the gradient, s* the (fs, fb) block.
+        h00 = h10 = h11 = h20 = h21 = h22 = 0.0
+        c00 = c01 = c10 = c11 = c20 = c21 = 0.0
+        b0 = b1 = b2 = 0.0
+        s1 = sa = saa = 0.0
+        fsd, fbd = fs[d], fb[d]
+        for i in range(offsets[d], offsets[d + 1]):
+            w = weight[i]
+            tau = (t[i] - t0) * inv_tE
+            e1 = slope[i]
+            e0 = e1 * tau
+            e2 = e0 * tau
+            a = amp[i]
+            wr = w * (flux[i] - fsd * a - fbd)
+            b0 += e0 * wr
+            b1 += e1 * wr
+            b2 += e2 * wr
+            w0, w1, w2 = w * e0, w * e1, w * e2
+            h00 += w0 * e0
+            h10 += w1 * e0
+            h11 += w1 * e1
+            h20 += w2 * e0
+            h21 += w2 * e1
+            h22 += w2 * e2
+            c00 += w0 * a
+            c01 += w0
+            c10 += w1 * a
+            c11 += w1
+            c20 += w2 * a
+            c21 += w2
+            s1 += w
+            wa = w * a
+            sa += wa
+            saa += wa * a
+        k0, k1, k2 = -fsd * inv_tE, fsd * u02, -fsd
+        gradient[0] += k0 * b0
+        gradient[1] += k1 * b1
+        gradient[2] += k2 * b2
+        h[0, 0], h[1, 0], h[1, 1] = k0 * k0 * h00, k1 * k0 * h10, k1 * k1 * h11
+        h[2, 0], h[2, 1], h[2, 2] = k2 * k0 * h20, k2 * k1 * h21, k2 * k2 * h22
+        h[0, 1], h[0, 2], h[1, 2] = h[1, 0], h[2, 0], h[2, 1]
+        c[0, 0], c[0, 1], c[1, 0] = k0 * c00, k0 * c01, k1 * c10
+        c[1, 1], c[2, 0], c[2, 1] = k1 * c11, k2 * c20, k2 * c21
+        linear[d, 0, 0] = saa
+        linear[d, 0, 1] = sa
+        linear[d, 1, 0] = sa
+        linear[d, 1, 1] = s1
+        cross[d] = c
+        if s1 <= 0.0:
+            continue
+        sxx = saa - sa * sa / s1  # centred: s1 * sxx is the block's determinant
+        for j in range(3):
+            for k in range(3):
+                # c L^-1 c^T with L^-1 = [[1, -m], [-m, saa/s1]] / sxx, m = sa / s1
+                if sxx > 1e-12 * s1:
+                    m = sa / s1
+                    term = (
+                        c[j, 0] * c[k, 0]
+                        - m * (c[j, 0] * c[k, 1] + c[j, 1] * c[k, 0])
+                        + (saa / s1) * c[j, 1] * c[k, 1]
+                    ) / sxx
+                else:
+                    term = c[j, 1] * c[k, 1] / s1
+                schur[j, k] += h[j, k] - term
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -133,77 +311,10 @@ def normal_matrix(
     at their solution); per dataset ``cross`` (D, 3, 2), the ``p``-``(fs, fb)`` block, and
     ``linear`` (D, 2, 2), the ``(fs, fb)`` block, for the covariance.
     """
-    chi2 = linear_fit(t, flux, weight, offsets, p, amp, fs, fb)
-    t0, u0, tE = p[0], math.exp(p[1]), math.exp(p[2])
-    u02 = u0 * u0
-    schur[:, :] = 0.0
-    gradient[:] = 0.0
-    h = np.zeros((3, 3))
-    c = np.zeros((3, 2))
-    for d in range(len(offsets) - 1):
-        # Scalars in the loop (it runs over every point at every LM step): h the p-p block,
-        # c the p-(fs, fb) block, b the gradient, s* the (fs, fb) block.
-        h00 = h10 = h11 = h20 = h21 = h22 = 0.0
-        c00 = c01 = c10 = c11 = c20 = c21 = 0.0
-        b0 = b1 = b2 = 0.0
-        s1 = sa = saa = 0.0
-        fsd, fbd = fs[d], fb[d]
-        for i in range(offsets[d], offsets[d + 1]):
-            w = weight[i]
-            tau = (t[i] - t0) / tE
-            u = max(math.sqrt(u02 + tau * tau), U_FLOOR)
-            slope = fsd * _magnification_slope(u)
-            g0 = slope * (-tau / (tE * u))  # d model / d t0
-            g1 = slope * (u02 / u)  # d model / d ln u0
-            g2 = slope * (-tau * tau / u)  # d model / d ln tE
-            a = amp[i]
-            wr = w * (flux[i] - fsd * a - fbd)
-            b0 += g0 * wr
-            b1 += g1 * wr
-            b2 += g2 * wr
-            w0, w1, w2 = w * g0, w * g1, w * g2
-            h00 += w0 * g0
-            h10 += w1 * g0
-            h11 += w1 * g1
-            h20 += w2 * g0
-            h21 += w2 * g1
-            h22 += w2 * g2
-            c00 += w0 * a
-            c01 += w0
-            c10 += w1 * a
-            c11 += w1
-            c20 += w2 * a
-            c21 += w2
-            s1 += w
-            sa += w * a
-            saa += w * a * a
-        gradient[0] += b0
-        gradient[1] += b1
-        gradient[2] += b2
-        h[0, 0], h[1, 0], h[1, 1], h[2, 0], h[2, 1], h[2, 2] = h00, h10, h11, h20, h21, h22
-        h[0, 1], h[0, 2], h[1, 2] = h10, h20, h21
-        c[0, 0], c[0, 1], c[1, 0], c[1, 1], c[2, 0], c[2, 1] = c00, c01, c10, c11, c20, c21
-        linear[d, 0, 0] = saa
-        linear[d, 0, 1] = sa
-        linear[d, 1, 0] = sa
-        linear[d, 1, 1] = s1
-        cross[d] = c
-        if s1 <= 0.0:
-            continue
-        sxx = saa - sa * sa / s1  # centred: s1 * sxx is the block's determinant
-        for j in range(3):
-            for k in range(3):
-                # c L^-1 c^T with L^-1 = [[1, -m], [-m, saa/s1]] / sxx, m = sa / s1
-                if sxx > 1e-12 * s1:
-                    m = sa / s1
-                    term = (
-                        c[j, 0] * c[k, 0]
-                        - m * (c[j, 0] * c[k, 1] + c[j, 1] * c[k, 0])
-                        + (saa / s1) * c[j, 1] * c[k, 1]
-                    ) / sxx
-                else:
-                    term = c[j, 1] * c[k, 1] / s1
-                schur[j, k] += h[j, k] - term
+    slope = np.empty(len(t))
+    _magnifications(t, p, amp, slope)
+    chi2 = _solve_linear(flux, weight, offsets, amp, fs, fb)
+    _gauss_newton(t, flux, weight, offsets, p, amp, slope, fs, fb, schur, gradient, cross, linear)
     return chi2
 
 
@@ -288,6 +399,7 @@ def levenberg_marquardt(
     n = len(t)
     n_sets = len(offsets) - 1
     amp = np.empty(n)
+    slope = np.empty(n)
     fs = np.empty(n_sets)
     fb = np.empty(n_sets)
     schur = np.zeros((3, 3))
@@ -300,7 +412,9 @@ def levenberg_marquardt(
     t_lo = t.min() - T0_MARGIN
     t_hi = t.max() + T0_MARGIN
     _clamp(p, t_lo, t_hi)
-    chi2 = normal_matrix(t, flux, weight, offsets, p, amp, fs, fb, schur, gradient, cross, linear)
+    _magnifications(t, p, amp, slope)
+    chi2 = _solve_linear(flux, weight, offsets, amp, fs, fb)
+    _gauss_newton(t, flux, weight, offsets, p, amp, slope, fs, fb, schur, gradient, cross, linear)
     chi2 += prior_penalty(p, prior)
     _add_prior(p, prior, schur, gradient)
     lam = 1e-3
@@ -324,7 +438,9 @@ def levenberg_marquardt(
             for j in range(3):
                 trial[j] = p[j] + step[j]
             _clamp(trial, t_lo, t_hi)
-            trial_chi2 = linear_fit(t, flux, weight, offsets, trial, amp, fs, fb)
+            # The slopes too: if the step is taken, its blocks need no second pass.
+            _magnifications(t, trial, amp, slope)
+            trial_chi2 = _solve_linear(flux, weight, offsets, amp, fs, fb)
             trial_chi2 += prior_penalty(trial, prior)
             if trial_chi2 < chi2:
                 accepted = True
@@ -337,10 +453,11 @@ def levenberg_marquardt(
             moved = max(moved, abs(trial[j] - p[j]))
             p[j] = trial[j]
         decrease = chi2 - trial_chi2
-        chi2 = normal_matrix(
-            t, flux, weight, offsets, p, amp, fs, fb, schur, gradient, cross, linear
+        # amp, slope, fs and fb are those of trial, now p: the same values a new pass would give.
+        _gauss_newton(
+            t, flux, weight, offsets, p, amp, slope, fs, fb, schur, gradient, cross, linear
         )
-        chi2 += prior_penalty(p, prior)
+        chi2 = trial_chi2
         _add_prior(p, prior, schur, gradient)
         lam = max(lam * 0.1, 1e-9)
         if decrease < tolerance or moved < 1e-7:

@@ -229,3 +229,30 @@ def test_kernels_do_not_depend_on_where_the_buffers_lie() -> None:
         arrays = (fs, fb, schur, gradient, cross, linear)
         seen.add((chi2, chi2_n, *(a.tobytes() for a in arrays)))
     assert len(seen) == 1
+
+
+def test_whole_fits_do_not_depend_on_where_the_buffers_lie() -> None:
+    """Levenberg-Marquardt (which reuses a taken step's magnifications and slopes for the next
+    normal matrix) and the blocks of the covariance give the same bits wherever their inputs
+    lie, and dataset lengths not a multiple of the sums' lanes change nothing either."""
+    rng = np.random.default_rng(11)
+    data, _ = event(rng, n=203)  # 203 = 4 * 50 + 3: every dataset has a tail after the lanes
+    n = len(data)
+    t = data.t - data.t.max()
+    weight = data.flux_err**-2.0
+    seen = set()
+    for gap in range(13):
+        arena = np.zeros(3 * (n + gap) + 8)
+        t_, flux_, weight_ = (
+            arena[i * (n + gap) + gap : i * (n + gap) + gap + n] for i in range(3)
+        )
+        t_[:], flux_[:], weight_[:] = t, data.flux, weight
+        p = np.array([-60.0, math.log(0.3), math.log(10.0)])
+        chi2, iterations, converged = kernels.levenberg_marquardt(
+            t_, flux_, weight_, data.offsets, p, PRIOR, 60, 1e-4
+        )
+        blocks = kernels.blocks(t_, flux_, weight_, data.offsets, p, PRIOR)
+        seen.add(
+            (chi2, iterations, converged, p.tobytes(), *(np.asarray(b).tobytes() for b in blocks))
+        )
+    assert len(seen) == 1
