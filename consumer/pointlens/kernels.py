@@ -65,21 +65,14 @@ U_FLOOR = 1e-9
 LANES = 4
 
 
-@numba.njit(cache=True, inline="always")
-def magnification(u: float) -> float:  # pragma: no cover - compiled
-    """Point-source point-lens magnification ``(u**2 + 2) / (u sqrt(u**2 + 4))``."""
-    u = max(u, U_FLOOR)
-    u2 = u * u
-    return (u2 + 2.0) / (u * math.sqrt(u2 + 4.0))
-
-
 @numba.njit(cache=True, error_model="numpy")
 def _magnifications(t: F64, p: F64, amp: F64, slope: F64) -> None:  # pragma: no cover
-    """``amp`` (N,) the magnification at each point of ``t`` for ``p``; ``slope`` (N,) its
-    ``(dA/du) / u`` (per Einstein radius squared), unless ``slope`` is empty.
+    """``amp`` (N,) the point-source point-lens magnification ``(u**2 + 2) / (u sqrt(u**2 + 4))``
+    at each point of ``t`` for ``p``; ``slope`` (N,) its ``(dA/du) / u`` (per Einstein radius
+    squared), unless ``slope`` is empty.
 
     One square root and one division a point: with ``r = 1 / sqrt(u**2 (u**2 + 4))``,
-    ``A = (u**2 + 2) r`` and ``(dA/du) / u = -8 / (u**4 (u**2 + 4)**1.5) = -8 r**3``. The loop
+    ``A = (u**2 + 2) r`` and ``(dA/du) / u = -8 / (u**3 (u**2 + 4)**1.5) = -8 r**3``. The loop
     only maps (no sum), so LLVM vectorises it without any fast-math flag, and every lane
     computes exactly what the scalar loop would.
     """
