@@ -160,6 +160,12 @@ class Metrics:
             "Candidates sent to LensNet for classification (count).",
             registry=registry,
         )
+        self.deferred = Counter(
+            "lensnet_deferred_total",
+            "Candidates at or above the alert threshold held back because a point-lens fit "
+            "peaks below model.min_peak_magnification (count).",
+            registry=registry,
+        )
         self.alerts = Counter(
             "lensnet_alerts_total",
             "Alerts published, by LensNet label (count).",

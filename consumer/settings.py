@@ -250,6 +250,11 @@ class ModelSettings(_Frozen):
     alert_threshold: float = Field(0.45, ge=0, le=1)
     #: A candidate LensNet rejected is scored again only after this many days of new data.
     rescore_days: float = Field(1.0, ge=0)
+    #: A candidate at or above alert_threshold alerts only if a point-lens fit of its light
+    #: curve peaks at least this magnified; otherwise it counts as rejected (scored again after
+    #: rescore_days). Shallow rises of variable stars are what it stops
+    #: (consumer/pointlens/gate.py). 0: off.
+    min_peak_magnification: float = Field(2.0, ge=0)
     #: Candidates a batch selects before LensNet scores them without waiting for the batch's
     #: end: bounds the memory they hold (~150 KB each at most). Which stars alert, and when,
     #: does not depend on it (a later candidate of a star that alerted meanwhile is skipped

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from consumer.constants import SITES
-from consumer.edge.alert import Alert, alert_id_for, now_utc
+from consumer.edge.alert import Alert, LightCurve, alert_id_for, now_utc
 from consumer.edge.event_model import AnomalyRun, DatasetModel, EventModel, finite_or_none
 from consumer.edge.events import EventUpdate
 from consumer.pointlens.anomaly import Anomaly, AnomalyRule, find_anomaly
@@ -131,7 +131,7 @@ class EventModelStage:
         out = Decided()
         for alert in alerts:
             ledger = ledgers.get(partition_of[alert.alert_id])
-            model = self._fit(_alert_datasets(alert), str(alert.star_id))
+            model = self._fit(light_curve_datasets(alert.light_curve), str(alert.star_id))
             if model is None or ledger is None:
                 out.unfitted += model is None
                 out.alerts.append(alert)
@@ -204,9 +204,8 @@ class EventModelStage:
         return fitted, find_anomaly(data, fitted, self.anomaly_rule)
 
 
-def _alert_datasets(alert: Alert) -> Datasets:
+def light_curve_datasets(curve: LightCurve) -> Datasets:
     """The light curve an alert carries, one dataset per site and field."""
-    curve = alert.light_curve
     parts = []
     for site in range(len(SITES)):
         for field_tag in np.unique(curve.field[curve.site == site]).tolist():

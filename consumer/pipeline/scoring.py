@@ -36,6 +36,7 @@ from consumer.edge.alert import (
 )
 from consumer.pipeline.second_opinion import Opinions
 from consumer.pipeline.trigger import Triggered
+from consumer.pointlens.gate import MagnificationGate, candidate_datasets, fitted_peak_magnification
 from consumer.settings import ModelSettings
 from consumer.state.store import StarStore
 from model.batch_features import DatasetTable, prepare_batch
@@ -51,6 +52,8 @@ class ScoringResult:
     alerts: list[tuple[Pending, Alert]] = field(default_factory=list)
     scored: int = 0
     below_threshold: int = 0
+    #: At or above the threshold, but the point-lens fit's peak magnification was too low.
+    below_magnification: int = 0
     seconds: float = 0.0  # wall time of the model calls
 
 
@@ -91,6 +94,7 @@ class Scorer:
         self.module, self.card = load_artifact(settings.path)
         self.model_version = str(self.card.get("version") or Path(str(settings.path)).stem)
         torch.set_num_threads(settings.threads)
+        self.gate = MagnificationGate(settings.min_peak_magnification)
         self.opinions = (
             Opinions(settings.opinions, settings.batch_size) if settings.opinions.enabled else None
         )
@@ -157,8 +161,9 @@ class Scorer:
 
     def decide(self, stores: Mapping[int, StarStore], pending: list[Pending]) -> ScoringResult:
         """Score ``pending`` (in chunks of ``batch_size``) and alert, in order, each star's
-        first candidate at or above ``alert_threshold``; marks those stars alerted. Candidates
-        of partitions no longer in ``stores`` are dropped."""
+        first candidate at or above ``alert_threshold`` that passes the magnification gate
+        (:mod:`consumer.pointlens.gate`); marks those stars alerted. Candidates of partitions
+        no longer in ``stores`` are dropped."""
         out = ScoringResult()
         pending = [p for p in pending if p.partition in stores]
         if not pending:
@@ -174,6 +179,11 @@ class Scorer:
                 continue
             if np.isfinite(store.stars.alerted_hjd[store.stars.row(item.star_id)]):
                 continue  # an earlier window's candidate of this star already alerted
+            if self.gate.enabled and not self.gate.passes(
+                fitted_peak_magnification(candidate_datasets(item.candidate), str(item.star_id))
+            ):
+                out.below_magnification += 1
+                continue
             store.stars.alerted_hjd[store.stars.row(item.star_id)] = item.candidate.t_last
             alert = self.alert(store, item.rising, item.position, item.candidate, result)
             out.alerts.append((item, alert))

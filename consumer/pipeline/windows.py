@@ -73,6 +73,8 @@ class BatchReport:
     triggered: int = 0
     vetted_out: int = 0
     scored: int = 0
+    #: At or above the alert threshold, held back by the magnification gate.
+    deferred: int = 0
     alerts: int = 0
     refits: int = 0
     event_updates: int = 0
@@ -272,7 +274,9 @@ class WindowStage:
         scoring = self.scorer.decide(stores, batch.pending)
         batch.pending = []
         batch.out.report.scored += scoring.scored
+        batch.out.report.deferred += scoring.below_magnification
         self.metrics.candidates.inc(scoring.scored)
+        self.metrics.deferred.inc(scoring.below_magnification)
         if scoring.scored:
             self.metrics.lensnet_seconds.observe(scoring.seconds)
         if self.events is None:

@@ -25,6 +25,12 @@ import numpy.typing as npt
 import torch
 from tqdm import tqdm
 
+from consumer.pointlens.gate import (
+    MIN_PEAK_MAGNIFICATION,
+    MagnificationGate,
+    candidate_datasets,
+    fitted_peak_magnification,
+)
 from consumer.seasons.archive import MAG_ZERO_POINT
 from model.dataset import Rows, SeasonSet
 from model.features import InsufficientDataError, prepare
@@ -59,6 +65,9 @@ class StarCalls:
     p_event : (M, C) binary score of each model at each call.
     site_scores : (M, C, 3) per-site scores.
     n_sites : sites with data.
+    peak_magnification : (C,) peak magnification of the point-lens fit of each call's light
+        curve (the daemon's magnification gate, :mod:`consumer.pointlens.gate`); NaN where the
+        fit could not run, all NaN in files saved before it was recorded.
     peak_snr : the simulator's ``peak_snr``: the largest noiseless excess at the star's
         observation times in typical errors of one point (NaN in files saved before it was
         recorded).
@@ -79,12 +88,19 @@ class StarCalls:
     site_scores: F64
     n_sites: int
     peak_snr: float = math.nan
+    peak_magnification: F64 | None = None
 
-    def alert_time(self, model: int, threshold: float, confirm: int = 1) -> float:
-        """When a daemon with ``alert_threshold = threshold`` alerts (NaN: never): the first
-        call at or above it, or with ``confirm`` > 1 the last of the first run of that many
-        consecutive such calls."""
+    def alert_time(
+        self, model: int, threshold: float, confirm: int = 1, min_magnification: float = 0.0
+    ) -> float:
+        """When a daemon with ``alert_threshold = threshold`` and ``min_peak_magnification =
+        min_magnification`` alerts (NaN: never): the first call at or above the threshold
+        whose fit passes the gate, or with ``confirm`` > 1 the last of the first run of that
+        many consecutive such calls."""
         high = self.p_event[model] >= threshold
+        if min_magnification > 0 and self.peak_magnification is not None:
+            gate = MagnificationGate(min_magnification)
+            high &= np.array([gate.passes(a) for a in self.peak_magnification.tolist()], bool)
         if confirm > 1 and len(high):
             runs = np.convolve(high.astype(np.int64), np.ones(confirm, dtype=np.int64), "full")
             high = runs[: len(high)] >= confirm
@@ -112,7 +128,7 @@ def _stars_task(
     probes: list[tuple[F32, I64]] = []
     for index, (star, label), line in zip(indices, simulated, lines, strict=True):
         rule = cadence.rule_for([d.field for d in star.datasets])
-        calls = []
+        calls, magnification = [], []
         for as_of in line.scored.tolist():
             try:
                 candidate = prepare(star, as_of=as_of, rule=rule)
@@ -120,6 +136,7 @@ def _stars_task(
                 continue
             calls.append(as_of)
             candidates.append((candidate.x, candidate.lengths))
+            magnification.append(fitted_peak_magnification(candidate_datasets(candidate)))
         hjd = np.concatenate([d.hjd[d.band == 0] for d in star.datasets] + [np.zeros(0)])
         sites = {d.site for d in star.datasets if len(d)}
         t_peak = label.params["t0"] if label.label == "YES" else label.t_peak
@@ -136,6 +153,7 @@ def _stars_task(
                 "first_data": float(hjd.min()) if len(hjd) else math.nan,
                 "last_data": float(hjd.max()) if len(hjd) else math.nan,
                 "calls": np.asarray(calls, dtype=np.float64),
+                "peak_magnification": np.asarray(magnification, dtype=np.float64),
                 "n_sites": len(sites),
                 "peak_snr": float(label.params.get("peak_snr", math.nan)),
             }
@@ -262,10 +280,15 @@ def _fraction(mask: npt.NDArray[np.bool_]) -> float:
 
 
 def cadence_metrics(
-    stars: Sequence[StarCalls], probes: Probes, thresholds: Sequence[float], confirm: int = 1
+    stars: Sequence[StarCalls],
+    probes: Probes,
+    thresholds: Sequence[float],
+    confirm: int = 1,
+    min_magnification: float = MIN_PEAK_MAGNIFICATION,
 ) -> dict[str, Any]:
     """The daemon's outcomes per model and their mean and sd over models (see
-    ``model/README.md`` for the definitions); ``confirm`` as in :meth:`StarCalls.alert_time`."""
+    ``model/README.md`` for the definitions); ``confirm`` and ``min_magnification`` (the
+    daemon's default gate; 0: none) as in :meth:`StarCalls.alert_time`."""
     n_models = stars[0].p_event.shape[0] if stars else 0
     label = np.array([s.label for s in stars])
     subclass = np.array([s.subclass for s in stars])
@@ -281,7 +304,9 @@ def cadence_metrics(
     for m in range(n_models):
         result: dict[str, Any] = {}
         for threshold in thresholds:
-            alert = np.array([s.alert_time(m, threshold, confirm) for s in stars])
+            alert = np.array(
+                [s.alert_time(m, threshold, confirm, min_magnification) for s in stars]
+            )
             alerted = np.isfinite(alert)
             before = alerted & (alert <= t_peak)
             key = f"{threshold:g}"
@@ -444,6 +469,18 @@ def save_calls(stars: Sequence[StarCalls], probes: Probes, path: Path) -> None:
     }
     arrays["counts"] = counts
     arrays["calls"] = np.concatenate([s.calls for s in stars]) if stars else np.zeros(0)
+    arrays["peak_magnification"] = (
+        np.concatenate(
+            [
+                s.peak_magnification
+                if s.peak_magnification is not None
+                else np.full(len(s.calls), np.nan)
+                for s in stars
+            ]
+        )
+        if stars
+        else np.zeros(0)
+    )
     arrays["p_event"] = (
         np.concatenate([s.p_event for s in stars], axis=1) if stars else np.zeros((0, 0))
     )
@@ -466,6 +503,9 @@ def load_calls(path: Path) -> tuple[list[StarCalls], Probes]:
         StarCalls(
             **{name: data[name][i].item() for name in _META_FIELDS if name in data},
             calls=data["calls"][bounds[i] : bounds[i + 1]].copy(),
+            peak_magnification=data["peak_magnification"][bounds[i] : bounds[i + 1]].copy()
+            if "peak_magnification" in data
+            else None,
             p_event=data["p_event"][:, bounds[i] : bounds[i + 1]].copy(),
             site_scores=data["site_scores"][:, bounds[i] : bounds[i + 1]].copy(),
         )

@@ -27,6 +27,7 @@ def star(
     calls: list[float],
     scores: list[float],
     peak_snr: float = np.nan,
+    magnification: list[float] | None = None,
 ) -> StarCalls:
     n = len(calls)
     return StarCalls(
@@ -34,6 +35,7 @@ def star(
         t_rise_start=t_peak - 10.0, baseline_mag=18.0, first_data=0.0, last_data=240.0,
         calls=np.asarray(calls, dtype=np.float64), p_event=np.asarray([scores], dtype=np.float64),
         site_scores=np.zeros((1, n, 3)), n_sites=3, peak_snr=peak_snr,
+        peak_magnification=None if magnification is None else np.asarray(magnification),
     )  # fmt: skip
 
 
@@ -68,6 +70,25 @@ def test_alert_times_and_rates_follow_their_definitions() -> None:
     assert confirmed["alerted_per_class"]["NO"] == 0.0
 
 
+def test_the_magnification_gate_defers_an_alert_to_the_first_call_that_passes_it() -> None:
+    stars = [
+        # LensNet says yes from the first call; the fit reaches A 2 at the third.
+        star("YES", "pspl", 100.0, [80.0, 85.0, 90.0], [0.99] * 3, magnification=[1.2, 1.9, 4.0]),
+        star("NO", "slow_trend", 200.0, [10.0, 11.0], [0.99, 0.99], magnification=[1.3, 1.5]),
+        star("NO", "mira", 50.0, [10.0], [0.99], magnification=[np.nan]),  # no fit: no veto
+        star("NO", "mira", 50.0, [10.0], [0.99]),  # saved before the gate: none
+    ]  # fmt: skip
+    probes = Probes(np.zeros((1, 0, 3)), np.zeros((0, 3), dtype=bool))
+    gated = cadence_metrics(stars, probes, (0.45,), min_magnification=2.0)["per_model"][0]
+    assert gated["0.45"]["lead_days"] == [10.0]
+    assert gated["0.45"]["alerted_per_subclass"]["slow_trend"] == 0.0
+    assert gated["0.45"]["alerted_per_subclass"]["mira"] == 1.0
+    off = cadence_metrics(stars, probes, (0.45,), min_magnification=0.0)["per_model"][0]
+    assert off["0.45"]["lead_days"] == [20.0]
+    assert off["0.45"]["alerted_per_subclass"]["slow_trend"] == 1.0
+    assert stars[0].alert_time(0, 0.45, min_magnification=1.5) == 85.0
+
+
 def test_events_are_split_by_their_peak_snr() -> None:
     stars = [
         star("YES", "pspl", 100.0, [95.0], [0.99], peak_snr=9.0),  # alerted before the peak
@@ -86,7 +107,7 @@ def test_events_are_split_by_their_peak_snr() -> None:
 
 def test_scored_calls_round_trip(tmp_path: Path) -> None:
     stars = [
-        star("YES", "pspl", 100.0, [88.0, 95.0], [0.5, 0.99], peak_snr=12.5),
+        star("YES", "pspl", 100.0, [88.0, 95.0], [0.5, 0.99], 12.5, [1.5, np.nan]),
         star("NO", "mira", 5.0, [], []),
     ]
     probes = Probes(np.zeros((1, 2, 3)), np.ones((2, 3), dtype=bool))
@@ -96,6 +117,7 @@ def test_scored_calls_round_trip(tmp_path: Path) -> None:
     assert again[0].peak_snr == 12.5
     np.testing.assert_array_equal(again[0].calls, stars[0].calls)
     np.testing.assert_array_equal(again[0].p_event, stars[0].p_event)
+    np.testing.assert_array_equal(again[0].peak_magnification, [1.5, np.nan])
     np.testing.assert_array_equal(again_probes.has_data, probes.has_data)
 
 
@@ -109,4 +131,6 @@ def test_a_small_season_runs_through_the_daemon_schedule() -> None:
         assert s.p_event.shape == (2, len(s.calls))
         np.testing.assert_array_equal(s.p_event[0], s.p_event[1])  # same model, same scores
         assert (np.diff(s.calls) >= 1.0).all()
+        assert s.peak_magnification is not None
+        assert s.peak_magnification.shape == s.calls.shape
     assert probes.site_scores.shape[0] == 2

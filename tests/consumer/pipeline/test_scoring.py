@@ -8,8 +8,11 @@ import pytest
 
 from consumer.alertfinder.api import HIGH_CADENCE
 from consumer.constants import SITES
-from consumer.pipeline.scoring import dataset_table
+from consumer.pipeline.scoring import Pending, Scorer, dataset_table
+from consumer.pointlens.fit import magnification
+from consumer.pointlens.gate import MIN_PEAK_MAGNIFICATION
 from consumer.seasons.archive import Dataset, Star, to_observations
+from consumer.settings import ModelSettings, OpinionSettings
 from consumer.state.store import StarStore, StoreConfig
 from model.batch_features import DatasetTable, prepare_batch
 from model.features import Candidate, prepare
@@ -77,3 +80,69 @@ def test_candidates_equal_the_star_by_star_path(store: StarStore) -> None:
         same_candidate(result, expected)
         candidates += 1
     assert candidates == len(ids)
+
+
+def _rising_star(star_id: int, rng: np.random.Generator, *, u0: float | None) -> Star:
+    """Three sites, 6 points a night for 40 nights, errors 20 flux units: a point-lens event
+    (tE 15 d, source 600) peaking 5 d after the last point, or with ``u0=None`` a slow trend,
+    a straight brightening by 200 over the 40 nights."""
+    datasets = []
+    for s, site in enumerate(SITES):
+        nights = np.arange(40.0)[:, None] + s / 3.0 + np.linspace(0.0, 0.2, 6)[None, :]
+        hjd = 2_461_000.0 + nights.ravel()
+        if u0 is None:
+            signal = 200.0 * (hjd - hjd.min()) / 40.0
+        else:
+            tau = (hjd - (hjd.max() + 5.0)) / 15.0
+            signal = 600.0 * (magnification(np.sqrt(u0 * u0 + tau * tau)) - 1.0)
+        n = len(hjd)
+        datasets.append(
+            Dataset(
+                site=site, field=4, hjd=hjd, flux=signal + 20.0 * rng.standard_normal(n),
+                flux_err=np.full(n, 20.0), sky=np.full(n, 1000.0, np.float32),
+                fwhm=np.full(n, 4.0, np.float32), airmass=np.full(n, 1.2, np.float32),
+                psf_quality=np.full(n, 90.0, np.float32), band=np.zeros(n, dtype=np.uint8),
+            )
+        )  # fmt: skip
+    return Star(star_id, str(star_id), np.nan, np.nan, -1, np.nan, np.nan, tuple(datasets))
+
+
+class _Scorer(Scorer):
+    """The real stage with the real model, an alert reduced to its star (no AlertFinder
+    summary needed)."""
+
+    def alert(self, store, rising, position, candidate, result):  # type: ignore[no-untyped-def]
+        return position
+
+
+@pytest.mark.parametrize("minimum", [0.0, MIN_PEAK_MAGNIFICATION])
+def test_the_magnification_gate_holds_back_shallow_rises(minimum: float) -> None:
+    """At threshold 0 every candidate is a LensNet yes; the gate then alerts the u0 = 0.1
+    event (fitted A 7) and holds back the slow trend (fitted A 1.6), which stays open to a
+    later call."""
+    rng = np.random.default_rng(8)
+    stars = [_rising_star(1, rng, u0=0.1), _rising_star(2, rng, u0=None)]
+    store = StarStore(StoreConfig(capacity_per_site=300))
+    for star in stars:
+        for site, observations in to_observations(star).items():
+            store.append(site, observations)
+    settings = ModelSettings(
+        alert_threshold=0.0,
+        min_peak_magnification=minimum,
+        opinions=OpinionSettings(enabled=False),
+    )
+    scorer = _Scorer(settings)
+    pending = [
+        Pending(0, star.star_id, prepare(star, rule=HIGH_CADENCE), None, i, -1)  # type: ignore[arg-type]
+        for i, star in enumerate(stars)
+    ]
+    result = scorer.decide({0: store}, pending)
+    assert result.scored == 2
+    alerted = [position for _, position in result.alerts]
+    if minimum == 0:
+        assert alerted == [0, 1]
+        assert result.below_magnification == 0
+    else:
+        assert alerted == [0]
+        assert result.below_magnification == 1
+        assert np.isnan(store.stars.alerted_hjd[store.stars.row(2)])
