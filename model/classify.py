@@ -26,6 +26,7 @@ import torch
 
 from consumer.alertfinder.api import TriggerRule
 from consumer.constants import SITES
+from consumer.pointlens.gate import MagnificationGate, candidate_datasets, fitted_peak_magnification
 from consumer.seasons.archive import ReadReport, Star, iter_season
 from model.export import THRESHOLD_BALANCED, THRESHOLD_HIGH_PURITY
 from model.features import Candidate, InsufficientDataError, collate, prepare
@@ -84,8 +85,12 @@ def _finite(value: float) -> float | None:
 
 
 def candidate_record(star: Star, candidate: Candidate, result: Score) -> dict[str, Any]:
-    """The JSON-ready line of one scored star."""
+    """The JSON-ready line of one scored star. ``peak_magnification``: of the point-lens fit
+    of the points LensNet saw; ``magnification_gate``: whether it passes the daemon's default
+    gate (:mod:`consumer.pointlens.gate`), so a star alerts in the daemon when it triggered,
+    ``p_event`` reaches the threshold and this is true."""
     trigger = candidate.trigger
+    magnification = fitted_peak_magnification(candidate_datasets(candidate), star.name)
     return {
         "star": star.name,
         "star_id": star.star_id,
@@ -97,6 +102,8 @@ def candidate_record(star: Star, candidate: Candidate, result: Score) -> dict[st
         "label": result.label,
         "binary_balanced": result.p_event >= THRESHOLD_BALANCED,
         "binary_high_purity": result.p_event >= THRESHOLD_HIGH_PURITY,
+        "peak_magnification": _finite(round(magnification, 3)),
+        "magnification_gate": MagnificationGate().passes(magnification),
         "site_scores": {
             site: round(value, 6) for site, value in zip(SITES, result.site_scores, strict=True)
         },

@@ -150,6 +150,10 @@ def test_cli_classify_prints_json_lines(season: Path) -> None:
     assert all(r["novelty"]["unusual"] == (r["novelty"]["energy"] > r["novelty"]["energy_cut"])
                for r in scored)  # fmt: skip
     assert all(0.0 <= r["second_opinion"]["p_event"] <= 1.0 for r in scored)
+    # The daemon's magnification gate on the fit of the points LensNet saw.
+    for r in scored:
+        a = r["peak_magnification"]
+        assert r["magnification_gate"] == (a is None or a >= 2.0)
 
 
 def test_a_magnitude_file_with_a_frame_column_is_scored_and_reported(tmp_path: Path) -> None:
