@@ -241,7 +241,9 @@ def markdown(
         "Every star of the test seasons goes through the daemon's schedule "
         "(`model.timeline`: the AlertFinder at every closed 0.25-d window with new data, LensNet "
         "on triggered stars, a rejected star rescored after 1 d of data); an alert at threshold "
-        "T is the first call scoring >= T. Alerted fractions count stars alerted at least once "
+        "T is the first call scoring >= T whose point-lens fit peaks at least "
+        f"{MIN_PEAK_MAGNIFICATION:g} times magnified (the daemon's magnification gate, below). "
+        "Alerted fractions count stars alerted at least once "
         f"in the season ({metrics['test_cadence']['n_stars']} stars, "
         f"{metrics['test_cadence']['n_calls']} LensNet calls).",
         "",
