@@ -162,11 +162,12 @@ class HotTier:
         self.pending[site] = []
         if wanted is not None:
             mine = wanted[slots]
+            if not mine.any():  # the stars wanted have rows pending at other sites only
+                self.pending[site] = [(slots, rows)]
+                return None
             if not mine.all():
                 kept = np.flatnonzero(~mine)
                 self.pending[site] = [(slots[kept], rows.take(kept))]
-                if len(kept) == len(slots):
-                    return None
                 taken = np.flatnonzero(mine)
                 slots, rows = slots[taken], rows.take(taken)
         self.pending_rows -= len(slots)
