@@ -43,7 +43,7 @@ partition, see :meth:`StoreConfig.for_partition`) the records are memory-mapped 
 per-star table (152 bytes a star) stays in RAM; with ``hot_points_per_site`` > 0 as well (the
 default) the store has two tiers (:mod:`consumer.state.tiers`): the rising test reads the
 latest points of each buffer kept in RAM (:meth:`StarStore.hot_nbytes`, 14 bytes a point plus
-63 a star), and the files are read for stale medians, candidates and checkpoints. Either way
+67 a star), and the files are read for stale medians, candidates and checkpoints. Either way
 the store decides, reads and checkpoints exactly as with one tier in RAM; the checkpoint
 format is the same.
 
@@ -510,10 +510,13 @@ class StarStore:
         per site); a no-op with one tier. Stars are independent, so merging some stars' rows
         before others' gives the same buffers."""
         hot = self.hot
-        if hot is None or hot.pending_rows == 0 or (slots is not None and len(slots) == 0):
+        if hot is None or hot.pending_rows == 0:
             return
         wanted = None
         if slots is not None:
+            slots = hot.has_pending(slots)
+            if len(slots) == 0:
+                return
             wanted = np.zeros(len(self.stars), dtype=np.bool_)
             wanted[slots] = True
         for site in range(N_SITES):

@@ -67,8 +67,9 @@ N_SITES: Final = len(SITES)
 PENDING_ROWS_MIN: Final = 1 << 22
 PENDING_ROWS_PER_STAR: Final = 4
 
-#: Bytes per star of the hot tier beside its records: hot segment tables 51, ``held`` 12.
-HOT_OVERHEAD_BYTES_PER_STAR: Final = SEGMENT_BYTES_PER_ROW + 4 * N_SITES
+#: Bytes per star of the hot tier beside its records: hot segment tables 51, ``held`` 12,
+#: ``pending_of`` 4.
+HOT_OVERHEAD_BYTES_PER_STAR: Final = SEGMENT_BYTES_PER_ROW + 4 * N_SITES + 4
 
 
 class TierError(LensNetError):
@@ -108,49 +109,73 @@ class HotTier:
         self.arena = Arena(points_per_site, None)
         #: (rows, sites) records the full buffer holds (the cold arena once merged).
         self.held = np.zeros((0, N_SITES), dtype=np.int32)
-        #: Per site, rows appended since the last merge: (star slot per row, rows), in order.
+        #: (rows,) pending rows of each star, all sites: a read of stars with none merges
+        #: nothing and scans no queue.
+        self.pending_of = np.zeros(0, dtype=np.int32)
+        #: Per site, rows appended since the last merge: (star slot per row, rows), in order;
+        #: a partial take leaves what it kept as one part.
         self.pending: list[list[tuple[IntArray, Rows]]] = [[] for _ in SITES]
         self.pending_rows = 0
 
     def grow_rows(self, rows: int) -> None:
-        """Room for at least ``rows`` star rows in the hot arena and ``held``."""
+        """Room for at least ``rows`` star rows in the hot arena, ``held`` and ``pending_of``."""
         self.arena.grow_rows(rows)
         if rows > len(self.held):
-            held = np.zeros((max(rows, 2 * len(self.held)), N_SITES), dtype=np.int32)
+            size = max(rows, 2 * len(self.held))
+            held = np.zeros((size, N_SITES), dtype=np.int32)
             held[: len(self.held)] = self.held
             self.held = held
+            pending_of = np.zeros(size, dtype=np.int32)
+            pending_of[: len(self.pending_of)] = self.pending_of
+            self.pending_of = pending_of
 
     def add_pending(self, site: int, slots: IntArray, rows: Rows) -> None:
-        """Rows of ``site`` appended to the full buffers of ``slots`` (one slot per row)."""
+        """Rows of ``site`` appended to the full buffers of ``slots`` (one slot per row, the
+        rows of a slot together, as a grouped batch has them)."""
         if len(slots):
             self.pending[site].append((slots, rows))
             self.pending_rows += len(slots)
+            unique, offsets = group(slots)  # each slot once: the rows of a star are together
+            self.pending_of[unique] += np.diff(offsets).astype(np.int32)
+
+    def has_pending(self, slots: IntArray) -> IntArray:
+        """The ``slots`` that have pending rows (at any site)."""
+        return slots[self.pending_of[slots] > 0]
 
     def take_pending(
         self, site: int, wanted: npt.NDArray[np.bool_] | None = None
     ) -> tuple[IntArray, Rows] | None:
         """The pending rows of one site (of the slots where ``wanted``, default all), sorted by
-        slot then time, taken out of the queue."""
+        slot then time, taken out of the queue.
+
+        The queue's parts are joined first, so a take costs a few whole-array operations over
+        the site's pending rows, not a Python loop over every batch appended since the last
+        merge (issue 17: the daemon reads a few stars' buffers many times a batch)."""
         parts = self.pending[site]
-        if wanted is not None:
-            kept, taken = [], []
-            for slots, rows in parts:
-                mine = wanted[slots]
-                if not mine.all():
-                    kept.append((slots[~mine], rows.take(np.flatnonzero(~mine))))
-                if mine.any():
-                    taken.append((slots[mine], rows.take(np.flatnonzero(mine))))
-            self.pending[site] = kept
-            parts = taken
-        else:
-            self.pending[site] = []
         if not parts:
             return None
-        self.pending_rows -= sum(len(slots) for slots, _ in parts)
-        slots = np.concatenate([s for s, _ in parts])
-        rows = Rows.concatenate([r for _, r in parts])
+        if len(parts) == 1:
+            slots, rows = parts[0]
+        else:
+            slots = np.concatenate([s for s, _ in parts])
+            rows = Rows.concatenate([r for _, r in parts])
+        self.pending[site] = []
+        if wanted is not None:
+            mine = wanted[slots]
+            if not mine.any():  # the stars wanted have rows pending at other sites only
+                self.pending[site] = [(slots, rows)]
+                return None
+            if not mine.all():
+                kept = np.flatnonzero(~mine)
+                self.pending[site] = [(slots[kept], rows.take(kept))]
+                taken = np.flatnonzero(mine)
+                slots, rows = slots[taken], rows.take(taken)
+        self.pending_rows -= len(slots)
         order = np.lexsort((rows.t, slots))
-        return slots[order], rows.take(order)
+        slots, rows = slots[order], rows.take(order)
+        unique, offsets = group(slots)
+        self.pending_of[unique] -= np.diff(offsets).astype(np.int32)
+        return slots, rows
 
     def nbytes(self, n_stars: int) -> int:
         """Bytes of the hot tier in RAM: records handed out, tables, pending rows."""

@@ -55,6 +55,17 @@ def _same_rising(one: StarStore, two: StarStore, last: int, fraction: float) -> 
     assert np.array_equal(one.stars.fresh_points, two.stars.fresh_points)
 
 
+def _pending_counted(store: StarStore) -> None:
+    """The hot tier's per-star pending counts are the rows in its queues."""
+    hot = store.hot
+    assert hot is not None
+    n = len(store)
+    queued = [slots for site in hot.pending for slots, _ in site]
+    slots = np.concatenate(queued) if queued else np.zeros(0, dtype=np.int64)
+    assert np.array_equal(hot.pending_of[:n], np.bincount(slots, minlength=n))
+    assert hot.pending_rows == len(slots)
+
+
 batches = st.lists(
     st.tuples(
         st.integers(0, 2),  # site
@@ -96,11 +107,16 @@ def test_two_tiers_decide_as_one(
                 field=np.array(fields),
             )
             _same_result(one.append(site, obs), two.append(site, obs))
+            _pending_counted(two)
             assert one.star_ids.tolist() == two.star_ids.tolist()
             for star in one.star_ids.tolist():
                 assert one.counts(star) == two.counts(star)
             assert np.array_equal(one.latest(), two.latest())
             _same_rising(one, two, last, 0.3)
+            _pending_counted(two)
+            if index % 3 == 2:  # one star at a time, as the event model reads them
+                assert store_differences(one, two) == []
+                _pending_counted(two)
             if index % checkpoint_every == checkpoint_every - 1:
                 two.checkpoint(base / "ckpt", {"t": index})
                 restored = StarStore.restore(base / "ckpt", two_config)
