@@ -403,6 +403,41 @@ def _clean_select(  # pragma: no cover - numba
         dropped[s, _OTHER_DATASETS] = in_window - used_in_window
 
 
+def valid_points(table: DatasetTable) -> npt.NDArray[np.bool_]:
+    """(N,) bool: the points of every dataset of ``table`` that survive the cleaning rules,
+    :func:`model.features.valid_mask` of each dataset (band and time not considered), in one
+    compiled pass."""
+    keep = np.zeros(len(table.hjd), dtype=np.bool_)
+    _valid_points(
+        table.dataset_offsets, table.hjd, table.flux, table.flux_err, table.sky, table.fwhm,
+        table.airmass, table.psf_quality, keep,
+    )  # fmt: skip
+    return keep
+
+
+@numba.njit(cache=True)
+def _valid_points(  # pragma: no cover - numba
+    dataset_offsets: I64,
+    hjd: F64,
+    flux: F64,
+    flux_err: F64,
+    sky: F32,
+    fwhm: F32,
+    airmass: F32,
+    psf_quality: F32,
+    keep: npt.NDArray[np.bool_],
+) -> None:
+    for d in range(len(dataset_offsets) - 1):
+        a = dataset_offsets[d]
+        b = dataset_offsets[d + 1]
+        present = _present(a, b, sky, fwhm, airmass, psf_quality)
+        for p in range(a, b):
+            keep[p] = _keep(
+                hjd[p], flux[p], flux_err[p], np.float64(sky[p]), np.float64(fwhm[p]),
+                np.float64(airmass[p]), np.float64(psf_quality[p]), 0, present, np.inf, -np.inf,
+            )  # fmt: skip
+
+
 @numba.njit(cache=True)
 def _present(  # pragma: no cover - numba
     a: int, b: int, sky: F32, fwhm: F32, airmass: F32, psf_quality: F32

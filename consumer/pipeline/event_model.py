@@ -25,13 +25,21 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from consumer.constants import SITES
 from consumer.edge.alert import Alert, LightCurve, alert_id_for, now_utc
 from consumer.edge.event_model import AnomalyRun, DatasetModel, EventModel, finite_or_none
 from consumer.edge.events import EventUpdate
 from consumer.pointlens.anomaly import Anomaly, AnomalyRule, find_anomaly
-from consumer.pointlens.fit import Datasets, FitInputError, PointLensFit, fit, make_datasets
+from consumer.pointlens.fit import (
+    CAPACITY_PER_SITE,
+    Datasets,
+    FitInputError,
+    PointLensFit,
+    fit,
+    make_datasets,
+)
 from consumer.pointlens.fit import star_datasets as fit_input
 from consumer.pointlens.updates import Published, UpdateRule, decide
 from consumer.pointlens.updates import baseline_hjd as _baseline
@@ -39,6 +47,7 @@ from consumer.seasons.archive import Dataset, Star
 from consumer.settings import EventsSettings
 from consumer.state.events import FollowedEvent
 from consumer.state.store import StarStore
+from model.batch_features import valid_points
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,24 +105,28 @@ class EventModelStage:
         if len(changed) == 0:
             return []
         ids = np.unique(changed)
-        alerted = np.isfinite(store.stars.alerted_hjd[store.stars.rows(ids)])
-        out = []
-        for star_id, is_alerted in zip(ids.tolist(), alerted.tolist(), strict=True):
+        rows = store.stars.rows(ids)
+        alerted = np.isfinite(store.stars.alerted_hjd[rows])
+        wanted = []
+        for index, (star_id, is_alerted) in enumerate(
+            zip(ids.tolist(), alerted.tolist(), strict=True)
+        ):
             followed = ledger.get(star_id)
             if followed is not None and followed.last.kind == "final":
                 continue
-            if not (is_alerted or star_id in pending):
-                continue
-            star = star_from_store(store, star_id)
-            data = fit_input(star)
+            if is_alerted or star_id in pending:
+                wanted.append(index)
+        if not wanted:
+            return []
+        chosen, rows = ids[wanted], rows[wanted]
+        tags = store.stars.fields[rows, 0].tolist()
+        ra, dec = store.stars.ra[rows].tolist(), store.stars.dec[rows].tolist()
+        out = []
+        for i, data in enumerate(fit_inputs(store, chosen)):
             if len(data) == 0:
                 continue
-            field_tag = int(store.field_tags([star_id])[0, 0])
-            out.append(
-                Snapshot(
-                    partition, star_id, float(data.t.max()), data, field_tag, star.ra, star.dec
-                )
-            )
+            as_of = float(data.t.max())
+            out.append(Snapshot(partition, int(chosen[i]), as_of, data, tags[i], ra[i], dec[i]))
         return out
 
     def decide(
@@ -318,6 +331,41 @@ def _reason(
     if last.anomalous and anomaly is None:
         return "the anomaly is over"
     return "daily update"
+
+
+def fit_inputs(store: StarStore, star_ids: npt.NDArray[np.int64]) -> list[Datasets]:
+    """The point-lens fit's input of each of ``star_ids`` (held) as the store holds them now,
+    equal to ``star_datasets(star_from_store(store, star_id))`` (:func:`fit_input`), from one
+    compiled gather and one cleaning pass instead of ~40 numpy calls per star."""
+    from consumer.pipeline.scoring import dataset_table  # torch; only with the event model
+
+    table = dataset_table(store, star_ids)
+    keep = valid_points(table)
+    kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+    starts = kept[table.dataset_offsets]  # kept points before each dataset, and the total
+    lengths = np.diff(starts)
+    t, flux, flux_err = table.hjd[keep], table.flux[keep], table.flux_err[keep]
+    capacity = CAPACITY_PER_SITE
+    out = []
+    for s, star_id in enumerate(star_ids.tolist()):
+        d0, d1 = int(table.star_offsets[s]), int(table.star_offsets[s + 1])
+        used = [d for d in range(d0, d1) if lengths[d] > 0]
+        per_site = np.bincount(table.dataset_site[used], weights=lengths[used], minlength=3)
+        if per_site.max(initial=0) >= capacity:  # the fit's own cap may drop points: its path
+            out.append(fit_input(star_from_store(store, star_id)))
+            continue
+        a, b = int(starts[d0]), int(starts[d1])
+        out.append(
+            Datasets(
+                t=t[a:b],
+                flux=flux[a:b],
+                flux_err=flux_err[a:b],
+                offsets=np.concatenate([[0], np.cumsum(lengths[used])]).astype(np.int64),
+                sites=tuple(SITES[int(site)] for site in table.dataset_site[used]),
+                fields=tuple(int(tag) for tag in table.dataset_field[used]),
+            )
+        )
+    return out
 
 
 def star_from_store(store: StarStore, star_id: int) -> Star:

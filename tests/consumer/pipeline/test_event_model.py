@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from consumer.constants import SITES
 from consumer.edge.alert import Alert, LightCurve, alert_id_for
-from consumer.pipeline.event_model import EventModelStage, Snapshot
-from consumer.pointlens.fit import Datasets, make_datasets
+from consumer.pipeline.event_model import EventModelStage, Snapshot, fit_inputs, star_from_store
+from consumer.pointlens.fit import CAPACITY_PER_SITE, Datasets, make_datasets, star_datasets
+from consumer.seasons.archive import to_observations
 from consumer.settings import EventsSettings
 from consumer.state.events import FollowedEvent
+from consumer.state.store import StarStore, StoreConfig
+from model.simulate import SimulationConfig, simulate_star
 from tests.consumer.edge.test_alert import make_alert
 from tests.consumer.pointlens.test_fit import T0, event
 
@@ -140,3 +144,27 @@ def test_an_anomaly_is_published_at_once() -> None:
     assert update.kind == "ANOMALY"
     assert update.event_model.anomaly is not None
     assert "anomaly" in update.reason
+
+
+@pytest.mark.parametrize("capacity", [300, 4000])
+def test_fit_inputs_equal_the_star_by_star_path(capacity: int) -> None:
+    """Buffers that wrap (300 per site) and buffers beyond the fit's own cap of 1500 per site
+    (4000: the star-by-star path), stars in two fields, bad points: the same fit input."""
+    config = SimulationConfig(n_stars=30, seed=9, overlap_fraction=0.8, bad_point_fraction=0.03)
+    store = StarStore(StoreConfig(capacity_per_site=capacity))
+    for index in range(30):
+        star, _ = simulate_star(config, index)
+        for site, observations in to_observations(star).items():
+            store.append(site, observations)
+    ids = store.star_ids[::-1].copy()
+    got = fit_inputs(store, ids)
+    beyond_cap = 0
+    for star_id, data in zip(ids.tolist(), got, strict=True):
+        expected = star_datasets(star_from_store(store, star_id))
+        beyond_cap += any(n > CAPACITY_PER_SITE for n in store.counts(star_id))
+        assert data.sites == expected.sites and data.fields == expected.fields
+        for name in ("t", "flux", "flux_err", "offsets"):
+            a, b = getattr(data, name), getattr(expected, name)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (star_id, name)
+    assert len({data.fields for data in got}) > 1  # some stars in two fields
+    assert (beyond_cap > 0) == (capacity > CAPACITY_PER_SITE)
