@@ -167,8 +167,13 @@ class Daemon:
             self.process(ready)
         else:
             self._idle()
-        if time.monotonic() - self._last_checkpoint > self.settings.state.checkpoint_interval_s:
+        state = self.settings.state
+        if time.monotonic() - self._last_checkpoint > state.checkpoint_interval_s:
             self.checkpoint_all()
+        elif self._consistent:
+            for partition in self.partitions.due_for_checkpoint(state.checkpoint_rows):
+                self.partitions.checkpoint(partition)
+                self.metrics.checkpoints.inc()
 
     def shutdown(self) -> None:
         """Checkpoint what is owned, leave the group, flush; bounded by the drain timeout."""
@@ -258,7 +263,10 @@ class Daemon:
             return BatchReport()
         self._consistent = True
         self.metrics.transactions.labels(outcome="committed").inc()
-        for state in self.partitions.committed(result.positions):
+        rows: dict[int, int] = {}
+        for part in result.parts:
+            rows[part.partition] = rows.get(part.partition, 0) + len(part.observations)
+        for state in self.partitions.committed(result.positions, rows):
             self.metrics.restore_seconds.observe((state.restored_at or 0.0) - state.opened_at)
         self._update_ready()
         self.log.info("batch", **self.metrics.batch_done(clock), **evaluated.report.__dict__)

@@ -176,6 +176,12 @@ class StateSettings(_Frozen):
     hot_points_per_site: int = Field(10, ge=0)
     #: Seconds between checkpoints of every owned partition (also written on revoke and exit).
     checkpoint_interval_s: float = Field(300.0, gt=0)
+    #: Partitions are also checkpointed once those owned took this many photometry rows since
+    #: their last checkpoints, all together, replayed rows included: a restart then replays
+    #: at most about this many, and a crash loop makes progress (each life checkpoints what
+    #: it replayed). A checkpoint writes a partition's whole store, so one waits for a row per
+    #: thirty records it holds (``consumer.state.partitions``). 0: by time only.
+    checkpoint_rows: int = Field(500_000, ge=0)
 
 
 class RuleSettings(_Frozen):

@@ -320,6 +320,11 @@ class StarStore:
         if self.hot is not None:
             self.hot.arena.compact(len(self.stars))
 
+    def records(self) -> int:
+        """Observations held, every star and site (what a checkpoint writes)."""
+        counts = self.arena.seg_count if self.hot is None else self.hot.held
+        return int(counts[: len(self.stars)].sum(dtype=np.int64))
+
     def counts(self, star_id: int) -> tuple[int, ...]:
         """Observations held per site."""
         counts = self.arena.seg_count if self.hot is None else self.hot.held

@@ -507,6 +507,54 @@ def test_sigterm_drains_commits_and_checkpoints(
     assert progressed > 0
 
 
+def test_a_daemon_killed_before_its_checkpoint_interval_restores_what_it_processed(
+    season: Path, topics_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Checkpoints by rows (``state.checkpoint_rows``): a daemon killed -9 long before its
+    checkpoint interval leaves checkpoints of what it processed, so its restart restores them
+    instead of rebuilding from the beginning of the topics (a crash loop makes progress)."""
+    settings = topics_factory(partitions=2)
+    replay(settings, season, ReplayOptions(progress=False))
+    env = daemon_env(
+        settings,
+        tmp_path / "state",
+        batch_messages=5,
+        LENSNET_STATE__CHECKPOINT_INTERVAL_S="1000000",
+        LENSNET_STATE__CHECKPOINT_ROWS="3000",
+    )
+    command = [sys.executable, "-m", "consumer.cli", "run"]
+    checkpointed = set()
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as first:
+        assert first.stdout is not None
+        deadline = threading.Timer(120.0, first.kill)  # no checkpoint: fail, do not hang
+        deadline.start()
+        try:
+            for line in first.stdout:
+                if '"event": "checkpoint"' in line:
+                    checkpointed.add(json.loads(line)["partition"])
+                    if len(checkpointed) == 2:
+                        break
+        finally:
+            deadline.cancel()
+            first.kill()  # kill -9, mid-stream: no checkpoint on the way out
+            first.communicate(timeout=30)
+    assert checkpointed == {0, 1}
+    again = subprocess.run(
+        [*command, "--until-end"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    opened = [
+        json.loads(line)
+        for line in again.stdout.splitlines()
+        if '"event": "partition opened"' in line
+    ]
+    assert sorted(o["partition"] for o in opened) == [0, 1]
+    assert all(o["source"] == "checkpoint" for o in opened), opened
+    assert all(sum(o["start"].values()) > 0 for o in opened), opened
+
+
 @pytest.mark.parametrize("mode", ["exactly_once", "at_least_once"])
 def test_poison_messages_go_to_the_dead_letter_topic(
     mode: str,

@@ -162,9 +162,11 @@ def test_fit_inputs_equal_the_star_by_star_path(capacity: int) -> None:
     for star_id, data in zip(ids.tolist(), got, strict=True):
         expected = star_datasets(star_from_store(store, star_id))
         beyond_cap += any(n > CAPACITY_PER_SITE for n in store.counts(star_id))
-        assert data.sites == expected.sites and data.fields == expected.fields
+        assert data.sites == expected.sites
+        assert data.fields == expected.fields
         for name in ("t", "flux", "flux_err", "offsets"):
             a, b = getattr(data, name), getattr(expected, name)
-            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (star_id, name)
+            assert a.dtype == b.dtype, (star_id, name)
+            assert a.tobytes() == b.tobytes(), (star_id, name)
     assert len({data.fields for data in got}) > 1  # some stars in two fields
     assert (beyond_cap > 0) == (capacity > CAPACITY_PER_SITE)

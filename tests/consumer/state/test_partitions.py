@@ -63,3 +63,24 @@ def test_corrupt_checkpoint_rebuilds(tmp_path: Path) -> None:
     state, _ = partitions.open(2, {}, BEGIN)
     assert state.source == "rebuild"
     assert "unusable" in state.note
+
+
+def test_checkpoints_by_rows_wait_for_the_total_and_a_row_per_thirty_records(
+    tmp_path: Path,
+) -> None:
+    partitions = Partitions(StateSettings(directory=tmp_path), TOPICS)
+    for partition in (0, 1, 2):
+        partitions.open(partition, {}, BEGIN)
+    # Partition 1 holds 300 records: a checkpoint by rows waits for 10 rows (300 / 30).
+    partitions.store(1).append("CTIO", make_obs(np.arange(300), 2_461_000.0))
+    assert partitions.store(1).records() == 300
+    partitions.committed({("a", 0): 4, ("a", 1): 1}, {0: 6, 1: 9})
+    assert partitions.due_for_checkpoint(20) == []  # 15 rows in all, fewer than 20
+    assert partitions.due_for_checkpoint(0) == []  # by time only
+    assert partitions.due_for_checkpoint(15) == [0]  # 1: 9 rows for 300 records, too few
+    partitions.committed({("a", 1): 2}, {1: 1})
+    assert partitions.due_for_checkpoint(15) == [0, 1]
+    partitions.checkpoint(0)
+    assert partitions.owned[0].rows_since_checkpoint == 0
+    assert partitions.due_for_checkpoint(10) == [1]
+    assert partitions.due_for_checkpoint(11) == []
