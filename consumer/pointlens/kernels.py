@@ -49,6 +49,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from consumer.alertfinder import kernels as alertfinder_kernels
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -535,3 +537,205 @@ def profile_interval(
                 break
             previous = rise
     return out[0], out[1]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def valid_input(t: F64, flux: F64, flux_err: F64) -> bool:  # pragma: no cover - compiled
+    """Every ``t`` and ``flux`` finite and every ``flux_err`` finite and positive (N,)."""
+    for i in range(len(t)):
+        if not (math.isfinite(t[i]) and math.isfinite(flux[i])):
+            return False
+        if not (flux_err[i] > 0.0 and math.isfinite(flux_err[i])):
+            return False
+    return True
+
+
+@numba.njit(cache=True, error_model="numpy")
+def median(values: F64, buf: F64) -> float:  # pragma: no cover - compiled
+    """``np.median(values)`` bit for bit (NaN if any value is NaN or there are none); ``buf``
+    (at least ``len(values)``) is scratch.
+
+    np.median selects the middle value(s) exactly and takes their ``np.mean``, which sums from
+    0.0: ``(0.0 + lower + upper) / 2``. The AlertFinder's median computes
+    ``0.5 * (lower + upper)``, the same but for the sign of a zero, which ``0.0 + x`` makes
+    positive as numpy's does.
+    """
+    size = len(values)
+    if size == 0:
+        return np.nan
+    for i in range(size):
+        if np.isnan(values[i]):
+            return np.nan
+    return 0.0 + alertfinder_kernels.median(values, 0, size, buf)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def highest_run_time(t: F64, flux: F64, flux_err: F64, offsets: I64) -> float:  # pragma: no cover
+    """The ``t`` (N,) of the point whose 3-point run (it and its two neighbours in its dataset)
+    is highest above the dataset's median flux in units of ``flux_err``: the peak, robust to
+    lone outliers; ``t[-1]`` when no dataset has 3 points. The first of equal runs wins."""
+    best, best_t = -np.inf, t[len(t) - 1]
+    buf = np.empty(len(t))
+    for d in range(len(offsets) - 1):
+        a, b = offsets[d], offsets[d + 1]
+        if b - a < 3:
+            continue
+        middle = median(flux[a:b], buf)
+        z0 = (flux[a] - middle) / flux_err[a]
+        z1 = (flux[a + 1] - middle) / flux_err[a + 1]
+        for i in range(a + 2, b):
+            z2 = (flux[i] - middle) / flux_err[i]
+            run = min(min(z0, z1), z2)
+            if run > best:
+                best, best_t = run, t[i - 1]
+            z0, z1 = z1, z2
+    return best_t
+
+
+@numba.njit(cache=True, error_model="numpy")
+def subsample(offsets: I64, stride: int, tail: int) -> tuple[I64, I64]:  # pragma: no cover
+    """Every ``stride``-th point of each dataset (from its first) plus its last ``tail``, in
+    order: ``(index (M,), offsets (D + 1,))`` of the subsample."""
+    n_sets = len(offsets) - 1
+    index = np.empty(offsets[n_sets], dtype=np.int64)
+    sub_offsets = np.zeros(n_sets + 1, dtype=np.int64)
+    m = 0
+    for d in range(n_sets):
+        a, b = offsets[d], offsets[d + 1]
+        for i in range(a, b):
+            if (i - a) % stride == 0 or i >= b - tail:
+                index[m] = i
+                m += 1
+        sub_offsets[d + 1] = m
+    return index[:m], sub_offsets
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _argmin(values: F64, a: int, b: int) -> int:  # pragma: no cover - compiled
+    """``a + np.argmin(values[a:b])``: the first NaN, else the first smallest."""
+    best = a
+    for i in range(a, b):
+        if np.isnan(values[i]):
+            return i
+        if values[i] < values[best]:
+            best = i
+    return best
+
+
+@numba.njit(cache=True, error_model="numpy")
+def robust_weights(
+    t: F64,
+    flux: F64,
+    flux_err: F64,
+    offsets: I64,
+    keep: npt.NDArray[np.bool_],
+    p: F64,
+    clip_sigma: float,
+    weight: F64,
+    scale: F64,
+    used: npt.NDArray[np.bool_],
+) -> None:  # pragma: no cover - compiled
+    """One robust round at ``p``: the normalised residuals ``(flux - fs A - fb) / flux_err``
+    with the linear parameters solved under ``weight`` (N,); each dataset's error scale
+    ``scale`` (D,) ``max(1, 1.4826 median |residual|)`` over its ``keep`` points; ``used`` (N,)
+    the kept points within ``clip_sigma`` scaled errors; ``weight`` replaced by
+    ``(flux_err scale)**-2`` on them, 0 elsewhere."""
+    n = len(t)
+    n_sets = len(offsets) - 1
+    amp = np.empty(n)
+    fs = np.empty(n_sets)
+    fb = np.empty(n_sets)
+    linear_fit(t, flux, weight, offsets, p, amp, fs, fb)
+    residual = np.empty(n)
+    kept = np.empty(n)
+    buf = np.empty(n)
+    for d in range(n_sets):
+        a, b = offsets[d], offsets[d + 1]
+        m = 0
+        for i in range(a, b):
+            residual[i] = (flux[i] - fs[d] * amp[i] - fb[d]) / flux_err[i]
+            if keep[i]:
+                kept[m] = abs(residual[i])
+                m += 1
+        scale[d] = 1.0
+        if m > 0:
+            robust = 1.4826 * median(kept[:m], buf)
+            if robust > 1.0:  # max(1.0, robust) as Python has it: 1.0 for NaN
+                scale[d] = robust
+        limit = clip_sigma * scale[d]
+        for i in range(a, b):
+            used[i] = keep[i] and abs(residual[i]) <= limit
+            scaled = flux_err[i] * scale[d]
+            weight[i] = 1.0 / (scaled * scaled) if used[i] else 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def fit_steps(
+    t: F64,
+    flux: F64,
+    flux_err: F64,
+    offsets: I64,
+    keep: npt.NDArray[np.bool_],
+    t0_ahead: F64,
+    nodes: F64,
+    prior: F64,
+    grid_points: int,
+    rounds: int,
+    clip_sigma: float,
+    max_iterations: int,
+    tolerance: float,
+) -> tuple[F64, float, int, bool, F64, npt.NDArray[np.bool_], F64]:  # pragma: no cover
+    """Steps 1 and 2 of :func:`consumer.pointlens.fit.fit` (starts, then robust rounds) in one
+    compiled call; ``t`` (N,) days relative to the newest point.
+
+    ``t0_ahead`` (T,): t0 tried after the last point, besides the highest 3-point run;
+    ``nodes`` (K, 2): ``(ln u0, ln tE)`` of the grid at each t0. Returns ``(p (3,), objective,
+    iterations, converged, weight (N,), used (N,), scale (D,))``: the optimum, its objective
+    (chi2 + prior penalty) under the final ``weight``, and the final round's weights, points
+    used and error scales.
+    """
+    n = len(t)
+    n_sets = len(offsets) - 1
+    weight = np.empty(n)
+    for i in range(n):
+        weight[i] = 1.0 / (flux_err[i] * flux_err[i]) if keep[i] else 0.0
+    # 1. starts: the grid on a subsample, LM from each t0's best node, then on every point
+    n_t0 = 1 + len(t0_ahead)
+    n_nodes = len(nodes)
+    grid = np.empty((n_t0 * n_nodes, 3))
+    t_peak = highest_run_time(t, flux, flux_err, offsets)
+    for j in range(n_t0):
+        for k in range(n_nodes):
+            grid[j * n_nodes + k, 0] = t_peak if j == 0 else t0_ahead[j - 1]
+            grid[j * n_nodes + k, 1] = nodes[k, 0]
+            grid[j * n_nodes + k, 2] = nodes[k, 1]
+    if n <= grid_points:
+        sub_t, sub_flux, sub_weight, sub_offsets = t, flux, weight, offsets
+    else:
+        index, sub_offsets = subsample(offsets, (n + grid_points - 1) // grid_points, 20)
+        sub_t, sub_flux, sub_weight = t[index], flux[index], weight[index]
+    chi2_grid = grid_chi2(sub_t, sub_flux, sub_weight, sub_offsets, grid, prior)
+    best_p = grid[_argmin(chi2_grid, 0, len(chi2_grid))].copy()
+    best_chi2 = np.inf
+    for j in range(n_t0):
+        p = grid[_argmin(chi2_grid, j * n_nodes, (j + 1) * n_nodes)].copy()
+        chi2, _, _ = levenberg_marquardt(
+            sub_t, sub_flux, sub_weight, sub_offsets, p, prior, max_iterations, tolerance
+        )
+        if chi2 < best_chi2:
+            best_p, best_chi2 = p, chi2
+    p = best_p
+    objective, iterations, converged = levenberg_marquardt(
+        t, flux, weight, offsets, p, prior, max_iterations, tolerance
+    )
+    # 2. robust rounds: per-dataset error scale, outliers out
+    scale = np.ones(n_sets)
+    used = np.empty(n, dtype=np.bool_)
+    used[:] = True
+    for _ in range(rounds):
+        robust_weights(t, flux, flux_err, offsets, keep, p, clip_sigma, weight, scale, used)
+        objective, more, converged = levenberg_marquardt(
+            t, flux, weight, offsets, p, prior, max_iterations, tolerance
+        )
+        iterations += more
+    return p, objective, iterations, converged, weight, used, scale
