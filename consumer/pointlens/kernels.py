@@ -739,3 +739,74 @@ def fit_steps(
         )
         iterations += more
     return p, objective, iterations, converged, weight, used, scale
+
+
+@numba.njit(cache=True, error_model="numpy")
+def deviations(
+    t: F64,
+    flux: F64,
+    flux_err: F64,
+    offsets: I64,
+    t0: float,
+    u0: float,
+    tE: float,
+    fs: F64,
+    fb: F64,
+    scale: F64,
+) -> F64:  # pragma: no cover - compiled
+    """(N,) ``(flux - fs A(t) - fb) / (flux_err scale)`` of every point (``t`` full HJD,
+    ``fs``, ``fb``, ``scale`` (D,) per dataset): the anomaly test's deviations, with the
+    operations of :func:`consumer.pointlens.fit.magnification` in its order (``A`` of
+    ``u = max(|sqrt(u0**2 + ((t - t0) / tE)**2)|, U_FLOOR)``)."""
+    out = np.empty(len(t))
+    u02 = u0 * u0
+    for d in range(len(offsets) - 1):
+        for i in range(offsets[d], offsets[d + 1]):
+            tau = (t[i] - t0) / tE
+            u = max(abs(math.sqrt(u02 + tau * tau)), U_FLOOR)
+            u2 = u * u
+            amp = (u2 + 2.0) / (u * math.sqrt(u2 + 4.0))
+            out[i] = (flux[i] - (fs[d] * amp + fb[d])) / (flux_err[i] * scale[d])
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def deviating_runs(
+    t: F64,
+    z: F64,
+    site: I64,
+    n_sigma: float,
+    recent_days: float,
+    min_run: int,
+    min_run_one_site: int,
+) -> tuple[I64, I64]:  # pragma: no cover - compiled
+    """The runs that qualify as anomalies (:mod:`consumer.pointlens.anomaly`): maximal runs of
+    points (time order, ``t`` and ``z`` (N,), ``site`` (N,) a code per site) all deviating by
+    at least ``n_sigma`` with the same sign, ending within ``recent_days`` of the last point,
+    at least ``min_run`` long when seen from two sites or more, else ``min_run_one_site``.
+    Returns ``(starts, ends)`` (R,), each run ``[start, end)``, in time order."""
+    n = len(z)
+    starts = np.empty(n, dtype=np.int64)
+    ends = np.empty(n, dtype=np.int64)
+    found = 0
+    if n == 0:
+        return starts, ends
+    newest = t[n - 1] - recent_days
+    a = 0
+    while a < n:
+        sign = 1 if z[a] >= n_sigma else (-1 if z[a] <= -n_sigma else 0)
+        b = a + 1
+        while b < n and (1 if z[b] >= n_sigma else (-1 if z[b] <= -n_sigma else 0)) == sign:
+            b += 1
+        if sign != 0 and t[b - 1] >= newest:
+            several_sites = False
+            for i in range(a + 1, b):
+                if site[i] != site[a]:
+                    several_sites = True
+                    break
+            if b - a >= (min_run if several_sites else min_run_one_site):
+                starts[found] = a
+                ends[found] = b
+                found += 1
+        a = b
+    return starts[:found], ends[:found]
