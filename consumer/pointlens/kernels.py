@@ -676,22 +676,22 @@ def valid_input(t: F64, flux: F64, flux_err: F64) -> bool:  # pragma: no cover -
 
 
 @numba.njit(cache=True, error_model="numpy")
-def median(values: F64, buf: F64) -> float:  # pragma: no cover - compiled
-    """``np.median(values)`` bit for bit (NaN if any value is NaN or there are none); ``buf``
-    (at least ``len(values)``) is scratch.
+def median(values: F64, a: int, b: int, buf: F64) -> float:  # pragma: no cover - compiled
+    """``np.median(values[a:b])`` bit for bit (NaN if any of them is NaN or there are none);
+    ``buf`` (at least ``b - a``) is scratch.
 
     np.median selects the middle value(s) exactly and takes their ``np.mean``, which sums from
     0.0: ``(0.0 + lower + upper) / 2``. The AlertFinder's median computes
     ``0.5 * (lower + upper)``, the same but for the sign of a zero, which ``0.0 + x`` makes
-    positive as numpy's does.
+    positive as numpy's does. Whole arrays and a range, not slices: the AlertFinder compiles
+    its median for these types already (a slice's layout would be a second compilation).
     """
-    size = len(values)
-    if size == 0:
+    if b <= a:
         return np.nan
-    for i in range(size):
+    for i in range(a, b):
         if np.isnan(values[i]):
             return np.nan
-    return 0.0 + alertfinder_kernels.median(values, 0, size, buf)
+    return 0.0 + alertfinder_kernels.median(values, a, b, buf)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -705,7 +705,7 @@ def highest_run_time(t: F64, flux: F64, flux_err: F64, offsets: I64) -> float:  
         a, b = offsets[d], offsets[d + 1]
         if b - a < 3:
             continue
-        middle = median(flux[a:b], buf)
+        middle = median(flux, a, b, buf)
         z0 = (flux[a] - middle) / flux_err[a]
         z1 = (flux[a + 1] - middle) / flux_err[a + 1]
         for i in range(a + 2, b):
@@ -784,7 +784,7 @@ def robust_weights(
                 m += 1
         scale[d] = 1.0
         if m > 0:
-            robust = 1.4826 * median(kept[:m], buf)
+            robust = 1.4826 * median(kept, 0, m, buf)
             if robust > 1.0:  # max(1.0, robust) as Python has it: 1.0 for NaN
                 scale[d] = robust
         limit = clip_sigma * scale[d]

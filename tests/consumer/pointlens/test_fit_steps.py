@@ -34,11 +34,14 @@ def test_median_is_numpys_bit_for_bit(size: int) -> None:
         np.full(size, -0.0),  # numpy's median of -0.0 is +0.0
         np.where(rng.uniform(size=size) < 0.5, 0.0, -0.0),
     ):
-        assert bits(kernels.median(values, buf)) == bits(float(np.median(values)))
+        assert bits(kernels.median(values, 0, size, buf)) == bits(float(np.median(values)))
+    values = rng.standard_normal(size + 6)  # a range of a longer array
+    expected = float(np.median(values[3 : size + 3]))
+    assert bits(kernels.median(values, 3, size + 3, buf)) == bits(expected)
     with_nan = rng.standard_normal(size)
     with_nan[size // 2] = np.nan
-    assert math.isnan(kernels.median(with_nan, buf))
-    assert math.isnan(kernels.median(np.zeros(0), buf))
+    assert math.isnan(kernels.median(with_nan, 0, size, buf))
+    assert math.isnan(kernels.median(np.zeros(0), 0, 0, buf))
 
 
 def highest_run_time_reference(
