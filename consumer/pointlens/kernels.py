@@ -1,7 +1,11 @@
-"""Numba kernels of the point-lens fit: numpy arrays in, numpy arrays out.
+"""Numba kernels of the point-lens fit and its anomaly test: numpy arrays in, numpy arrays out.
 
 The model and the method are documented in :mod:`consumer.pointlens.fit`, which prepares the
-input and is the only caller. Kernels assume clean input: every value finite, ``flux_err > 0``.
+input and calls them (:func:`fit_steps` runs its starts and robust rounds in one call), as
+:mod:`consumer.pointlens.anomaly` calls :func:`deviations` and :func:`deviating_runs`. Kernels
+assume clean input: every value finite, ``flux_err > 0``. The steps that replaced numpy code
+(:func:`median`, :func:`highest_run_time`, :func:`subsample`, :func:`robust_weights`) give
+its results bit for bit: the daemon's decisions follow from the fit's last bits.
 
 Layout (CSR-like, as in :mod:`consumer.alertfinder.kernels`): the points of one star's datasets
 are concatenated into ``t``, ``flux`` and ``weight`` (``flux_err**-2``, 0 for a point left out),
