@@ -24,6 +24,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from consumer.pointlens import kernels
 from consumer.pointlens.fit import Datasets, FitInputError, PointLensFit, fit
 
 F64 = npt.NDArray[np.float64]
@@ -66,13 +67,12 @@ class Anomaly:
 
 def deviations(data: Datasets, model: PointLensFit) -> F64:
     """(N,) residual of every point in units of its scaled error (``z`` above)."""
-    dataset = data.dataset_of()
     fits = model.datasets
-    fs = np.array([f.fs for f in fits])[dataset]
-    fb = np.array([f.fb for f in fits])[dataset]
-    scale = np.array([f.error_scale for f in fits])[dataset]
-    expected = fs * model.magnification(data.t) + fb
-    return np.asarray((data.flux - expected) / (data.flux_err * scale), dtype=np.float64)
+    return kernels.deviations(
+        data.t, data.flux, data.flux_err, data.offsets, model.t0, model.u0, model.tE,
+        np.array([f.fs for f in fits]), np.array([f.fb for f in fits]),
+        np.array([f.error_scale for f in fits]),
+    )  # fmt: skip
 
 
 def find_anomaly(
@@ -88,11 +88,13 @@ def find_anomaly(
     if len(data) == 0:
         return None
     order = np.argsort(data.t, kind="stable")
-    site = np.asarray(data.sites)[data.dataset_of()][order]
+    names = sorted(set(data.sites))
+    code = np.array([names.index(s) for s in data.sites], dtype=np.int64)
+    site = np.repeat(code, np.diff(data.offsets))[order]
     t = data.t[order]
     z = deviations(data, model)[order]
-    found = _strongest_run(t, z, site, rule, rule.n_sigma, newest=True)
-    suspect = _strongest_run(t, z, site, rule, rule.suspect_sigma)
+    found = _strongest_run(t, z, site, names, rule, rule.n_sigma, newest=True)
+    suspect = _strongest_run(t, z, site, names, rule, rule.suspect_sigma)
     if suspect is not None and rule.suspect_sigma < rule.n_sigma:
         # The second look, also when a run qualifies already: a deviation at the end of the
         # data bends the fit towards it, and the points just before may then stand out more,
@@ -105,7 +107,7 @@ def find_anomaly(
             refit = None
         if refit is not None:
             z_refit = deviations(data, refit)[order]
-            again = _strongest_run(t, z_refit, site, rule, rule.n_sigma, newest=True)
+            again = _strongest_run(t, z_refit, site, names, rule, rule.n_sigma, newest=True)
             if again is not None and (found is None or _newer(again[0], found[0])):
                 found = again
     return None if found is None else found[0]
@@ -119,7 +121,8 @@ def _newer(a: Anomaly, b: Anomaly) -> bool:
 def _strongest_run(
     t: F64,
     z: F64,
-    site: npt.NDArray[np.str_],
+    site: npt.NDArray[np.int64],
+    names: list[str],
     rule: AnomalyRule,
     n_sigma: float,
     newest: bool = False,
@@ -127,29 +130,22 @@ def _strongest_run(
     """The qualifying run with the largest sum of z**2 (points in time order), and where it
     lies; ``newest``: the qualifying run that ends last instead (what is news to an observer:
     a fit bent by a deviation at the end of the data can make an older stretch stand out more,
-    with the other sign). Which run is chosen never changes whether one qualifies."""
-    sign = np.where(z >= n_sigma, 1, np.where(z <= -n_sigma, -1, 0))
-    recent = t >= t[-1] - rule.recent_days
+    with the other sign). Which run is chosen never changes whether one qualifies. ``site``
+    (N,) indexes ``names``."""
+    starts, ends = kernels.deviating_runs(
+        t, z, site, n_sigma, rule.recent_days, rule.min_run, rule.min_run_one_site
+    )
     best: tuple[Anomaly, slice] | None = None
-    # Runs of equal non-zero sign: boundaries where the sign changes.
-    edges = np.flatnonzero(np.diff(sign)) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [len(sign)]])
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        if sign[a] == 0 or not recent[b - 1]:
-            continue
-        sites = tuple(sorted(set(site[a:b].tolist())))
-        needed = rule.min_run if len(sites) >= 2 else rule.min_run_one_site
-        if b - a < needed:
-            continue
+        # numpy's pairwise sum, as before: chi2 decides which run is reported.
         chi2 = float(np.sum(z[a:b] ** 2))
         if best is None or newest or chi2 > best[0].chi2:  # runs come in time order
             anomaly = Anomaly(
                 start_hjd=float(t[a]),
                 end_hjd=float(t[b - 1]),
                 n_points=b - a,
-                sites=sites,
-                sign=int(sign[a]),
+                sites=tuple(names[c] for c in sorted(set(site[a:b].tolist()))),
+                sign=1 if z[a] >= n_sigma else -1,
                 max_sigma=float(np.max(np.abs(z[a:b]))),
                 chi2=chi2,
             )

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -64,6 +64,9 @@ GRID_U0: Final = (0.02, 0.1, 0.3, 0.8)
 #: Days after the last point tried as t0 (a light curve still rising).
 GRID_T0_AHEAD: Final = (1.0, 5.0, 15.0, 40.0)
 GRID_POINTS: Final = 300
+#: The grid as the kernel takes it: (ln u0, ln tE) at each t0, tE-major (as GRID_TE x GRID_U0).
+_GRID_NODES: Final = np.array([[math.log(u0), math.log(tE)] for tE in GRID_TE for u0 in GRID_U0])
+_T0_AHEAD: Final = np.array(GRID_T0_AHEAD)
 ROUNDS: Final = 2
 CLIP_SIGMA: Final = 5.0
 MAX_ITERATIONS: Final = 60
@@ -240,38 +243,6 @@ def make_datasets(parts: Sequence[tuple[str, int, F64, F64, F64]]) -> Datasets:
     )
 
 
-def _highest_run_time(data: Datasets, t: F64) -> float:
-    """Time of the point whose 3-point run (it and its neighbours in its dataset) is highest
-    above the dataset's median in units of its errors: the peak, robust to lone outliers."""
-    best, best_t = -math.inf, float(t[-1])
-    for d in range(len(data.sites)):
-        a, b = int(data.offsets[d]), int(data.offsets[d + 1])
-        z = (data.flux[a:b] - np.median(data.flux[a:b])) / data.flux_err[a:b]
-        if b - a >= 3:
-            z = np.minimum(np.minimum(z[:-2], z[1:-1]), z[2:])
-            i = int(np.argmax(z))
-            if z[i] > best:
-                best, best_t = float(z[i]), float(t[a + i + 1])
-    return best_t
-
-
-def _subsample(data: Datasets, t: F64, weight: F64) -> tuple[F64, F64, F64, I64]:
-    """Every k-th point of each dataset (k such that about GRID_POINTS remain) plus its last 20."""
-    n = len(t)
-    if n <= GRID_POINTS:
-        return t, data.flux, weight, data.offsets
-    stride = math.ceil(n / GRID_POINTS)
-    index = []
-    for d in range(len(data.sites)):
-        a, b = int(data.offsets[d]), int(data.offsets[d + 1])
-        chosen = np.union1d(np.arange(a, b, stride), np.arange(max(a, b - 20), b))
-        index.append(chosen)
-    sizes = [len(i) for i in index]
-    every = np.concatenate(index)
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    return t[every], data.flux[every], weight[every], offsets
-
-
 def fit(
     data: Datasets, *, name: str = "star", exclude: npt.NDArray[np.bool_] | None = None
 ) -> PointLensFit:
@@ -286,91 +257,54 @@ def fit(
     n = len(data)
     if n < MIN_POINTS:
         raise FitInputError(f"{name}: {n} points, the point-lens fit needs {MIN_POINTS}")
-    if not (
-        np.isfinite(data.t).all()
-        and np.isfinite(data.flux).all()
-        and (data.flux_err > 0).all()
-        and np.isfinite(data.flux_err).all()
-    ):
+    if not kernels.valid_input(data.t, data.flux, data.flux_err):
         raise FitInputError(f"{name}: non-finite values or flux_err <= 0 in the light curve")
     t_ref = float(data.t.max())
     t = data.t - t_ref  # days before the newest point: small numbers in the kernels
     keep = np.ones(n, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
-    weight = np.where(keep, 1.0 / data.flux_err**2, 0.0)
-
-    # 1. starts
-    t_peak = _highest_run_time(data, t)
-    t0_grid = np.array([t_peak, *GRID_T0_AHEAD])
-    grid = np.array(
-        [[t0, math.log(u0), math.log(tE)] for t0 in t0_grid for tE in GRID_TE for u0 in GRID_U0]
-    )
-    sub_t, sub_flux, sub_weight, sub_offsets = _subsample(data, t, weight)
-    chi2_grid = kernels.grid_chi2(sub_t, sub_flux, sub_weight, sub_offsets, grid, PRIOR)
-    # The best node of each t0 candidate: the overall best few are often all "no event in the
-    # data" nodes (t0 far ahead, tiny tE) from which LM cannot move.
-    per_t0 = chi2_grid.reshape(len(t0_grid), -1)
-    nodes = np.arange(len(t0_grid)) * per_t0.shape[1] + np.argmin(per_t0, axis=1)
-    best_p, best_chi2 = grid[int(np.argmin(chi2_grid))].copy(), math.inf
-    for node in nodes:
-        p = grid[node].copy()
-        chi2, _, _ = kernels.levenberg_marquardt(
-            sub_t, sub_flux, sub_weight, sub_offsets, p, PRIOR, MAX_ITERATIONS, TOLERANCE
-        )
-        if chi2 < best_chi2:
-            best_p, best_chi2 = p, chi2
-    p = best_p
-    chi2, iterations, converged = kernels.levenberg_marquardt(
-        t, data.flux, weight, data.offsets, p, PRIOR, MAX_ITERATIONS, TOLERANCE
-    )
-
-    # 2. robust rounds: per-dataset error scale, outliers out
-    dataset = data.dataset_of()
-    scale = np.ones(len(data.sites))
-    used = np.ones(n, dtype=bool)
-    for _ in range(ROUNDS):
-        residual = _normalised_residuals(t, data, weight, p)
-        for d in range(len(data.sites)):
-            a, b = int(data.offsets[d]), int(data.offsets[d + 1])
-            kept = np.abs(residual[a:b][keep[a:b]])
-            scale[d] = max(1.0, 1.4826 * float(np.median(kept))) if len(kept) else 1.0
-        used = keep & (np.abs(residual) <= CLIP_SIGMA * scale[dataset])
-        weight = np.where(used, 1.0 / (data.flux_err * scale[dataset]) ** 2, 0.0)
-        chi2, more, converged = kernels.levenberg_marquardt(
-            t, data.flux, weight, data.offsets, p, PRIOR, MAX_ITERATIONS, TOLERANCE
-        )
-        iterations += more
+    # 1. starts and 2. robust rounds, one compiled call
+    p, objective, iterations, converged, weight, used, scale = kernels.fit_steps(
+        t, data.flux, data.flux_err, data.offsets, keep, _T0_AHEAD, _GRID_NODES, PRIOR,
+        GRID_POINTS, ROUNDS, CLIP_SIGMA, MAX_ITERATIONS, TOLERANCE,
+    )  # fmt: skip
 
     # 3. errors
     cov_p, fs, fb, cov_linear, cov_cross, chi2 = covariance(t, data.flux, weight, data.offsets, p)
-    lower, upper = peak_interval(t, data.flux, weight, data.offsets, p, float(cov_p[0, 0]))
+    # The last LM's objective is the one at p under these weights (what linear_fit would give).
+    lower, upper = peak_interval(
+        t, data.flux, weight, data.offsets, p, float(cov_p[0, 0]), best=objective
+    )
     # The union with the Laplace interval: where the profile follows a narrow valley into a
     # neighbouring solution it can be the narrower of the two (development seasons: the
     # union covers the true peak at the rate a 1-sigma interval should, either alone does not).
     laplace = math.sqrt(cov_p[0, 0]) if cov_p[0, 0] > 0 else math.nan
     if math.isfinite(laplace):
         lower, upper = min(lower, -laplace), max(upper, laplace)
-    result = _summarise(data, t_ref, p, cov_p, fs, fb, cov_linear, cov_cross, chi2, used, scale,
-                        iterations, converged)  # fmt: skip
-    return replace(
-        result,
-        t0_lower=result.t0 + lower,
-        t0_upper=result.t0 + upper,
-        t0_err=0.5 * (upper - lower),
-    )
+    return _summarise(data, t_ref, p, cov_p, fs, fb, cov_linear, cov_cross, chi2, used, scale,
+                      iterations, converged, lower, upper)  # fmt: skip
 
 
 def peak_interval(
-    t: F64, flux: F64, weight: F64, offsets: I64, p: F64, variance: float
+    t: F64,
+    flux: F64,
+    weight: F64,
+    offsets: I64,
+    p: F64,
+    variance: float,
+    *,
+    best: float | None = None,
 ) -> tuple[float, float]:
     """The 1-sigma interval of t0 from the profile of the objective (``Delta = 1``), as
     offsets from ``p[0]``: asymmetric where the light curve is still rising (a later peak is
     easier to hide than an earlier one). Steps of the Laplace sigma, then of four sigma (or of
     a day, then a week, when the Laplace sigma is undefined); +-inf when the data do
-    not bound it within :data:`PROFILE_STEPS` of the large steps."""
-    best = kernels.linear_fit(
-        t, flux, weight, offsets, p, np.empty(len(t)), np.empty(len(offsets) - 1),
-        np.empty(len(offsets) - 1),
-    ) + kernels.prior_penalty(p, PRIOR)  # fmt: skip
+    not bound it within :data:`PROFILE_STEPS` of the large steps. ``best``: the objective at
+    ``p`` (chi2 + prior penalty), computed here when not given."""
+    if best is None:
+        best = kernels.linear_fit(
+            t, flux, weight, offsets, p, np.empty(len(t)), np.empty(len(offsets) - 1),
+            np.empty(len(offsets) - 1),
+        ) + kernels.prior_penalty(p, PRIOR)  # fmt: skip
     sigma = math.sqrt(variance) if math.isfinite(variance) and variance > 0 else math.nan
     fine, coarse = (sigma, 4.0 * sigma) if math.isfinite(sigma) else (1.0, 7.0)
     lower, upper = kernels.profile_interval(
@@ -409,25 +343,16 @@ def covariance(
         return cov_p, fs, fb, cov_linear, cov_cross, chi2
     cov_p = np.linalg.inv(schur)
     cov_p = 0.5 * (cov_p + cov_p.T)
-    for d in range(n_sets):
-        block = linear[d]
-        if np.linalg.cond(block) > 1e14:
-            continue
-        inverse = np.linalg.inv(block)
-        mix = inverse @ cross[d].T  # (2, 3) = L^-1 C^T
-        cov_cross[d] = -(cov_p @ mix.T)
-        cov_linear[d] = inverse + mix @ cov_p @ mix.T
+    # All datasets' blocks in one call each: numpy applies the same LAPACK and BLAS routines
+    # to every matrix of a stack, so the bits are those of one call per dataset.
+    good = np.flatnonzero(np.linalg.cond(linear) <= 1e14)
+    if len(good):
+        inverse = np.linalg.inv(linear[good])
+        mix = inverse @ cross[good].transpose(0, 2, 1)  # (G, 2, 3) = L^-1 C^T
+        mix_t = mix.transpose(0, 2, 1)
+        cov_cross[good] = -(cov_p @ mix_t)
+        cov_linear[good] = inverse + mix @ cov_p @ mix_t
     return cov_p, fs, fb, cov_linear, cov_cross, float(chi2)
-
-
-def _normalised_residuals(t: F64, data: Datasets, weight: F64, p: F64) -> F64:
-    """(flux - model) / flux_err at ``p``, the linear parameters solved with ``weight``."""
-    n_sets = len(data.sites)
-    amp = np.empty(len(t))
-    fs, fb = np.empty(n_sets), np.empty(n_sets)
-    kernels.linear_fit(t, data.flux, weight, data.offsets, p, amp, fs, fb)
-    dataset = data.dataset_of()
-    return np.asarray((data.flux - fs[dataset] * amp - fb[dataset]) / data.flux_err)
 
 
 def _summarise(
@@ -444,29 +369,43 @@ def _summarise(
     scale: F64,
     iterations: int,
     converged: bool,
+    lower: float,
+    upper: float,
 ) -> PointLensFit:
+    """The :class:`PointLensFit` of the optimum ``p`` with its errors; ``lower``, ``upper``
+    the profile interval of t0 as offsets from it (days)."""
     t0, u0, tE = t_ref + float(p[0]), math.exp(float(p[1])), math.exp(float(p[2]))
-    sigma = np.sqrt(np.maximum(np.diag(cov_p), 0.0))  # NaN stays NaN
+    # sqrt(max(var, 0)): NaN stays NaN (Python's max keeps its first argument then).
+    sigma = [math.sqrt(max(float(cov_p[j, j]), 0.0)) for j in range(3)]
     counts = np.diff(np.concatenate([[0], np.cumsum(used)])[data.offsets])
+    n_sets = len(data.sites)
+    fs_err = [math.sqrt(max(float(cov_linear[d, 0, 0]), 0.0)) for d in range(n_sets)]
+    fb_err = [math.sqrt(max(float(cov_linear[d, 1, 1]), 0.0)) for d in range(n_sets)]
+    fs_list, fb_list = fs.tolist(), fb.tolist()
     datasets = tuple(
         DatasetFit(
             site=data.sites[d],
             field=data.fields[d],
-            fs=float(fs[d]),
-            fs_err=float(math.sqrt(max(cov_linear[d, 0, 0], 0.0))),
-            fb=float(fb[d]),
-            fb_err=float(math.sqrt(max(cov_linear[d, 1, 1], 0.0))),
+            fs=fs_list[d],
+            fs_err=fs_err[d],
+            fb=fb_list[d],
+            fb_err=fb_err[d],
             n_points=int(counts[d]),
             error_scale=float(scale[d]),
         )
-        for d in range(len(data.sites))
+        for d in range(n_sets)
     )
-    # The reference dataset: fs measured best relative to itself.
-    quality = [f.fs / f.fs_err if f.fs > 0 and f.fs_err > 0 else -math.inf for f in datasets]
-    reference = int(np.argmax(quality))
+    # The reference dataset: fs measured best relative to itself (the first of equals).
+    reference, best_quality = 0, -math.inf
+    for d, f in enumerate(datasets):
+        quality = f.fs / f.fs_err if f.fs > 0 and f.fs_err > 0 else -math.inf
+        if quality > best_quality:
+            reference, best_quality = d, quality
     # Peak magnification and the magnified source's magnitude, by the delta method over
     # (ln u0, fs_ref): d ln A / d ln u0 = u0 A'(u0) / A(u0).
-    a_peak = float(magnification(u0))
+    u_peak = max(u0, kernels.U_FLOOR)  # as magnification(u0) has it (u0 > 0)
+    u2_peak = u_peak * u_peak
+    a_peak = (u2_peak + 2.0) / (u_peak * math.sqrt(u2_peak + 4.0))
     u2 = u0 * u0
     slope = -8.0 / (u2 * (u2 + 4.0) ** 1.5)
     dlna = u0 * slope / a_peak
@@ -487,14 +426,14 @@ def _summarise(
             peak_mag_err = math.nan
     else:
         peak_mag = source_mag = peak_mag_err = math.nan
-    n_used = int(used.sum())
+    n_used = int(counts.sum())
     return PointLensFit(
         t0=t0,
         u0=u0,
         tE=tE,
-        t0_err=float(sigma[0]),
-        u0_err=u0 * float(sigma[1]),
-        tE_err=tE * float(sigma[2]),
+        t0_err=0.5 * (upper - lower),
+        u0_err=u0 * sigma[1],
+        tE_err=tE * sigma[2],
         covariance=cov_p,
         datasets=datasets,
         reference=reference,
@@ -510,4 +449,6 @@ def _summarise(
         converged=bool(converged),
         t_first=float(data.t.min()),
         t_last=t_ref,
+        t0_lower=t0 + lower,
+        t0_upper=t0 + upper,
     )

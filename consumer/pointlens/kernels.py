@@ -1,7 +1,11 @@
-"""Numba kernels of the point-lens fit: numpy arrays in, numpy arrays out.
+"""Numba kernels of the point-lens fit and its anomaly test: numpy arrays in, numpy arrays out.
 
 The model and the method are documented in :mod:`consumer.pointlens.fit`, which prepares the
-input and is the only caller. Kernels assume clean input: every value finite, ``flux_err > 0``.
+input and calls them (:func:`fit_steps` runs its starts and robust rounds in one call), as
+:mod:`consumer.pointlens.anomaly` calls :func:`deviations` and :func:`deviating_runs`. Kernels
+assume clean input: every value finite, ``flux_err > 0``. The steps that replaced numpy code
+(:func:`median`, :func:`highest_run_time`, :func:`subsample`, :func:`robust_weights`) give
+its results bit for bit: the daemon's decisions follow from the fit's last bits.
 
 Layout (CSR-like, as in :mod:`consumer.alertfinder.kernels`): the points of one star's datasets
 are concatenated into ``t``, ``flux`` and ``weight`` (``flux_err**-2``, 0 for a point left out),
@@ -48,6 +52,8 @@ import math
 import numba
 import numpy as np
 import numpy.typing as npt
+
+from consumer.alertfinder import kernels as alertfinder_kernels
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -175,6 +181,120 @@ def _solve_linear(
             fs[d] = 0.0
             chi2 += syy
         fb[d] = mean_f - fs[d] * mean_a
+    return chi2
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _prepare_linear(
+    flux: F64, weight: F64, offsets: I64, s1: F64, mean_f: F64, centred: F64, syy: F64
+) -> None:  # pragma: no cover - compiled
+    """The parts of :func:`_solve_linear` that do not depend on the magnifications, for
+    :func:`_solve_prepared` to reuse while ``flux`` and ``weight`` stay the same (a grid, a
+    Levenberg-Marquardt run): per dataset ``s1`` (D,) the sum of weights, ``mean_f`` (D,) the
+    weighted mean flux and ``syy`` (D,) the weighted sum of squares about it; ``centred`` (N,)
+    ``flux - mean_f``. Every sum in :func:`_solve_linear`'s lanes and order, so the values are
+    its own to the bit."""
+    for d in range(len(offsets) - 1):
+        a, b = offsets[d], offsets[d + 1]
+        whole = a + (b - a) // LANES * LANES
+        s1_0 = s1_1 = s1_2 = s1_3 = 0.0
+        sf_0 = sf_1 = sf_2 = sf_3 = 0.0
+        for i in range(a, whole, LANES):
+            w0, w1, w2, w3 = weight[i], weight[i + 1], weight[i + 2], weight[i + 3]
+            s1_0 += w0
+            s1_1 += w1
+            s1_2 += w2
+            s1_3 += w3
+            sf_0 += w0 * flux[i]
+            sf_1 += w1 * flux[i + 1]
+            sf_2 += w2 * flux[i + 2]
+            sf_3 += w3 * flux[i + 3]
+        for i in range(whole, b):
+            s1_0 += weight[i]
+            sf_0 += weight[i] * flux[i]
+        s1[d] = (s1_0 + s1_1) + (s1_2 + s1_3)
+        mean_f[d] = 0.0
+        syy[d] = 0.0
+        if s1[d] <= 0.0:
+            continue
+        mean_f[d] = ((sf_0 + sf_1) + (sf_2 + sf_3)) / s1[d]
+        for i in range(a, b):
+            centred[i] = flux[i] - mean_f[d]
+        yy_0 = yy_1 = yy_2 = yy_3 = 0.0
+        for i in range(a, whole, LANES):
+            yy_0 += weight[i] * centred[i] * centred[i]
+            yy_1 += weight[i + 1] * centred[i + 1] * centred[i + 1]
+            yy_2 += weight[i + 2] * centred[i + 2] * centred[i + 2]
+            yy_3 += weight[i + 3] * centred[i + 3] * centred[i + 3]
+        for i in range(whole, b):
+            yy_0 += weight[i] * centred[i] * centred[i]
+        syy[d] = (yy_0 + yy_1) + (yy_2 + yy_3)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _solve_prepared(
+    weight: F64,
+    offsets: I64,
+    amp: F64,
+    s1: F64,
+    mean_f: F64,
+    centred: F64,
+    syy: F64,
+    fs: F64,
+    fb: F64,
+) -> float:  # pragma: no cover - compiled
+    """:func:`_solve_linear` (same result, bit for bit) from :func:`_prepare_linear`'s parts:
+    only the sums that involve ``amp`` (N,) are left, about half the work."""
+    chi2 = 0.0
+    for d in range(len(offsets) - 1):
+        a, b = offsets[d], offsets[d + 1]
+        if s1[d] <= 0.0:
+            fs[d] = 0.0
+            fb[d] = 0.0
+            continue
+        whole = a + (b - a) // LANES * LANES
+        sa_0 = sa_1 = sa_2 = sa_3 = 0.0
+        for i in range(a, whole, LANES):
+            sa_0 += weight[i] * amp[i]
+            sa_1 += weight[i + 1] * amp[i + 1]
+            sa_2 += weight[i + 2] * amp[i + 2]
+            sa_3 += weight[i + 3] * amp[i + 3]
+        for i in range(whole, b):
+            sa_0 += weight[i] * amp[i]
+        mean_a = ((sa_0 + sa_1) + (sa_2 + sa_3)) / s1[d]
+        xx_0 = xx_1 = xx_2 = xx_3 = 0.0
+        xy_0 = xy_1 = xy_2 = xy_3 = 0.0
+        for i in range(a, whole, LANES):
+            x = amp[i] - mean_a
+            wx = weight[i] * x
+            xx_0 += wx * x
+            xy_0 += wx * centred[i]
+            x = amp[i + 1] - mean_a
+            wx = weight[i + 1] * x
+            xx_1 += wx * x
+            xy_1 += wx * centred[i + 1]
+            x = amp[i + 2] - mean_a
+            wx = weight[i + 2] * x
+            xx_2 += wx * x
+            xy_2 += wx * centred[i + 2]
+            x = amp[i + 3] - mean_a
+            wx = weight[i + 3] * x
+            xx_3 += wx * x
+            xy_3 += wx * centred[i + 3]
+        for i in range(whole, b):
+            x = amp[i] - mean_a
+            wx = weight[i] * x
+            xx_0 += wx * x
+            xy_0 += wx * centred[i]
+        sxx = (xx_0 + xx_1) + (xx_2 + xx_3)
+        sxy = (xy_0 + xy_1) + (xy_2 + xy_3)
+        if sxx > 1e-12 * s1[d]:
+            fs[d] = sxy / sxx
+            chi2 += max(syy[d] - sxy * sxy / sxx, 0.0)
+        else:  # no magnification over this dataset: only its mean is measured
+            fs[d] = 0.0
+            chi2 += syy[d]
+        fb[d] = mean_f[d] - fs[d] * mean_a
     return chi2
 
 
@@ -402,11 +522,16 @@ def levenberg_marquardt(
     trial = np.empty(3)
     step = np.empty(3)
     damped = np.zeros((3, 3))
+    s1 = np.empty(n_sets)
+    mean_f = np.empty(n_sets)
+    centred = np.empty(n)
+    syy = np.empty(n_sets)
+    _prepare_linear(flux, weight, offsets, s1, mean_f, centred, syy)
     t_lo = t.min() - T0_MARGIN
     t_hi = t.max() + T0_MARGIN
     _clamp(p, t_lo, t_hi)
     _magnifications(t, p, amp, slope)
-    chi2 = _solve_linear(flux, weight, offsets, amp, fs, fb)
+    chi2 = _solve_prepared(weight, offsets, amp, s1, mean_f, centred, syy, fs, fb)
     _gauss_newton(t, flux, weight, offsets, p, amp, slope, fs, fb, schur, gradient, cross, linear)
     chi2 += prior_penalty(p, prior)
     _add_prior(p, prior, schur, gradient)
@@ -433,7 +558,7 @@ def levenberg_marquardt(
             _clamp(trial, t_lo, t_hi)
             # The slopes too: if the step is taken, its blocks need no second pass.
             _magnifications(t, trial, amp, slope)
-            trial_chi2 = _solve_linear(flux, weight, offsets, amp, fs, fb)
+            trial_chi2 = _solve_prepared(weight, offsets, amp, s1, mean_f, centred, syy, fs, fb)
             trial_chi2 += prior_penalty(trial, prior)
             if trial_chi2 < chi2:
                 accepted = True
@@ -468,8 +593,14 @@ def grid_chi2(
     fs = np.empty(n_sets)
     fb = np.empty(n_sets)
     out = np.empty(len(grid))
+    s1 = np.empty(n_sets)
+    mean_f = np.empty(n_sets)
+    centred = np.empty(len(t))
+    syy = np.empty(n_sets)
+    _prepare_linear(flux, weight, offsets, s1, mean_f, centred, syy)
     for g in range(len(grid)):
-        out[g] = linear_fit(t, flux, weight, offsets, grid[g], amp, fs, fb)
+        _magnifications(t, grid[g], amp, amp[:0])
+        out[g] = _solve_prepared(weight, offsets, amp, s1, mean_f, centred, syy, fs, fb)
         out[g] += prior_penalty(grid[g], prior)
     return out
 
@@ -535,3 +666,276 @@ def profile_interval(
                 break
             previous = rise
     return out[0], out[1]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def valid_input(t: F64, flux: F64, flux_err: F64) -> bool:  # pragma: no cover - compiled
+    """Every ``t`` and ``flux`` finite and every ``flux_err`` finite and positive (N,)."""
+    for i in range(len(t)):
+        if not (math.isfinite(t[i]) and math.isfinite(flux[i])):
+            return False
+        if not (flux_err[i] > 0.0 and math.isfinite(flux_err[i])):
+            return False
+    return True
+
+
+@numba.njit(cache=True, error_model="numpy")
+def median(values: F64, a: int, b: int, buf: F64) -> float:  # pragma: no cover - compiled
+    """``np.median(values[a:b])`` bit for bit (NaN if any of them is NaN or there are none);
+    ``buf`` (at least ``b - a``) is scratch.
+
+    np.median selects the middle value(s) exactly and takes their ``np.mean``, which sums from
+    0.0: ``(0.0 + lower + upper) / 2``. The AlertFinder's median computes
+    ``0.5 * (lower + upper)``, the same but for the sign of a zero, which ``0.0 + x`` makes
+    positive as numpy's does. Whole arrays and a range, not slices: the AlertFinder compiles
+    its median for these types already (a slice's layout would be a second compilation).
+    """
+    if b <= a:
+        return np.nan
+    for i in range(a, b):
+        if np.isnan(values[i]):
+            return np.nan
+    return 0.0 + alertfinder_kernels.median(values, a, b, buf)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def highest_run_time(t: F64, flux: F64, flux_err: F64, offsets: I64) -> float:  # pragma: no cover
+    """The ``t`` (N,) of the point whose 3-point run (it and its two neighbours in its dataset)
+    is highest above the dataset's median flux in units of ``flux_err``: the peak, robust to
+    lone outliers; ``t[-1]`` when no dataset has 3 points. The first of equal runs wins."""
+    best, best_t = -np.inf, t[len(t) - 1]
+    buf = np.empty(len(t))
+    for d in range(len(offsets) - 1):
+        a, b = offsets[d], offsets[d + 1]
+        if b - a < 3:
+            continue
+        middle = median(flux, a, b, buf)
+        z0 = (flux[a] - middle) / flux_err[a]
+        z1 = (flux[a + 1] - middle) / flux_err[a + 1]
+        for i in range(a + 2, b):
+            z2 = (flux[i] - middle) / flux_err[i]
+            run = min(min(z0, z1), z2)
+            if run > best:
+                best, best_t = run, t[i - 1]
+            z0, z1 = z1, z2
+    return best_t
+
+
+@numba.njit(cache=True, error_model="numpy")
+def subsample(offsets: I64, stride: int, tail: int) -> tuple[I64, I64]:  # pragma: no cover
+    """Every ``stride``-th point of each dataset (from its first) plus its last ``tail``, in
+    order: ``(index (M,), offsets (D + 1,))`` of the subsample."""
+    n_sets = len(offsets) - 1
+    index = np.empty(offsets[n_sets], dtype=np.int64)
+    sub_offsets = np.zeros(n_sets + 1, dtype=np.int64)
+    m = 0
+    for d in range(n_sets):
+        a, b = offsets[d], offsets[d + 1]
+        for i in range(a, b):
+            if (i - a) % stride == 0 or i >= b - tail:
+                index[m] = i
+                m += 1
+        sub_offsets[d + 1] = m
+    return index[:m], sub_offsets
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _argmin(values: F64, a: int, b: int) -> int:  # pragma: no cover - compiled
+    """``a + np.argmin(values[a:b])``: the first NaN, else the first smallest."""
+    best = a
+    for i in range(a, b):
+        if np.isnan(values[i]):
+            return i
+        if values[i] < values[best]:
+            best = i
+    return best
+
+
+@numba.njit(cache=True, error_model="numpy")
+def robust_weights(
+    t: F64,
+    flux: F64,
+    flux_err: F64,
+    offsets: I64,
+    keep: npt.NDArray[np.bool_],
+    p: F64,
+    clip_sigma: float,
+    weight: F64,
+    scale: F64,
+    used: npt.NDArray[np.bool_],
+) -> None:  # pragma: no cover - compiled
+    """One robust round at ``p``: the normalised residuals ``(flux - fs A - fb) / flux_err``
+    with the linear parameters solved under ``weight`` (N,); each dataset's error scale
+    ``scale`` (D,) ``max(1, 1.4826 median |residual|)`` over its ``keep`` points; ``used`` (N,)
+    the kept points within ``clip_sigma`` scaled errors; ``weight`` replaced by
+    ``(flux_err scale)**-2`` on them, 0 elsewhere."""
+    n = len(t)
+    n_sets = len(offsets) - 1
+    amp = np.empty(n)
+    fs = np.empty(n_sets)
+    fb = np.empty(n_sets)
+    linear_fit(t, flux, weight, offsets, p, amp, fs, fb)
+    residual = np.empty(n)
+    kept = np.empty(n)
+    buf = np.empty(n)
+    for d in range(n_sets):
+        a, b = offsets[d], offsets[d + 1]
+        m = 0
+        for i in range(a, b):
+            residual[i] = (flux[i] - fs[d] * amp[i] - fb[d]) / flux_err[i]
+            if keep[i]:
+                kept[m] = abs(residual[i])
+                m += 1
+        scale[d] = 1.0
+        if m > 0:
+            robust = 1.4826 * median(kept, 0, m, buf)
+            if robust > 1.0:  # max(1.0, robust) as Python has it: 1.0 for NaN
+                scale[d] = robust
+        limit = clip_sigma * scale[d]
+        for i in range(a, b):
+            used[i] = keep[i] and abs(residual[i]) <= limit
+            scaled = flux_err[i] * scale[d]
+            weight[i] = 1.0 / (scaled * scaled) if used[i] else 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def fit_steps(
+    t: F64,
+    flux: F64,
+    flux_err: F64,
+    offsets: I64,
+    keep: npt.NDArray[np.bool_],
+    t0_ahead: F64,
+    nodes: F64,
+    prior: F64,
+    grid_points: int,
+    rounds: int,
+    clip_sigma: float,
+    max_iterations: int,
+    tolerance: float,
+) -> tuple[F64, float, int, bool, F64, npt.NDArray[np.bool_], F64]:  # pragma: no cover
+    """Steps 1 and 2 of :func:`consumer.pointlens.fit.fit` (starts, then robust rounds) in one
+    compiled call; ``t`` (N,) days relative to the newest point.
+
+    ``t0_ahead`` (T,): t0 tried after the last point, besides the highest 3-point run;
+    ``nodes`` (K, 2): ``(ln u0, ln tE)`` of the grid at each t0. Returns ``(p (3,), objective,
+    iterations, converged, weight (N,), used (N,), scale (D,))``: the optimum, its objective
+    (chi2 + prior penalty) under the final ``weight``, and the final round's weights, points
+    used and error scales.
+    """
+    n = len(t)
+    n_sets = len(offsets) - 1
+    weight = np.empty(n)
+    for i in range(n):
+        weight[i] = 1.0 / (flux_err[i] * flux_err[i]) if keep[i] else 0.0
+    # 1. starts: the grid on a subsample, LM from each t0's best node, then on every point
+    n_t0 = 1 + len(t0_ahead)
+    n_nodes = len(nodes)
+    grid = np.empty((n_t0 * n_nodes, 3))
+    t_peak = highest_run_time(t, flux, flux_err, offsets)
+    for j in range(n_t0):
+        for k in range(n_nodes):
+            grid[j * n_nodes + k, 0] = t_peak if j == 0 else t0_ahead[j - 1]
+            grid[j * n_nodes + k, 1] = nodes[k, 0]
+            grid[j * n_nodes + k, 2] = nodes[k, 1]
+    if n <= grid_points:
+        sub_t, sub_flux, sub_weight, sub_offsets = t, flux, weight, offsets
+    else:
+        index, sub_offsets = subsample(offsets, (n + grid_points - 1) // grid_points, 20)
+        sub_t, sub_flux, sub_weight = t[index], flux[index], weight[index]
+    chi2_grid = grid_chi2(sub_t, sub_flux, sub_weight, sub_offsets, grid, prior)
+    best_p = grid[_argmin(chi2_grid, 0, len(chi2_grid))].copy()
+    best_chi2 = np.inf
+    for j in range(n_t0):
+        p = grid[_argmin(chi2_grid, j * n_nodes, (j + 1) * n_nodes)].copy()
+        chi2, _, _ = levenberg_marquardt(
+            sub_t, sub_flux, sub_weight, sub_offsets, p, prior, max_iterations, tolerance
+        )
+        if chi2 < best_chi2:
+            best_p, best_chi2 = p, chi2
+    p = best_p
+    objective, iterations, converged = levenberg_marquardt(
+        t, flux, weight, offsets, p, prior, max_iterations, tolerance
+    )
+    # 2. robust rounds: per-dataset error scale, outliers out
+    scale = np.ones(n_sets)
+    used = np.empty(n, dtype=np.bool_)
+    used[:] = True
+    for _ in range(rounds):
+        robust_weights(t, flux, flux_err, offsets, keep, p, clip_sigma, weight, scale, used)
+        objective, more, converged = levenberg_marquardt(
+            t, flux, weight, offsets, p, prior, max_iterations, tolerance
+        )
+        iterations += more
+    return p, objective, iterations, converged, weight, used, scale
+
+
+@numba.njit(cache=True, error_model="numpy")
+def deviations(
+    t: F64,
+    flux: F64,
+    flux_err: F64,
+    offsets: I64,
+    t0: float,
+    u0: float,
+    tE: float,
+    fs: F64,
+    fb: F64,
+    scale: F64,
+) -> F64:  # pragma: no cover - compiled
+    """(N,) ``(flux - fs A(t) - fb) / (flux_err scale)`` of every point (``t`` full HJD,
+    ``fs``, ``fb``, ``scale`` (D,) per dataset): the anomaly test's deviations, with the
+    operations of :func:`consumer.pointlens.fit.magnification` in its order (``A`` of
+    ``u = max(|sqrt(u0**2 + ((t - t0) / tE)**2)|, U_FLOOR)``)."""
+    out = np.empty(len(t))
+    u02 = u0 * u0
+    for d in range(len(offsets) - 1):
+        for i in range(offsets[d], offsets[d + 1]):
+            tau = (t[i] - t0) / tE
+            u = max(abs(math.sqrt(u02 + tau * tau)), U_FLOOR)
+            u2 = u * u
+            amp = (u2 + 2.0) / (u * math.sqrt(u2 + 4.0))
+            out[i] = (flux[i] - (fs[d] * amp + fb[d])) / (flux_err[i] * scale[d])
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def deviating_runs(
+    t: F64,
+    z: F64,
+    site: I64,
+    n_sigma: float,
+    recent_days: float,
+    min_run: int,
+    min_run_one_site: int,
+) -> tuple[I64, I64]:  # pragma: no cover - compiled
+    """The runs that qualify as anomalies (:mod:`consumer.pointlens.anomaly`): maximal runs of
+    points (time order, ``t`` and ``z`` (N,), ``site`` (N,) a code per site) all deviating by
+    at least ``n_sigma`` with the same sign, ending within ``recent_days`` of the last point,
+    at least ``min_run`` long when seen from two sites or more, else ``min_run_one_site``.
+    Returns ``(starts, ends)`` (R,), each run ``[start, end)``, in time order."""
+    n = len(z)
+    starts = np.empty(n, dtype=np.int64)
+    ends = np.empty(n, dtype=np.int64)
+    found = 0
+    if n == 0:
+        return starts, ends
+    newest = t[n - 1] - recent_days
+    a = 0
+    while a < n:
+        sign = 1 if z[a] >= n_sigma else (-1 if z[a] <= -n_sigma else 0)
+        b = a + 1
+        while b < n and (1 if z[b] >= n_sigma else (-1 if z[b] <= -n_sigma else 0)) == sign:
+            b += 1
+        if sign != 0 and t[b - 1] >= newest:
+            several_sites = False
+            for i in range(a + 1, b):
+                if site[i] != site[a]:
+                    several_sites = True
+                    break
+            if b - a >= (min_run if several_sites else min_run_one_site):
+                starts[found] = a
+                ends[found] = b
+                found += 1
+        a = b
+    return starts[:found], ends[:found]
