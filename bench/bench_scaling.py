@@ -13,6 +13,12 @@ taken over the wall time from the first batch's start to the last one's end (all
 ``batch`` log lines), so it includes the group's rebalances; the alerts of every N are compared
 with those of N = 1 (same stars, trigger times and scores).
 
+With ``--form-group-first`` each N gets fresh topics instead: its daemons start on them
+empty, and the season is replayed (unpaced, a few seconds) once every partition is assigned,
+each process holding some; they are stopped once the group committed the end of the input.
+No partition moves during the drain, so nothing is re-read and the rate is the group's
+settled rate (the rebalances of start-up are not in it).
+
 The scaling compares rates of the season's observations counted once (those re-read after a
 rebalance are work, not throughput). The last line is ``scaling: <x> (2 processes / 1)`` when
 both N were run.
@@ -21,16 +27,19 @@ both N were run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 from daemons import (
     DEFAULT_STARS,
     MIXES,
+    Daemon,
     Published,
     alerts_of,
     bench_settings,
@@ -39,6 +48,7 @@ from daemons import (
     rate_of,
     season,
     start_daemon,
+    wait_committed,
     with_outputs,
 )
 
@@ -56,22 +66,88 @@ def drain(
     moved a partition to it (it restores the partition's checkpoint and replays from there)."""
     name = f"scale{processes}-{uuid.uuid4().hex[:6]}"
     out = with_outputs(settings, name)
-    daemons = [
+    daemons = start(out, name, processes, cpus, work, until_end=True)
+    for daemon in daemons:
+        status = daemon.wait(timeout_s)
+        if status != 0:
+            raise SystemExit(f"daemon exited with {status} (log: {daemon.log})")
+    return report(daemons, processes, out)
+
+
+def drain_assigned(
+    settings: Settings,
+    season_path: Path,
+    processes: int,
+    cpus: list[int],
+    work: Path,
+    timeout_s: float,
+) -> tuple[float, int, list[Published]]:
+    """As :func:`drain`, but the group is formed first: the daemons start on the empty topics
+    of ``settings``, and once every partition is assigned (each process holding some) the
+    season is replayed unpaced while they consume; they are stopped (SIGTERM) once the group
+    committed the end of the input."""
+    name = f"scale{processes}-{uuid.uuid4().hex[:6]}"
+    daemons = start(settings, name, processes, cpus, work, until_end=False)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        owned = [latest_assignment(d) for d in daemons]
+        if all(owned) and set().union(*owned) == set(range(settings.topics.partitions)):
+            break
+        if time.monotonic() > deadline or any(d.process.poll() is not None for d in daemons):
+            raise SystemExit(f"group {name} not formed within {timeout_s} s ({work})")
+        time.sleep(0.2)
+    replay(settings, season_path, ReplayOptions(progress=False))
+    wait_committed(settings, name, timeout_s)
+    for daemon in daemons:
+        if daemon.stop() != 0:
+            raise SystemExit(f"daemon did not stop cleanly (log: {daemon.log})")
+    return report(daemons, processes, settings)
+
+
+def latest_assignment(daemon: Daemon) -> set[int]:
+    """Partitions a daemon holds by its log: those opened, less those revoked since."""
+    held: set[int] = set()
+    for line in daemon.log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        if event.get("event") == "partition opened":
+            held.add(int(event["partition"]))
+        elif event.get("event") in (
+            "partition revoked",
+            "partition lost (no checkpoint, nothing committed)",
+        ):
+            held.discard(int(event["partition"]))
+    return held
+
+
+def start(
+    settings: Settings,
+    name: str,
+    processes: int,
+    cpus: list[int],
+    work: Path,
+    *,
+    until_end: bool,
+) -> list[Daemon]:
+    return [
         start_daemon(
-            out,
+            settings,
             group=name,
             state=work / "state",
             log=work / f"{name}-{i}.log",
             instance=str(i),
             cpus={cpus[i % len(cpus)]},
+            until_end=until_end,
             extra={"LENSNET_TRIGGER__EVALUATE_WHEN_CAUGHT_UP": "false"},
         )
         for i in range(processes)
     ]
-    for daemon in daemons:
-        status = daemon.wait(timeout_s)
-        if status != 0:
-            raise SystemExit(f"daemon exited with {status} (log: {daemon.log})")
+
+
+def report(
+    daemons: list[Daemon], processes: int, settings: Settings
+) -> tuple[float, int, list[Published]]:
     rate = rate_of(daemons)
     shares = [rate_of([d]).observations for d in daemons]
     print(
@@ -79,7 +155,7 @@ def drain(
         f"= {rate.per_second:.0f} obs/s (per process {shares}, {rate.batches} batches); "
         f"{rate.cpu_seconds:.1f} CPU s = {rate.per_cpu_second:.0f} obs per CPU second"
     )
-    return rate.seconds, rate.observations, alerts_of(out)
+    return rate.seconds, rate.observations, alerts_of(settings)
 
 
 def main() -> None:
@@ -93,6 +169,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=None)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "lensnet-bench")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--form-group-first",
+        action="store_true",
+        help="start the daemons on empty topics, replay once all partitions are assigned",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.processes.split(",")]
     stars = args.stars or DEFAULT_STARS[args.mix]
@@ -110,13 +191,22 @@ def main() -> None:
             replay(warm, season("demo", 20, 1, args.cache), ReplayOptions(progress=False))
             drain(warm, 1, cpus, work, args.timeout)
             settings = bench_settings(bootstrap, run, args.partitions)
-            replay(settings, path, ReplayOptions(progress=False))
+            if not args.form_group_first:
+                replay(settings, path, ReplayOptions(progress=False))
             rates: dict[int, list[float]] = {n: [] for n in counts}
             reference: list[Published] | None = None
             season_rows = 0  # the first drain's: the season's observations, read once
             for _ in range(args.repeat):
                 for n in counts:
-                    seconds, rows, alerts = drain(settings, n, cpus, work, args.timeout)
+                    if args.form_group_first:
+                        fresh = bench_settings(
+                            bootstrap, f"{run}-{uuid.uuid4().hex[:4]}", args.partitions
+                        )
+                        seconds, rows, alerts = drain_assigned(
+                            fresh, path, n, cpus, work, args.timeout
+                        )
+                    else:
+                        seconds, rows, alerts = drain(settings, n, cpus, work, args.timeout)
                     season_rows = season_rows or rows
                     rates[n].append(season_rows / seconds)
                     print(f"  the season's {season_rows} observations: {rates[n][-1]:.0f} obs/s")
