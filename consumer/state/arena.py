@@ -69,6 +69,7 @@ SEGMENT_BYTES_PER_ROW: Final = N_SITES * sum(d.itemsize for d in SEGMENT_TABLES.
 
 _INITIAL_RECORDS = 1 << 16
 _INITIAL_ROWS = 1024
+_INITIAL_FREE_WIDTH = 1024
 
 
 class Arena:
@@ -89,7 +90,7 @@ class Arena:
         self.columns: dict[str, npt.NDArray[Any]] = {}
         #: (1,) records handed out to segments so far (held or on a free list).
         self.bump = np.zeros(1, dtype=np.int64)
-        self.free_list = np.zeros((len(sizes), 1024), dtype=np.int64)
+        self.free_list = np.zeros((len(sizes), _INITIAL_FREE_WIDTH), dtype=np.int64)
         self.free_count = np.zeros(len(sizes), dtype=np.int64)
         self._rows = 0
         self.grow_rows(_INITIAL_ROWS)
@@ -160,7 +161,8 @@ class Arena:
         new_classes = np.searchsorted(self.class_sizes, target[grows])
         needed = int(self.class_sizes[new_classes].sum())
         self.reserve(int(self.bump[0]) + needed)
-        width = int(self.free_count.max()) + len(rows)
+        # Only a buffer that moves frees a segment (one, of its old class).
+        width = int(self.free_count.max()) + int(np.count_nonzero(grows & (cls >= 0)))
         if width > self.free_list.shape[1]:
             wider = np.zeros((len(self.class_sizes), 2 * width), dtype=np.int64)
             wider[:, : self.free_list.shape[1]] = self.free_list
@@ -172,7 +174,8 @@ class Arena:
 
     def compact(self, rows: int) -> None:
         """Rewrite the held segments of the first ``rows`` star rows back to back into a new
-        generation of columns (O(records held)); the free lists empty."""
+        generation of columns (O(records held)); the free lists empty, back to their initial
+        width."""
         live = int(self.bump[0]) - self.free_records()
         old, old_generation = self.columns, self.generation
         self.columns, self.records = {}, 0
@@ -194,6 +197,10 @@ class Arena:
                 self.path(name, old_generation).unlink(missing_ok=True)
         self.bump[0] = top
         self.free_count[:] = 0
+        # The lists are empty: give back the room a batch of many moving stars made them take
+        # (2 x 8 bytes per row of that batch and class; the hot tier's rings never move again
+        # once full, so there it would stay for good). make_room widens them again if needed.
+        self.free_list = np.zeros((len(self.class_sizes), _INITIAL_FREE_WIDTH), dtype=np.int64)
 
     def record_index(self, row: int, site: int) -> IntArray:
         """Column indices of the records of one buffer, oldest first."""

@@ -88,9 +88,9 @@ def insert_rows(
     Per row, ``status`` gets APPENDED, DUPLICATE (same quantised time already held), DROPPED
     (buffer full and the row older than everything held) or REJECTED (a third field tag).
     ``changed[g]`` is set when group g appended a row. Returns the number of records evicted
-    (the oldest of a full buffer, pushed out by a later one). The caller guarantees room: the arena
-    holds ``bump[0]`` plus every segment this batch may allocate, and each free-list row has
-    space for one more entry per group.
+    (the oldest of a full buffer, pushed out by a later one). The caller guarantees room: the
+    arena holds ``bump[0]`` plus every segment this batch may allocate, and each free-list row
+    has space for one more entry per group whose segment moves to a larger class.
     """
     capacity = class_sizes[-1]
     evicted = 0
