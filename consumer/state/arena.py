@@ -11,6 +11,10 @@ a random token per arena, held by an exclusive lock on ``arena-<owner>.lock`` wh
 lives: processes sharing a state directory (a partition moving between them) never write each
 other's files, and an arena deletes the files of owners whose lock is free (ended).
 
+An arena made with ``full_records=False`` (a hot tier's, :mod:`consumer.state.tiers`) holds
+only :data:`TRIGGER_COLUMNS`, 10 bytes a record; its auxiliary columns are empty arrays, which
+the kernels that move records (insert, compact, copy tails) skip.
+
 Segments, size classes, compaction
 ----------------------------------
 Each (star row, site) buffer is a ring in one *segment* of the columns whose size is one of 4,
@@ -57,6 +61,12 @@ ARENA_COLUMNS: Final[dict[str, np.dtype[Any]]] = {
 }
 RECORD_BYTES: Final = sum(dtype.itemsize for dtype in ARENA_COLUMNS.values())
 
+#: The columns the rising test reads of a star with one field tag (time, flux, flux error;
+#: 10 bytes a record): all a hot tier's arena holds (:mod:`consumer.state.tiers`). The others,
+#: the auxiliary columns (sky, fwhm, airmass, psf with its field bit), are then empty arrays,
+#: which the kernels skip.
+TRIGGER_COLUMNS: Final = ("t", "flux", "ferr")
+
 #: Segment tables, one row per star row: name -> dtype, each of shape (rows, sites).
 SEGMENT_TABLES: Final[dict[str, np.dtype[Any]]] = {
     "seg_offset": np.dtype(np.int64),
@@ -69,6 +79,7 @@ SEGMENT_BYTES_PER_ROW: Final = N_SITES * sum(d.itemsize for d in SEGMENT_TABLES.
 
 _INITIAL_RECORDS = 1 << 16
 _INITIAL_ROWS = 1024
+_INITIAL_FREE_WIDTH = 1024
 
 
 class Arena:
@@ -79,7 +90,16 @@ class Arena:
     seg_head: npt.NDArray[np.int32]  # (rows, sites) oldest record's position in the ring
     seg_count: npt.NDArray[np.int32]  # (rows, sites) records held
 
-    def __init__(self, capacity_per_site: int, directory: Path | None) -> None:
+    def __init__(
+        self, capacity_per_site: int, directory: Path | None, *, full_records: bool = True
+    ) -> None:
+        """An empty arena of rings of up to ``capacity_per_site`` records, memory-mapped in
+        ``directory`` (None: in RAM). ``full_records=False``: only :data:`TRIGGER_COLUMNS`
+        (``record_bytes`` 10, not 14); the other columns stay empty (length 0)."""
+        #: Names of the columns that hold records; the others of ARENA_COLUMNS are empty.
+        self.held_columns = tuple(ARENA_COLUMNS) if full_records else TRIGGER_COLUMNS
+        #: Bytes a record takes in this arena's columns.
+        self.record_bytes = sum(ARENA_COLUMNS[name].itemsize for name in self.held_columns)
         sizes = [4**k for k in range(1, 16) if 4**k < capacity_per_site] + [capacity_per_site]
         self.class_sizes = np.array(sizes, dtype=np.int64)
         self.directory = directory
@@ -89,7 +109,7 @@ class Arena:
         self.columns: dict[str, npt.NDArray[Any]] = {}
         #: (1,) records handed out to segments so far (held or on a free list).
         self.bump = np.zeros(1, dtype=np.int64)
-        self.free_list = np.zeros((len(sizes), 1024), dtype=np.int64)
+        self.free_list = np.zeros((len(sizes), _INITIAL_FREE_WIDTH), dtype=np.int64)
         self.free_count = np.zeros(len(sizes), dtype=np.int64)
         self._rows = 0
         self.grow_rows(_INITIAL_ROWS)
@@ -118,7 +138,9 @@ class Arena:
             return
         new_records = max(records, 2 * self.records, _INITIAL_RECORDS)
         for name, dtype in ARENA_COLUMNS.items():
-            if self.directory is None:
+            if name not in self.held_columns:
+                column = np.empty(0, dtype=dtype)  # the kernels skip empty auxiliary columns
+            elif self.directory is None:
                 # Anonymous mapping rather than malloc: pages are touched only when written
                 # and go back to the OS when the column is dropped (grown or compacted). Huge
                 # pages (as numpy asks for its own large arrays): appends write 7 columns at
@@ -160,7 +182,8 @@ class Arena:
         new_classes = np.searchsorted(self.class_sizes, target[grows])
         needed = int(self.class_sizes[new_classes].sum())
         self.reserve(int(self.bump[0]) + needed)
-        width = int(self.free_count.max()) + len(rows)
+        # Only a buffer that moves frees a segment (one, of its old class).
+        width = int(self.free_count.max()) + int(np.count_nonzero(grows & (cls >= 0)))
         if width > self.free_list.shape[1]:
             wider = np.zeros((len(self.class_sizes), 2 * width), dtype=np.int64)
             wider[:, : self.free_list.shape[1]] = self.free_list
@@ -172,7 +195,8 @@ class Arena:
 
     def compact(self, rows: int) -> None:
         """Rewrite the held segments of the first ``rows`` star rows back to back into a new
-        generation of columns (O(records held)); the free lists empty."""
+        generation of columns (O(records held)); the free lists empty, back to their initial
+        width."""
         live = int(self.bump[0]) - self.free_records()
         old, old_generation = self.columns, self.generation
         self.columns, self.records = {}, 0
@@ -190,10 +214,14 @@ class Arena:
         )
         assert top == live
         if self.directory is not None:  # the old mappings close when unreferenced
-            for name in ARENA_COLUMNS:
+            for name in self.held_columns:
                 self.path(name, old_generation).unlink(missing_ok=True)
         self.bump[0] = top
         self.free_count[:] = 0
+        # The lists are empty: give back the room a batch of many moving stars made them take
+        # (2 x 8 bytes per row of that batch and class; the hot tier's rings never move again
+        # once full, so there it would stay for good). make_room widens them again if needed.
+        self.free_list = np.zeros((len(self.class_sizes), _INITIAL_FREE_WIDTH), dtype=np.int64)
 
     def record_index(self, row: int, site: int) -> IntArray:
         """Column indices of the records of one buffer, oldest first."""

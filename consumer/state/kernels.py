@@ -10,9 +10,13 @@ the smallest class that fits, and the freed segment goes to its class's free lis
 Arena columns (all of shape (A,)): ``t`` uint32 seconds since HJD 2450000, ``flux`` float32,
 ``ferr`` uint16 log-scaled flux error, ``sky`` uint8 log-scaled, ``fwhm``/``airmass`` uint8
 linear, ``psf`` uint8 with bits 0-6 the PSF quality and bit 7 the field slot (0 or 1) of the
-star's two field tags. The encoding constants live in :mod:`consumer.state.encoding` and are
-passed in (:func:`encode_rows` applies them); the other kernels only move bytes and compare
-times. No Kafka, Avro or logging here.
+star's two field tags. An arena of trigger columns only (a hot tier's, ``t``, ``flux``,
+``ferr``; :data:`consumer.state.arena.TRIGGER_COLUMNS`) passes the other four as empty arrays:
+:func:`insert_rows`, :func:`compact` and :func:`copy_tails` then skip them, and the readers of
+``psf`` (the field bit of a star with two field tags) must not be given such an arena for those
+stars. The encoding constants live in :mod:`consumer.state.encoding` and are passed in
+(:func:`encode_rows` applies them); the other kernels only move bytes and compare times. No
+Kafka, Avro or logging here.
 """
 
 from __future__ import annotations
@@ -88,11 +92,14 @@ def insert_rows(
     Per row, ``status`` gets APPENDED, DUPLICATE (same quantised time already held), DROPPED
     (buffer full and the row older than everything held) or REJECTED (a third field tag).
     ``changed[g]`` is set when group g appended a row. Returns the number of records evicted
-    (the oldest of a full buffer, pushed out by a later one). The caller guarantees room: the arena
-    holds ``bump[0]`` plus every segment this batch may allocate, and each free-list row has
-    space for one more entry per group.
+    (the oldest of a full buffer, pushed out by a later one). The caller guarantees room: the
+    arena holds ``bump[0]`` plus every segment this batch may allocate, and each free-list row
+    has space for one more entry per group whose segment moves to a larger class. An arena
+    whose ``a_psf`` is empty holds the trigger columns only: the rows' other columns are not
+    stored (the field tags are still assigned).
     """
     capacity = class_sizes[-1]
+    aux = len(a_psf) > 0  # False: an arena of trigger columns only, the others empty
     evicted = 0
     for g in range(len(slots)):
         slot = slots[g]
@@ -116,10 +123,11 @@ def insert_rows(
                     a_t[dst] = a_t[src]
                     a_flux[dst] = a_flux[src]
                     a_ferr[dst] = a_ferr[src]
-                    a_sky[dst] = a_sky[src]
-                    a_fwhm[dst] = a_fwhm[src]
-                    a_airmass[dst] = a_airmass[src]
-                    a_psf[dst] = a_psf[src]
+                    if aux:
+                        a_sky[dst] = a_sky[src]
+                        a_fwhm[dst] = a_fwhm[src]
+                        a_airmass[dst] = a_airmass[src]
+                        a_psf[dst] = a_psf[src]
                 free_list[cls, free_count[cls]] = old_offset
                 free_count[cls] += 1
             seg_offset[slot, site] = new_offset
@@ -175,18 +183,20 @@ def insert_rows(
                     a_t[dst] = a_t[src]
                     a_flux[dst] = a_flux[src]
                     a_ferr[dst] = a_ferr[src]
-                    a_sky[dst] = a_sky[src]
-                    a_fwhm[dst] = a_fwhm[src]
-                    a_airmass[dst] = a_airmass[src]
-                    a_psf[dst] = a_psf[src]
+                    if aux:
+                        a_sky[dst] = a_sky[src]
+                        a_fwhm[dst] = a_fwhm[src]
+                        a_airmass[dst] = a_airmass[src]
+                        a_psf[dst] = a_psf[src]
             dst = offset + (head + position) % size
             a_t[dst] = time
             a_flux[dst] = flux[row]
             a_ferr[dst] = ferr[row]
-            a_sky[dst] = sky[row]
-            a_fwhm[dst] = fwhm[row]
-            a_airmass[dst] = airmass[row]
-            a_psf[dst] = psf[row] | field_bit
+            if aux:
+                a_sky[dst] = sky[row]
+                a_fwhm[dst] = fwhm[row]
+                a_airmass[dst] = airmass[row]
+                a_psf[dst] = psf[row] | field_bit
             count += 1
             status[row] = APPENDED
             changed[g] = True
@@ -517,7 +527,9 @@ def compact(
     b_psf: npt.NDArray[np.uint8],
 ) -> int:
     """Copy every held segment from arena ``a_*`` to arena ``b_*`` back to back in slot order,
-    each linearised (head 0) and keeping its size class; returns the records used in ``b``."""
+    each linearised (head 0) and keeping its size class; returns the records used in ``b``.
+    With ``b_psf`` empty (an arena of trigger columns only) the other columns are not copied."""
+    aux = len(b_psf) > 0
     top = 0
     for slot in range(n_stars):
         for site in range(seg_count.shape[1]):
@@ -533,10 +545,11 @@ def compact(
                 b_t[dst] = a_t[src]
                 b_flux[dst] = a_flux[src]
                 b_ferr[dst] = a_ferr[src]
-                b_sky[dst] = a_sky[src]
-                b_fwhm[dst] = a_fwhm[src]
-                b_airmass[dst] = a_airmass[src]
-                b_psf[dst] = a_psf[src]
+                if aux:
+                    b_sky[dst] = a_sky[src]
+                    b_fwhm[dst] = a_fwhm[src]
+                    b_airmass[dst] = a_airmass[src]
+                    b_psf[dst] = a_psf[src]
             seg_offset[slot, site] = top
             seg_head[slot, site] = 0
             top += size
@@ -575,7 +588,10 @@ def copy_tails(
     """Copy the latest ``keep`` records of every buffer of arena ``a`` (its segment tables
     first) into an empty arena ``b`` (``tail_*`` tables, size classes ``tail_sizes``), each
     in the smallest class that holds them, back to back in slot order, head 0, records and
-    field bits unchanged. ``b`` has room for every segment; returns the records used."""
+    field bits unchanged. ``b`` has room for every segment; returns the records used. With
+    ``b_psf`` empty (a hot tier's arena of trigger columns) only ``t``, ``flux`` and ``ferr``
+    are copied."""
+    aux = len(b_psf) > 0
     top = 0
     for slot in range(n_stars):
         for site in range(seg_count.shape[1]):
@@ -595,10 +611,11 @@ def copy_tails(
                 b_t[dst] = a_t[src]
                 b_flux[dst] = a_flux[src]
                 b_ferr[dst] = a_ferr[src]
-                b_sky[dst] = a_sky[src]
-                b_fwhm[dst] = a_fwhm[src]
-                b_airmass[dst] = a_airmass[src]
-                b_psf[dst] = a_psf[src]
+                if aux:
+                    b_sky[dst] = a_sky[src]
+                    b_fwhm[dst] = a_fwhm[src]
+                    b_airmass[dst] = a_airmass[src]
+                    b_psf[dst] = a_psf[src]
             tail_offset[slot, site] = top
             tail_class[slot, site] = cls
             tail_head[slot, site] = 0

@@ -42,10 +42,11 @@ to ``compact_free_fraction`` of free segments. At the defaults a full star takes
 partition, see :meth:`StoreConfig.for_partition`) the records are memory-mapped files and the
 per-star table (152 bytes a star) stays in RAM; with ``hot_points_per_site`` > 0 as well (the
 default) the store has two tiers (:mod:`consumer.state.tiers`): the rising test reads the
-latest points of each buffer kept in RAM (:meth:`StarStore.hot_nbytes`, 14 bytes a point plus
-67 a star), and the files are read for stale medians, candidates and checkpoints. Either way
-the store decides, reads and checkpoints exactly as with one tier in RAM; the checkpoint
-format is the same.
+latest points of each buffer kept in RAM (:meth:`StarStore.hot_nbytes`: their time, flux and
+flux error, 10 bytes a point, plus 67 a star and the rows not yet merged into the files), and
+the files are read for stale medians, stars with two field tags, candidates and checkpoints.
+Either way the store decides, reads and checkpoints exactly as with one tier in RAM; the
+checkpoint format is the same.
 
 API
 ---
@@ -300,8 +301,12 @@ class StarStore:
 
     def hot_nbytes(self) -> int:
         """Bytes of the hot tier in RAM beside the per-star table and the arena's segment
-        tables (0 with one tier): with two tiers, RAM holds these, the per-star table and the
-        segment tables; the arena's records are on disk."""
+        tables (0 with one tier; :meth:`~consumer.state.tiers.HotTier.nbytes`): with two
+        tiers, RAM holds these, the per-star table and the segment tables; the arena's records
+        are on disk. At the defaults a star with 10 or more points per site takes 367 bytes
+        (tails 3 x 10 x 10, tables 67), plus its share of the free lists and of the pending
+        rows (24 bytes each; up to 4 a star in a store of more than 10^6 stars, where merges
+        come every ``PENDING_ROWS_PER_STAR`` rows a star)."""
         return 0 if self.hot is None else self.hot.nbytes(len(self.stars))
 
     def free_records(self) -> int:
@@ -452,7 +457,7 @@ class StarStore:
         """Compact ``arena`` when more than ``compact_free_fraction`` of it is free segments."""
         free = arena.free_records()
         if (
-            free * RECORD_BYTES > _COMPACT_MIN_BYTES
+            free * arena.record_bytes > _COMPACT_MIN_BYTES
             and free > self.config.compact_free_fraction * arena.bump[0]
         ):
             arena.compact(len(self.stars))
@@ -770,8 +775,11 @@ class StarStore:
         refresh_fraction: float,
         force: bool,
     ) -> tuple[TriggerInput, FloatArray, int]:
-        """:func:`~consumer.state.kernels.trigger_tails` of star ``slots`` on one arena."""
+        """:func:`~consumer.state.kernels.trigger_tails` of star ``slots`` on one arena (one
+        of trigger columns only, the hot tier's, for stars with one field tag only)."""
         stars = self.stars
+        if "psf" not in arena.held_columns and np.any(stars.fields[slots, 1] >= 0):
+            raise TierError("stars with two field tags read from the hot tails (no field bits)")
         held = arena.seg_count[slots].astype(np.int64)
         n_points = int(np.minimum(held, 2 * last).sum())
         n_max_datasets = 2 * N_SITES * len(slots)

@@ -11,6 +11,17 @@ A two-tier :class:`~consumer.state.store.StarStore` (``StoreConfig.directory`` s
   the full buffer holds (``held``), and the *pending* rows: appended since the cold arena was
   last brought up to date.
 
+What the hot arena holds of a record: its trigger columns only
+(:data:`~consumer.state.arena.TRIGGER_COLUMNS`: time, flux, flux error; 10 of the 14 bytes).
+Its readers are the insert kernel (compares times), ``latest``/``newest_hjd`` (the newest
+time), the compaction and the rebuild after a restore (copy what it holds), and the rising
+test's tails (time, flux, flux error) of the stars with **one** field tag. The field bit in
+``psf`` is not needed: every record of a star with one tag has field slot 0, and a star with
+two tags is read from the cold arena (below), so the hot arena never has to tell its fields
+apart. Sky, FWHM, airmass and PSF quality are read only from the cold arena (features,
+snapshots, checkpoints). At the defaults that makes the tails 3 x 10 x 10 = 300 B a star
+(:meth:`HotTier.nbytes`).
+
 The rules that make the two tiers decide exactly as one
 -------------------------------------------------------
 The full buffer holds the latest ``capacity`` distinct times ever offered (first arrival wins a
@@ -28,7 +39,8 @@ be merged before others' (only those a read needs).
 Medians: the cached baselines stay exact. A star whose cache is stale (the one-tier rule, read
 from the hot tier's counts) gets its medians from the full buffer in the cold arena; the
 others are tested on the hot tails alone. A star with two field tags is tested on the cold
-arena (its latest ``n`` points of one field may lie beyond the site's latest ``h``).
+arena (its latest ``n`` points of one field may lie beyond the site's latest ``h``, and the hot
+arena keeps no field bits).
 
 Why the cold tier is the arena on disk, written by batched merges, and what that costs
 (``bench/bench_state_scale.py``; BENCHMARKS.md, "Scale: two-tier state (issue 21)"): a
@@ -71,6 +83,10 @@ PENDING_ROWS_PER_STAR: Final = 4
 #: ``pending_of`` 4.
 HOT_OVERHEAD_BYTES_PER_STAR: Final = SEGMENT_BYTES_PER_ROW + 4 * N_SITES + 4
 
+#: Bytes of a pending row in RAM: its star slot (8), the whole record (14: the cold arena
+#: needs every column) and its field tag (2).
+PENDING_ROW_BYTES: Final = 8 + RECORD_BYTES + 2
+
 
 class TierError(LensNetError):
     """The hot and cold tiers disagree about a row (a bug: they must decide as one tier)."""
@@ -106,7 +122,8 @@ class HotTier:
 
     def __init__(self, points_per_site: int) -> None:
         self.points_per_site = points_per_site
-        self.arena = Arena(points_per_site, None)
+        #: The tails: trigger columns only (module docstring), in RAM.
+        self.arena = Arena(points_per_site, None, full_records=False)
         #: (rows, sites) records the full buffer holds (the cold arena once merged).
         self.held = np.zeros((0, N_SITES), dtype=np.int32)
         #: (rows,) pending rows of each star, all sites: a read of stars with none merges
@@ -178,10 +195,13 @@ class HotTier:
         return slots, rows
 
     def nbytes(self, n_stars: int) -> int:
-        """Bytes of the hot tier in RAM: records handed out, tables, pending rows."""
-        pending = self.pending_rows * (8 + RECORD_BYTES + 2)  # slot, record, field tag
+        """Bytes of the hot tier in RAM for ``n_stars`` stars: the tails' records handed out
+        (10 bytes each, held or on a free list) and free lists, the per-star tables
+        (:data:`HOT_OVERHEAD_BYTES_PER_STAR`) and the pending rows (:data:`PENDING_ROW_BYTES`
+        each; at most ``PENDING_ROWS_PER_STAR`` a star past ``PENDING_ROWS_MIN``)."""
+        pending = self.pending_rows * PENDING_ROW_BYTES
         return int(
-            self.arena.bump[0] * RECORD_BYTES
+            self.arena.bump[0] * self.arena.record_bytes
             + n_stars * HOT_OVERHEAD_BYTES_PER_STAR
             + self.arena.free_list.nbytes
             + pending

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from consumer.exceptions import ConfigError
 from consumer.pipeline.trigger import TriggerStage
 from consumer.settings import TriggerSettings
+from consumer.state.arena import ARENA_COLUMNS, TRIGGER_COLUMNS
 from consumer.state.store import AppendResult, StarStore, StoreConfig, store_differences
+from consumer.state.tiers import (
+    HOT_OVERHEAD_BYTES_PER_STAR,
+    PENDING_ROW_BYTES,
+    PENDING_ROWS_PER_STAR,
+    TierError,
+)
 from tests.consumer.state.test_store import T0, make_obs
 
 CAPACITY = 12
@@ -53,6 +60,20 @@ def _same_rising(one: StarStore, two: StarStore, last: int, fraction: float) -> 
     assert np.array_equal(one.stars.baseline, two.stars.baseline, equal_nan=True)
     assert np.array_equal(one.stars.baseline_points, two.stars.baseline_points)
     assert np.array_equal(one.stars.fresh_points, two.stars.fresh_points)
+    # The trigger's gathers and the newest times read every column the hot arena keeps.
+    tail_a, tail_b = one.to_trigger_arrays(ids, last), two.to_trigger_arrays(ids, last)
+    for name in ("t", "flux", "flux_err", "dataset_offsets", "dataset_site", "dataset_field"):
+        assert np.array_equal(getattr(tail_a, name), getattr(tail_b, name)), name
+    assert np.array_equal(one.newest_hjd(ids), two.newest_hjd(ids), equal_nan=True)
+
+
+def _hot_holds_trigger_columns_only(store: StarStore) -> None:
+    """The hot arena stores time, flux and flux error, and nothing of the other columns."""
+    assert store.hot is not None
+    columns = store.hot.arena.columns
+    assert store.hot.arena.record_bytes == 10
+    for name in ARENA_COLUMNS:
+        assert (len(columns[name]) > 0) == (name in TRIGGER_COLUMNS), name
 
 
 def _pending_counted(store: StarStore) -> None:
@@ -114,6 +135,7 @@ def test_two_tiers_decide_as_one(
             assert np.array_equal(one.latest(), two.latest())
             _same_rising(one, two, last, 0.3)
             _pending_counted(two)
+            _hot_holds_trigger_columns_only(two)
             if index % 3 == 2:  # one star at a time, as the event model reads them
                 assert store_differences(one, two) == []
                 _pending_counted(two)
@@ -122,6 +144,10 @@ def test_two_tiers_decide_as_one(
                 restored = StarStore.restore(base / "ckpt", two_config)
                 assert restored is not None
                 two = restored[0]
+                _hot_holds_trigger_columns_only(two)  # rebuilt by copy_tails
+        two.compact()  # the hot arena's compaction too
+        _hot_holds_trigger_columns_only(two)
+        _same_rising(one, two, last, 0.3)
         assert store_differences(one, two) == []
         ids = np.sort(one.star_ids)
         full_one, full_two = one.to_trigger_arrays(ids), two.to_trigger_arrays(ids)
@@ -216,3 +242,35 @@ def test_hot_points_per_site_is_validated() -> None:
     assert not StoreConfig(directory=Path("/s"), hot_points_per_site=0).two_tier
     assert StoreConfig(directory=Path("/s")).two_tier
     assert not StoreConfig().two_tier
+
+
+def test_hot_tier_takes_at_most_512_bytes_a_star_at_the_defaults(tmp_path: Path) -> None:
+    """Issue 21's target: 10^4 stars with 12 points per site, default settings. The tails
+    (10 points x 3 sites x 10 bytes), free lists and per-star tables, plus the pending rows a
+    store of survey size may hold between merges (``PENDING_ROWS_PER_STAR`` a star; this small
+    store merges only past ``PENDING_ROWS_MIN`` rows, so it is merged before measuring)."""
+    store = StarStore(StoreConfig(directory=tmp_path / "arena"))
+    stars = np.arange(10_000) + 1
+    rng = np.random.default_rng(5)
+    for epoch in range(12):
+        for site in range(3):
+            hjd = T0 + epoch * 0.1 + site * 0.01
+            store.append(site, make_obs(stars, hjd, rng.normal(1e4, 30.0, len(stars))))
+    assert store.hot is not None
+    assert store.hot.arena.seg_count[: len(stars)].min() == 10  # full tails everywhere
+    store.merge_pending()
+    per_star = store.hot_nbytes() / len(store)
+    assert per_star >= 3 * 10 * 10 + HOT_OVERHEAD_BYTES_PER_STAR  # an honest count
+    assert per_star + PENDING_ROWS_PER_STAR * PENDING_ROW_BYTES <= 512
+
+
+def test_stars_with_two_field_tags_are_never_read_from_the_hot_tails(tmp_path: Path) -> None:
+    """The hot arena keeps no field bits: reading such a star from it is refused, not wrong."""
+    store = StarStore(StoreConfig(directory=tmp_path / "arena"))
+    store.append(0, make_obs([1, 1], T0 + np.array([0.0, 0.1]), field=np.array([4, 41])))
+    assert store.hot is not None
+    slots = store.stars.rows(np.array([1]))
+    with pytest.raises(TierError, match="two field tags"):
+        store._rising_from(store.hot.arena, slots, np.array([1]), 2, 0.1, False)
+    tails, _, _ = store.rising_input(np.array([1]), 2, 0.1)  # read from the cold arena
+    assert tails.dataset_field.tolist() == [4, 41]
