@@ -1,11 +1,13 @@
 """A three-broker cluster (kafka.sh --brokers 3): topics replicated three times with
-min.insync.replicas=2, and the leader of the busiest partitions killed with SIGKILL while the
-season is replayed and the daemon works through it. Checked like every fault test
+min.insync.replicas=2; while the season is replayed and the daemon works through it, the leader
+of the busiest partitions killed with SIGKILL, or the active controller killed and then every
+other broker restarted in turn (a rolling restart). Checked like every fault test
 (``verify``): the uninterrupted reference's alerts exactly once, nothing else, equal states,
 offsets committed to the end, no open transaction."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,24 +118,59 @@ def busiest_leader(settings: Settings) -> tuple[int, Counter[int]]:
     return leaders.most_common(1)[0][0], leaders
 
 
-def test_leader_killed_under_load(
-    season: Path,  # noqa: F811
-    kafka_cluster: LocalCluster,
+@dataclass
+class Load:
+    """The daemon at work on the cluster while the season is replayed (:func:`under_load`)."""
+
+    cluster: LocalCluster
+    settings: Settings
+    committed: Callable[[], int]
+    producer: threading.Thread
+    local_consumer: Callable[..., Consumer]
+
+    def progress(self, what: str, timeout_s: float = 120.0) -> float:
+        """Wait for a commit beyond what is committed now (or for all the input committed,
+        once the replay is over); the seconds it took."""
+        started, before = time.monotonic(), max(self.committed(), 0)
+
+        def moved() -> bool:
+            now = self.committed()
+            if now > before:
+                return True
+            if self.producer.is_alive() or now < 0:
+                return False
+            try:
+                return now >= sum(ends(self.settings, self.local_consumer()).values())
+            except Exception:  # a broker down: the watermarks cannot be read yet
+                return False
+
+        wait_until(moved, timeout_s, what)
+        return time.monotonic() - started
+
+
+def under_load(
+    season_dir: Path,
+    cluster: LocalCluster,
     tmp_path: Path,
+    name: str,
+    fault: Callable[[Load], str],
+    *,
+    max_rate: float,
 ) -> None:
-    """The daemon runs as Kubernetes runs it (restarted whenever it exits) while the replay
-    producer writes; the broker leading most partitions is killed (SIGKILL), the cluster runs
-    on two brokers (min.insync.replicas=2 still met), then the broker comes back."""
-    admin = make_admin(kafka_cluster.settings)
-    settings = cluster_topics(kafka_cluster, "leader")
+    """Run the daemon as Kubernetes runs it (restarted whenever it exits) while the replay
+    producer writes at ``max_rate``; after its first commit, ``fault`` does its damage to the
+    cluster (and repairs it) and says what it did; then the work is finished and verified
+    against an uninterrupted reference."""
+    admin = make_admin(cluster.settings)
+    settings = cluster_topics(cluster, name)
     ensure_topics(admin, required_topics(settings.topics))
-    local_consumer = cluster_consumer(kafka_cluster)
+    local_consumer = cluster_consumer(cluster)
     group = local_consumer(settings.consumer.group_id)
     failures: list[BaseException] = []
 
     def produce() -> None:
         try:
-            replay(settings, season, ReplayOptions(max_rate=6_000, progress=False))
+            replay(settings, season_dir, ReplayOptions(max_rate=max_rate, progress=False))
             send_flat(settings)
         except BaseException as error:
             failures.append(error)
@@ -173,30 +211,14 @@ def test_leader_killed_under_load(
     daemons = [start()]
     try:
         wait_until(lambda: committed() > 0, 180, "the daemon's first commit")
-        victim, leaders = busiest_leader(settings)
-        before = committed()
-        killed_at = time.monotonic()
-        kafka_cluster.node("kill", victim)
-        wait_until(lambda: committed() > before, 120, "a commit with a broker down")
-        failover = time.monotonic() - killed_at
-        # The broker comes back (a JVM start: ~20 s) while the work goes on.
-        returned: list[float] = []
-
-        def restart() -> None:
-            kafka_cluster.node("restart", victim)
-            returned.append(time.monotonic() - killed_at)
-
-        back = threading.Thread(target=restart)
-        back.start()
+        began = time.monotonic()
+        what = fault(Load(cluster, settings, committed, producer, local_consumer))
         producer.join(300)
         assert not producer.is_alive(), "the replay did not finish"
         assert failures == [], failures
-        end = ends(settings, local_consumer())
-        total = sum(end.values())
-        wait_until(lambda: committed() >= total, 400, "the daemon to finish after the kill")
-        done = time.monotonic() - killed_at
-        back.join(300)
-        assert returned, "the broker did not come back"
+        total = sum(ends(settings, local_consumer()).values())
+        wait_until(lambda: committed() >= total, 400, "the daemon to finish after the fault")
+        done = time.monotonic() - began
     finally:
         process = daemons[-1]
         process.send_signal(signal.SIGTERM)
@@ -214,9 +236,9 @@ def test_leader_killed_under_load(
         assert restored is not None
         stores[partition] = restored[0]
 
-    reference = cluster_topics(kafka_cluster, "reference")
+    reference = cluster_topics(cluster, "reference")
     ensure_topics(admin, required_topics(reference.topics))
-    replay(reference, season, ReplayOptions(progress=False))
+    replay(reference, season_dir, ReplayOptions(progress=False))
     send_flat(reference)
     ref = Running(
         daemon_settings(reference, tmp_path / "reference", batch_messages=40, comparable=True)
@@ -226,12 +248,82 @@ def test_leader_killed_under_load(
     finally:
         ref.stop()
     verify(
-        f"leader of {leaders[victim]} of {sum(leaders.values())} partitions (broker {victim}) "
-        f"killed under load: first commit {failover:.1f} s after the kill, broker back after "
-        f"{returned[0]:.1f} s, all input committed after {done:.1f} s, daemon exits {exits}",
+        f"{what}; all input committed {done:.1f} s after the fault began, daemon exits {exits}",
         settings,
         stores,
         reference,
         ref.stores,
         local_consumer,
     )
+
+
+def test_leader_killed_under_load(
+    season: Path,  # noqa: F811
+    kafka_cluster: LocalCluster,
+    tmp_path: Path,
+) -> None:
+    """The broker leading most partitions is killed (SIGKILL), the cluster runs on two brokers
+    (min.insync.replicas=2 still met), then the broker comes back while the work goes on."""
+
+    def kill_the_busiest_leader(load: Load) -> str:
+        victim, leaders = busiest_leader(load.settings)
+        killed_at = time.monotonic()
+        load.cluster.node("kill", victim)
+        try:
+            failover = load.progress("a commit with a broker down")
+        finally:  # back even if the test fails: the session's later tests need three brokers
+            load.cluster.node("restart", victim)  # a JVM start, ~20 s, while the work goes on
+        back = time.monotonic() - killed_at
+        return (
+            f"leader of {leaders[victim]} of {sum(leaders.values())} partitions (broker "
+            f"{victim}) killed under load: first commit {failover:.1f} s after the kill, "
+            f"broker back after {back:.1f} s"
+        )
+
+    under_load(season, kafka_cluster, tmp_path, "leader", kill_the_busiest_leader, max_rate=6_000)
+
+
+def test_controller_killed_then_rolling_restart_under_load(
+    season: Path,  # noqa: F811
+    kafka_cluster: LocalCluster,
+    tmp_path: Path,
+) -> None:
+    """The active controller (the KRaft quorum's leader; every node is a broker too) is killed
+    with SIGKILL and brought back, then the two other brokers are restarted cleanly one after
+    the other, a commit awaited between steps: every broker goes down once under load."""
+
+    def controller_then_rolling(load: Load) -> str:
+        controller = quorum_leader(load.cluster)
+        steps = []
+        killed_at = time.monotonic()
+        load.cluster.node("kill", controller)
+        try:
+            failover = load.progress("a commit with the controller down")
+        finally:  # back even if the test fails: the session's later tests need three brokers
+            load.cluster.node("restart", controller)
+        steps.append(f"controller {controller} killed: a commit after {failover:.1f} s")
+        steps.append(f"back after {time.monotonic() - killed_at:.1f} s")
+        for node in sorted({1, 2, 3} - {controller}):
+            load.progress(f"a commit before restarting broker {node}")
+            stopped_at = time.monotonic()
+            load.cluster.node("stop", node)
+            load.cluster.node("restart", node)
+            steps.append(f"broker {node} restarted in {time.monotonic() - stopped_at:.1f} s")
+        steps.append(f"then a commit after {load.progress('a commit after the restarts'):.1f} s")
+        return ", ".join(steps)
+
+    under_load(season, kafka_cluster, tmp_path, "rolling", controller_then_rolling, max_rate=2_000)
+
+
+def quorum_leader(cluster: LocalCluster) -> int:
+    """The node leading the KRaft controller quorum (the active controller), from a running
+    node's ``quorum-state`` file."""
+    for node in (1, 2, 3):
+        state = (
+            cluster.directory / f"node-{node}" / "data" / "__cluster_metadata-0" / "quorum-state"
+        )
+        if state.exists():
+            leader = json.loads(state.read_text()).get("leaderId", -1)
+            if leader in (1, 2, 3):
+                return int(leader)
+    pytest.fail(f"no quorum leader in {cluster.directory}")
