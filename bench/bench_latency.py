@@ -60,6 +60,7 @@ from daemons import (
     season_counts,
     start_daemon,
     trigger_code,
+    updates_of,
     wait_committed,
     with_outputs,
 )
@@ -67,6 +68,10 @@ from daemons import (
 from consumer.logs import configure_logging
 from consumer.seasons.replay import ReplayOptions, replay
 from consumer.settings import LogSettings, Settings
+
+#: Each drain's event updates by its name (``daemons.updates_of``), compared with the
+#: baseline's.
+UPDATES: dict[str, list[str]] = {}
 
 
 def drain(
@@ -103,6 +108,7 @@ def drain(
         f"CPU s = {rate.per_cpu_second:.0f} obs per CPU second; {scored} candidates scored "
         f"({scored / rate.seconds if rate.seconds else 0:.0f} candidates/s)"
     )
+    UPDATES[name] = updates_of(out)
     return rate.per_second, rate.observations, alerts_of(out)
 
 
@@ -152,6 +158,13 @@ def maximum_rate(
             print(
                 f"  decisions as the baseline's: {same.identical} ({same.same} stars)"
                 + "".join(f"\n    {line}" for line in same.differing[:20])
+            )
+            ours_updates = UPDATES[f"{run}-ours{attempt}"]
+            base_updates = UPDATES[f"{run}-base{attempt}"]
+            print(
+                f"  event updates as the baseline's: {ours_updates == base_updates} "
+                f"({len(ours_updates)} and {len(base_updates)}, "
+                f"{len(set(ours_updates) ^ set(base_updates))} in one run only)"
             )
             print(f"  ratio to the baseline: x{rate / base[-1]:.2f}")
     if args.profile is not None:

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +31,7 @@ from confluent_kafka import TopicPartition
 
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.edge.alert import AlertDecoder
+from consumer.edge.events import EventDecoder
 from consumer.edge.kafka import make_admin, make_consumer, watermarks
 from consumer.edge.photometry import PhotometryDecoder
 from consumer.edge.topics import ensure_topics, required_topics
@@ -392,6 +393,19 @@ def alerts_of(settings: Settings) -> list[Published]:
             )
         )
     return out
+
+
+def updates_of(settings: Settings) -> list[str]:
+    """Every committed event update as a comparable line (all but its publication time),
+    sorted: the updates of two runs over the same input must be the same lines."""
+    decoder = EventDecoder()
+    out = []
+    for message in read_messages(
+        settings, settings.topics.events, settings.topics.alert_partitions
+    ):
+        update = decoder.decode(message.value(), message.headers())
+        out.append(repr(replace(update, published_at=None)))
+    return sorted(out)
 
 
 @dataclass
