@@ -522,13 +522,11 @@ class StarStore:
         hot = self.hot
         if hot is None or hot.pending_rows == 0:
             return
-        wanted = None
+        wanted: IntArray | None = None
         if slots is not None:
-            slots = hot.has_pending(slots)
-            if len(slots) == 0:
+            wanted = np.unique(hot.has_pending(slots))
+            if len(wanted) == 0:
                 return
-            wanted = np.zeros(len(self.stars), dtype=np.bool_)
-            wanted[slots] = True
         for site in range(N_SITES):
             taken = hot.take_pending(site, wanted)
             if taken is None:

@@ -60,7 +60,7 @@ log with periodic compaction are the next steps if the survey's write volume dem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -117,6 +117,136 @@ class Rows:
 _ROW_FIELDS: Final = ("t", "flux", "ferr", "sky", "fwhm", "airmass", "psf", "field")
 
 
+class SiteQueue:
+    """Pending rows of one site, kept so that a partial take costs O(rows taken + wanted x log
+    rows), not O(rows pending):
+    a *block* sorted by (slot, time) with rows of equal keys in arrival order (what the stable
+    sort of the arrival-ordered queue gives), plus the parts appended since, in order.
+
+    A take first folds new parts into the block (sort the parts, then merge two sorted runs:
+    O(block + parts log parts), once per batch of appends, not once per take), finds the
+    wanted slots' groups by binary search and gathers them. Taken rows stay in the block as
+    tombstones (``live`` False) until more than half of it is dead, then it is compacted;
+    every take takes whole groups, so a group is all live or all dead.
+    """
+
+    def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        #: (n,) star slot of each row of the block, non-decreasing.
+        self.slots = np.zeros(0, dtype=np.int64)
+        self.rows: Rows | None = None
+        #: (n,) whether a block row is still pending (False: taken, a tombstone).
+        self.live = np.zeros(0, dtype=np.bool_)
+        self.dead = 0
+        #: Parts appended since the last fold: (star slot per row, rows), in arrival order.
+        self.parts: list[tuple[IntArray, Rows]] = []
+        self.part_rows = 0
+
+    @property
+    def rows_pending(self) -> int:
+        """Rows not yet taken."""
+        return len(self.slots) - self.dead + self.part_rows
+
+    @property
+    def rows_stored(self) -> int:
+        """Rows held in RAM, tombstones included."""
+        return len(self.slots) + self.part_rows
+
+    def append(self, slots: IntArray, rows: Rows) -> None:
+        self.parts.append((slots, rows))
+        self.part_rows += len(slots)
+
+    def queued_slots(self) -> IntArray:
+        """(rows_pending,) the star slot of every pending row (any order)."""
+        return np.concatenate([self.slots[self.live], *(s for s, _ in self.parts)])
+
+    def take(self, wanted: IntArray | None) -> tuple[IntArray, Rows] | None:
+        """The pending rows of the sorted unique star slots ``wanted`` (default all), sorted
+        by slot then time (equal keys in arrival order), taken out of the queue."""
+        if self.rows_pending == 0:
+            return None
+        if self.parts or wanted is None:  # a full take drops the tombstones too
+            self._fold()
+        rows = self.rows
+        assert rows is not None
+        if wanted is None:
+            slots = self.slots
+            self._clear()
+            return slots, rows
+        block = self.slots
+        first = np.searchsorted(block, wanted, side="left")
+        end = np.searchsorted(block, wanted, side="right")
+        found = end > first
+        first, end = first[found], end[found]
+        first, end = first[self.live[first]], end[self.live[first]]
+        if len(first) == 0:  # the stars wanted have rows pending at other sites only
+            return None
+        sizes = end - first
+        before = np.cumsum(sizes) - sizes  # rows of the groups before each, in the output
+        index = np.repeat(first - before, sizes) + np.arange(int(before[-1] + sizes[-1]))
+        taken = block[index], rows.take(index)
+        self.live[index] = False
+        self.dead += len(index)
+        if 2 * self.dead > len(block):
+            self._fold()
+        return taken
+
+    def _fold(self) -> None:
+        """Sort the new parts into the block and drop its tombstones."""
+        if not self.parts and self.dead == 0:
+            return
+        block_slots, block_rows = self.slots, self.rows
+        if self.dead:
+            assert block_rows is not None
+            alive = np.flatnonzero(self.live)
+            block_slots, block_rows = block_slots[alive], block_rows.take(alive)
+        if self.parts:
+            new_slots = np.concatenate([s for s, _ in self.parts])
+            new_rows = Rows.concatenate([r for _, r in self.parts])
+            order = np.argsort(_sort_key(new_slots, new_rows.t), kind="stable")
+            new_slots, new_rows = new_slots[order], new_rows.take(order)
+            if block_rows is None or len(block_slots) == 0:
+                block_slots, block_rows = new_slots, new_rows
+            else:
+                # A new row goes after every block row of a key <= its own: arrival order.
+                at = np.searchsorted(
+                    _sort_key(block_slots, block_rows.t),
+                    _sort_key(new_slots, new_rows.t),
+                    side="right",
+                ) + np.arange(len(new_slots))
+                is_old = np.ones(len(block_slots) + len(new_slots), dtype=np.bool_)
+                is_old[at] = False
+                old_at = np.flatnonzero(is_old)
+                block_slots = _interleave(block_slots, old_at, new_slots, at)
+                block_rows = Rows(
+                    *(
+                        _interleave(getattr(block_rows, name), old_at, getattr(new_rows, name), at)
+                        for name in _ROW_FIELDS
+                    )
+                )
+        self._clear()
+        self.slots, self.rows = block_slots, block_rows
+        self.live = np.ones(len(block_slots), dtype=np.bool_)
+
+
+def _sort_key(slots: IntArray, t: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
+    """(rows,) one key ordered as (slot, time): slot in the high 32 bits (star slots stay
+    below 2^32), seconds in the low."""
+    return (slots.astype(np.uint64) << np.uint64(32)) | t.astype(np.uint64)
+
+
+def _interleave(
+    old: npt.NDArray[Any], old_at: IntArray, new: npt.NDArray[Any], new_at: IntArray
+) -> npt.NDArray[Any]:
+    """(len(old) + len(new),) ``old`` at positions ``old_at`` and ``new`` at ``new_at``."""
+    out = np.empty(len(old) + len(new), dtype=old.dtype)
+    out[old_at] = old
+    out[new_at] = new
+    return out
+
+
 class HotTier:
     """Hot arena, full-buffer counts and pending rows of a two-tier store (module docstring)."""
 
@@ -129,9 +259,8 @@ class HotTier:
         #: (rows,) pending rows of each star, all sites: a read of stars with none merges
         #: nothing and scans no queue.
         self.pending_of = np.zeros(0, dtype=np.int32)
-        #: Per site, rows appended since the last merge: (star slot per row, rows), in order;
-        #: a partial take leaves what it kept as one part.
-        self.pending: list[list[tuple[IntArray, Rows]]] = [[] for _ in SITES]
+        #: Per site, rows appended since the last merge (:class:`SiteQueue`).
+        self.pending = [SiteQueue() for _ in SITES]
         self.pending_rows = 0
 
     def grow_rows(self, rows: int) -> None:
@@ -150,7 +279,7 @@ class HotTier:
         """Rows of ``site`` appended to the full buffers of ``slots`` (one slot per row, the
         rows of a slot together, as a grouped batch has them)."""
         if len(slots):
-            self.pending[site].append((slots, rows))
+            self.pending[site].append(slots, rows)
             self.pending_rows += len(slots)
             unique, offsets = group(slots)  # each slot once: the rows of a star are together
             self.pending_of[unique] += np.diff(offsets).astype(np.int32)
@@ -160,46 +289,31 @@ class HotTier:
         return slots[self.pending_of[slots] > 0]
 
     def take_pending(
-        self, site: int, wanted: npt.NDArray[np.bool_] | None = None
+        self, site: int, wanted: IntArray | None = None
     ) -> tuple[IntArray, Rows] | None:
-        """The pending rows of one site (of the slots where ``wanted``, default all), sorted by
-        slot then time, taken out of the queue.
-
-        The queue's parts are joined first, so a take costs a few whole-array operations over
-        the site's pending rows, not a Python loop over every batch appended since the last
-        merge (issue 17: the daemon reads a few stars' buffers many times a batch)."""
-        parts = self.pending[site]
-        if not parts:
+        """The pending rows of one site (of the sorted unique star slots ``wanted``, default
+        all), sorted by slot then time, taken out of the queue: O(rows taken + wanted x log
+        rows) once the site's queue is folded (:class:`SiteQueue`; issue 17: the daemon reads
+        a few stars' buffers many times a batch)."""
+        taken = self.pending[site].take(wanted)
+        if taken is None:
             return None
-        if len(parts) == 1:
-            slots, rows = parts[0]
-        else:
-            slots = np.concatenate([s for s, _ in parts])
-            rows = Rows.concatenate([r for _, r in parts])
-        self.pending[site] = []
-        if wanted is not None:
-            mine = wanted[slots]
-            if not mine.any():  # the stars wanted have rows pending at other sites only
-                self.pending[site] = [(slots, rows)]
-                return None
-            if not mine.all():
-                kept = np.flatnonzero(~mine)
-                self.pending[site] = [(slots[kept], rows.take(kept))]
-                taken = np.flatnonzero(mine)
-                slots, rows = slots[taken], rows.take(taken)
+        slots = taken[0]
         self.pending_rows -= len(slots)
-        order = np.lexsort((rows.t, slots))
-        slots, rows = slots[order], rows.take(order)
         unique, offsets = group(slots)
         self.pending_of[unique] -= np.diff(offsets).astype(np.int32)
-        return slots, rows
+        return taken
 
     def nbytes(self, n_stars: int) -> int:
         """Bytes of the hot tier in RAM for ``n_stars`` stars: the tails' records handed out
         (10 bytes each, held or on a free list) and free lists, the per-star tables
         (:data:`HOT_OVERHEAD_BYTES_PER_STAR`) and the pending rows (:data:`PENDING_ROW_BYTES`
-        each; at most ``PENDING_ROWS_PER_STAR`` a star past ``PENDING_ROWS_MIN``)."""
-        pending = self.pending_rows * PENDING_ROW_BYTES
+        each, taken ones not yet compacted away included, plus a byte of tombstone flag; at
+        most ``PENDING_ROWS_PER_STAR`` a star past ``PENDING_ROWS_MIN``, and at most as many
+        taken as pending in a site's sorted block)."""
+        pending = sum(
+            queue.rows_stored * PENDING_ROW_BYTES + queue.live.nbytes for queue in self.pending
+        )
         return int(
             self.arena.bump[0] * self.arena.record_bytes
             + n_stars * HOT_OVERHEAD_BYTES_PER_STAR

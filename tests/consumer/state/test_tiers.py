@@ -81,8 +81,7 @@ def _pending_counted(store: StarStore) -> None:
     hot = store.hot
     assert hot is not None
     n = len(store)
-    queued = [slots for site in hot.pending for slots, _ in site]
-    slots = np.concatenate(queued) if queued else np.zeros(0, dtype=np.int64)
+    slots = np.concatenate([queue.queued_slots() for queue in hot.pending])
     assert np.array_equal(hot.pending_of[:n], np.bincount(slots, minlength=n))
     assert hot.pending_rows == len(slots)
 
