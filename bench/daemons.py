@@ -404,7 +404,7 @@ def updates_of(settings: Settings) -> list[str]:
         settings, settings.topics.events, settings.topics.alert_partitions
     ):
         update = decoder.decode(message.value(), message.headers())
-        out.append(repr(replace(update, published_at=None)))
+        out.append(repr(replace(update, published_at=datetime.min)))
     return sorted(out)
 
 
