@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_state import frame_batch
 
 from consumer.edge.photometry import Observations
 from consumer.state.store import StarStore, StoreConfig
@@ -35,28 +36,9 @@ T0 = 2_460_000.5
 
 
 def frame(n_stars: int, hjd: float, rng: np.random.Generator) -> Observations:
-    """One site's frame of stars ``0 .. n_stars - 1``, one observation each, 5 % late."""
-    times = np.full(n_stars, hjd)
-    late = rng.random(n_stars) < 0.05
-    times[late] -= rng.uniform(0.1, 2.0, int(late.sum()))
-    zeros = np.zeros(n_stars)
-    return Observations.from_columns(
-        star_id=np.arange(n_stars),
-        field=np.full(n_stars, 1),
-        chip=zeros,
-        ra=zeros,
-        dec=zeros,
-        x=zeros,
-        y=zeros,
-        hjd=times,
-        band=zeros,
-        flux=rng.normal(1e4, 30.0, n_stars),
-        flux_err=np.full(n_stars, 30.0),
-        sky=np.full(n_stars, 1000.0),
-        fwhm=np.full(n_stars, 1.5),
-        airmass=np.full(n_stars, 1.2),
-        psf_quality=np.full(n_stars, 90.0),
-    )
+    """One site's frame of stars ``0 .. n_stars - 1``, one observation each, 5 % up to 2 d
+    late."""
+    return frame_batch(0, n_stars, hjd, rng, 0.05, late_days=2.0)
 
 
 def run(n_stars: int, windows: int, merges: int, singles: int, seed: int) -> dict[str, Any]:

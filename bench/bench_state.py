@@ -62,13 +62,19 @@ def rss_bytes() -> dict[str, int]:
 
 
 def frame_batch(
-    first_star: int, n: int, hjd: float, rng: np.random.Generator, late_fraction: float
+    first_star: int,
+    n: int,
+    hjd: float,
+    rng: np.random.Generator,
+    late_fraction: float,
+    late_days: float = 5.0,
 ) -> Observations:
-    """One site's frame of stars ``first_star .. first_star + n - 1``, one observation each."""
+    """One site's frame of stars ``first_star .. first_star + n - 1``, one observation each;
+    ``late_fraction`` of them up to ``late_days`` late."""
     times = np.full(n, hjd)
     if late_fraction:
         late = rng.random(n) < late_fraction
-        times[late] -= rng.uniform(0.1, 5.0, int(late.sum()))
+        times[late] -= rng.uniform(0.1, late_days, int(late.sum()))
     zeros = np.zeros(n)
     return Observations.from_columns(
         star_id=np.arange(first_star, first_star + n),
