@@ -24,7 +24,7 @@ from model.binary.export import ARTIFACTS_DIR, save
 from model.binary.flow import BinaryFlow, FlowConfig
 from model.binary.inputs import MAX_POINTS, MIN_POINTS, POINT_FEATURES, WINDOW_DAYS
 from model.binary.simulate import HIGH, LOW, PARAMETERS, REPORTED
-from model.binary.train import SPLIT_SEASONS, SPLIT_SIZES
+from model.binary.train import SPLIT_SEASONS, SPLIT_SIZES, TRAIN_SEASONS, train_seasons
 
 
 def _best(stored: dict[str, Any]) -> dict[str, float]:
@@ -61,10 +61,12 @@ def card(chosen: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> dict[str, 
                 f"{training['epochs']} --batch-size {training['batch_size']} --learning-rate "
                 f"{training['learning_rate']} --patience {training['patience']} --max-minutes "
                 f"{training['max_minutes']} --threads {training['threads']} --cache "
-                f"{training.get('cache', '/tmp/flow-data')}"
+                f"{training.get('cache', '/tmp/flow-data')} --train-seasons "
+                f"{training.get('train_seasons', len(TRAIN_SEASONS))}"
             ),
             "arguments": training,
-            "seasons": {k: list(v) for k, v in SPLIT_SEASONS.items()},
+            "seasons": {k: list(v) for k, v in SPLIT_SEASONS.items()}
+            | {"train": list(train_seasons(training.get("train_seasons", len(TRAIN_SEASONS))))},
             "events_per_season": SPLIT_SIZES,
             "best_epoch": int(_best(chosen)["epoch"]),
             "epochs_run": len(chosen["history"]),

@@ -30,6 +30,8 @@ from model.binary.flow import BinaryFlow, FlowConfig
 from model.binary.simulate import EventArrays, simulate_events
 
 TRAIN_SEASONS: Final = tuple(range(3001, 3029))
+#: Training seasons may grow up to here (3001-3100) and stay disjoint from the other splits.
+MAX_TRAIN_SEASONS: Final = 100
 VALIDATION_SEASONS: Final = (3101, 3102)
 TEST_SEASONS: Final = (3201, 3202)
 #: Events per season of each split (the shipped model's sizes).
@@ -41,13 +43,29 @@ SPLIT_SEASONS: Final = {
 }
 
 
-def load_split(cache: Path, split: str, events_per_season: int | None = None) -> EventArrays:
-    """The cached arrays of ``split``, simulated first if the cache lacks them."""
+def train_seasons(n: int) -> tuple[int, ...]:
+    """The first ``n`` training seasons (``n`` <= :data:`MAX_TRAIN_SEASONS`)."""
+    if not 1 <= n <= MAX_TRAIN_SEASONS:
+        raise ValueError(f"train seasons must be 1..{MAX_TRAIN_SEASONS}, not {n}")
+    return tuple(range(TRAIN_SEASONS[0], TRAIN_SEASONS[0] + n))
+
+
+def load_split(
+    cache: Path,
+    split: str,
+    events_per_season: int | None = None,
+    seasons: tuple[int, ...] | None = None,
+) -> EventArrays:
+    """The cached arrays of ``split``, simulated first if the cache lacks them (``seasons``:
+    instead of the split's own, for a larger training set; a cache holds one training set)."""
     path = cache / f"{split}.npz"
     if path.exists():
-        return EventArrays.load(str(path))
+        arrays = EventArrays.load(str(path))
+        if seasons is not None and set(np.unique(arrays.season).tolist()) != set(seasons):
+            raise ValueError(f"{path} holds other seasons than {seasons[0]}..{seasons[-1]}")
+        return arrays
     arrays = simulate_events(
-        SPLIT_SEASONS[split],
+        seasons or SPLIT_SEASONS[split],
         events_per_season or SPLIT_SIZES[split],
         close_wide=split != "train",
     )
@@ -171,9 +189,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/flow-data"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--train-seasons",
+        type=int,
+        default=len(TRAIN_SEASONS),
+        help=f"seasons from {TRAIN_SEASONS[0]}, 1000 events each (at most {MAX_TRAIN_SEASONS})",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train_set = load_split(args.cache, "train")
+    train_set = load_split(args.cache, "train", seasons=train_seasons(args.train_seasons))
     validation_set = load_split(args.cache, "validation")
     model, history = train(
         train_set,
