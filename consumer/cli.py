@@ -492,10 +492,10 @@ def posterior(
     try:
         from model.binary.export import load, shipped_artifact
         from model.binary.posterior import posterior as binary_posterior
-    except ImportError as error:  # zuko / VBMicrolensing: the `binary` extra, not the runtime
+    except ImportError as error:  # an install without zuko (a dependency since alert schema 1.3)
         raise ConfigError(
-            f"lensnet posterior needs the binary extra ({error.name} is missing): "
-            "pip install 'lensnet-broker[binary]'"
+            f"lensnet posterior needs the binary flow's dependency ({error.name} is missing): "
+            f"pip install {error.name}"
         ) from error
 
     path = artifact or shipped_artifact()
@@ -694,6 +694,7 @@ def _model_summary(model: Any) -> dict[str, Any] | None:
 
 def alert_summary(alert: Any) -> dict[str, Any]:
     """The JSON line of one alert in ``alerts tail --json`` (no light curve)."""
+    from consumer.edge.binary_posterior import binary_posterior_to_record
     from consumer.edge.opinions import agreement, novelty_to_record, second_opinion_to_record
     from consumer.edge.times import utc_from_hjd
 
@@ -723,6 +724,7 @@ def alert_summary(alert: Any) -> dict[str, Any]:
         "novelty": novelty_to_record(alert.novelty),
         "second_opinion": second_opinion_to_record(alert.second_opinion),
         "agreement": agreement(alert.lensnet.p_event, alert.second_opinion),
+        "binary_posterior": binary_posterior_to_record(alert.binary_posterior),
     }
 
 

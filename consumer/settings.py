@@ -244,6 +244,17 @@ class OpinionSettings(_Frozen):
     second_opinion_path: Path | None = None
 
 
+class BinarySettings(_Frozen):
+    """The binary-lens posterior flow (seed paper 002), run on every alert LensNet decides."""
+
+    #: False: alerts carry no ``binary_posterior`` (null).
+    enabled: bool = True
+    #: Flow artifact (file); None = the one shipped in ``model/artifacts/binary_flow``.
+    path: Path | None = None
+    #: Posterior draws per alert (1 000: ~35 ms of one core), seeded by the alert id.
+    samples: int = Field(1000, ge=100, le=100_000)
+
+
 class ModelSettings(_Frozen):
     """LensNet scoring of vetted candidates."""
 
@@ -268,6 +279,8 @@ class ModelSettings(_Frozen):
     max_pending: int = Field(512, ge=1)
     #: The two other light-curve networks on each alert (consumer/pipeline/second_opinion.py).
     opinions: OpinionSettings = OpinionSettings()
+    #: The binary-lens posterior on each alert (consumer/pipeline/binary_posterior.py).
+    binary: BinarySettings = BinarySettings()
 
 
 class EventsSettings(_Frozen):

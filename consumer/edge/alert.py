@@ -22,6 +22,11 @@ import numpy as np
 import numpy.typing as npt
 
 from consumer.constants import SITES
+from consumer.edge.binary_posterior import (
+    BinaryPosterior,
+    binary_posterior_from_record,
+    binary_posterior_to_record,
+)
 from consumer.edge.event_model import EventModel, event_model_from_record, event_model_to_record
 from consumer.edge.opinions import (
     NoveltyScore,
@@ -132,14 +137,17 @@ class Alert:
     #: writers or a daemon without the two models).
     novelty: NoveltyScore | None = None
     second_opinion: SecondOpinion | None = None
-    schema_version: str = "1.2"
+    #: The binary-lens flow's posterior summaries (schema 1.3; None from older writers, a
+    #: daemon without the flow, or a light curve too short for it).
+    binary_posterior: BinaryPosterior | None = None
+    schema_version: str = "1.3"
 
 
 _POINT_FIELDS = ("hjd", "flux", "flux_err", "sky", "fwhm", "airmass", "psf_quality", "fitted")
 
 
 def alert_to_record(alert: Alert) -> dict[str, Any]:
-    """The Avro record (plain dicts and lists) of an alert, as written with ``alert-v1`` (1.1)."""
+    """The Avro record (plain dicts and lists) of an alert, as written with ``alert-v1`` (1.3)."""
     curve = alert.light_curve
     columns = [getattr(curve, name).tolist() for name in _POINT_FIELDS]
     sites = [SITES[i] for i in curve.site.tolist()]
@@ -184,6 +192,7 @@ def alert_to_record(alert: Alert) -> dict[str, Any]:
         else event_model_to_record(alert.event_model),
         "novelty": novelty_to_record(alert.novelty),
         "second_opinion": second_opinion_to_record(alert.second_opinion),
+        "binary_posterior": binary_posterior_to_record(alert.binary_posterior),
     }
 
 
@@ -244,6 +253,7 @@ def alert_from_record(record: dict[str, Any]) -> Alert:
         else event_model_from_record(record["event_model"]),
         novelty=novelty_from_record(record.get("novelty")),
         second_opinion=second_opinion_from_record(record.get("second_opinion")),
+        binary_posterior=binary_posterior_from_record(record.get("binary_posterior")),
     )
 
 

@@ -34,6 +34,7 @@ from consumer.edge.alert import (
     alert_id_for,
     now_utc,
 )
+from consumer.pipeline.binary_posterior import BinaryPosteriors
 from consumer.pipeline.second_opinion import Opinions
 from consumer.pipeline.trigger import Triggered
 from consumer.pointlens.gate import MagnificationGate, candidate_datasets, fitted_peak_magnification
@@ -98,6 +99,7 @@ class Scorer:
         self.opinions = (
             Opinions(settings.opinions, settings.batch_size) if settings.opinions.enabled else None
         )
+        self.binary = BinaryPosteriors(settings.binary) if settings.binary.enabled else None
 
     def select(
         self,
@@ -191,6 +193,9 @@ class Scorer:
             triples = [(item, alert, item.candidate) for item, alert in out.alerts]
             out.alerts = self.opinions.attach(triples)
             out.seconds += self.opinions.seconds
+        if self.binary is not None and out.alerts:
+            out.alerts = self.binary.attach(out.alerts)
+            out.seconds += self.binary.seconds
         return out
 
     def alert(

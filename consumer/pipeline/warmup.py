@@ -1,6 +1,6 @@
 """Start-up: every compiled kernel of the pipeline run once on a small synthetic star (the
-novelty network and second opinion, and the point-lens fit of the event model too, when
-enabled).
+novelty network and second opinion, the binary-lens flow, and the point-lens fit of the event
+model too, when enabled).
 
 Numba loads a kernel's cached machine code (or compiles it) on its first call, and TorchScript
 optimises the model over its first passes: together about a second that would otherwise fall
@@ -53,7 +53,8 @@ def synthetic_star(points: int = 80, start_hjd: float = 2_461_100.0) -> Observat
 
 def warm_up(settings: Settings, scorer: Scorer) -> None:
     """Ingest checks, buffer, rising test, fit and candidate preparation once each, LensNet
-    (and the novelty network and second opinion, when enabled) a few times, and the event
+    (and the novelty network and second opinion, when enabled) a few times, the binary-lens
+    flow once (when enabled; its first draw costs seconds), and the event
     model's point-lens fit and anomaly test (when enabled), on :func:`synthetic_star`."""
     observations = synthetic_star()
     row_reasons(observations, 0, 1, max_hjd())
@@ -79,6 +80,8 @@ def warm_up(settings: Settings, scorer: Scorer) -> None:
                 candidates,
                 opinions.batch_size,
             )
+    if scorer.binary is not None:
+        scorer.binary.warm_up()
     if settings.events.enabled:
         data = star_datasets(star_from_store(store, int(ids[0])))
         try:

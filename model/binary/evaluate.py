@@ -40,13 +40,17 @@ import torch
 from model.binary.export import load
 from model.binary.flow import BinaryFlow, FlowConfig
 from model.binary.inputs import FlowInput
-from model.binary.posterior import MODE_MIN_WEIGHT, sample_inputs
-from model.binary.simulate import REPORTED, EventArrays, draw_theta, reported
+from model.binary.posterior import (
+    CONSTRAINED_FRACTION_OF_PRIOR,
+    MODE_MIN_WEIGHT,
+    prior_half_widths,
+    sample_inputs,
+)
+from model.binary.simulate import REPORTED, EventArrays, reported
 from model.binary.train import load_split
 
 F64 = npt.NDArray[np.float64]
 
-CONSTRAINED_FRACTION_OF_PRIOR: Final = 0.5
 DEGENERATE_DCHI2: Final = 10.0
 MIN_ABS_LOG_S: Final = 0.1
 _LOG_Q: Final = REPORTED.index("log_q")
@@ -63,14 +67,6 @@ def draw_samples(model: BinaryFlow, arrays: EventArrays, n_samples: int, batch: 
         ]
         out[start : start + len(inputs)] = sample_inputs(model, inputs, n_samples)
     return out
-
-
-def prior_half_widths(n: int = 200_000, seed: int = 0) -> F64:
-    """Half the 16th-84th percentile range of each reported parameter under the prior, (8,)."""
-    rng = np.random.default_rng(seed)
-    theta = reported(np.stack([draw_theta(rng) for _ in range(n)]))
-    p16, p84 = np.percentile(theta, [16.0, 84.0], axis=0)
-    return np.asarray((p84 - p16) / 2.0)
 
 
 def metrics(samples: F64, truth: F64, dchi2: F64, prior_width: F64) -> dict[str, Any]:
@@ -254,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     arrays = load_split(args.cache, args.split)
     truth = reported(arrays.theta)
-    prior_width = prior_half_widths()
+    prior_width = prior_half_widths(200_000)
     results: dict[str, dict[str, Any]] = {}
     runs: dict[str, dict[str, Any]] = {}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ tells a bright source from a faint one (photon noise grows with the baseline flu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,22 +89,38 @@ def flow_input(star: Star, as_of: float = np.inf) -> FlowInput:
         Fewer than :data:`MIN_POINTS` valid I-band points in the window.
     """
     sites = [s for s in select_sites(star, as_of=as_of) if s is not None and len(s)]
-    if not sites:
-        raise LightCurveInputError(f"star {star.name}: no valid I-band points")
-    t_last = max(float(s.hjd[-1]) for s in sites)
+    series = [(SITES.index(s.site), s.hjd, s.flux, s.flux_err) for s in sites]
+    return series_input(series, name=star.name)
+
+
+def series_input(series: Sequence[tuple[int, F64, F64, F64]], name: str = "") -> FlowInput:
+    """Flow input from already chosen per-site series: ``(site index into SITES, hjd (n,),
+    flux (n,), flux_err (n,))``, each time-ordered, valid I-band points (steps 1-3 from the
+    spike filter on). The daemon's path: an alert's light curve is
+    :func:`~model.features.select_sites`' output already.
+
+    Raises
+    ------
+    LightCurveInputError
+        Fewer than :data:`MIN_POINTS` points in the window.
+    """
+    series = [part for part in series if len(part[1])]
+    if not series:
+        raise LightCurveInputError(f"star {name}: no valid I-band points")
+    t_last = max(float(part[1][-1]) for part in series)
     hjd, flux, flux_err, site_index = [], [], [], []
-    for series in sites:
-        keep = ~spike_mask(series.flux) & (series.hjd >= t_last - WINDOW_DAYS)
+    for site, series_hjd, series_flux, series_err in series:
+        keep = ~spike_mask(series_flux) & (series_hjd >= t_last - WINDOW_DAYS)
         if not keep.any():
             continue
-        hjd.append(series.hjd[keep])
-        flux.append(series.flux[keep] - np.median(series.flux[keep]))
-        flux_err.append(series.flux_err[keep])
-        site_index.append(np.full(int(keep.sum()), SITES.index(series.site)))
+        hjd.append(series_hjd[keep])
+        flux.append(series_flux[keep] - np.median(series_flux[keep]))
+        flux_err.append(series_err[keep])
+        site_index.append(np.full(int(keep.sum()), site))
     n = sum(len(h) for h in hjd)
     if n < MIN_POINTS:
         raise LightCurveInputError(
-            f"star {star.name}: {n} valid I-band points in the last {WINDOW_DAYS:g} days, "
+            f"star {name}: {n} valid I-band points in the last {WINDOW_DAYS:g} days, "
             f"fewer than {MIN_POINTS}"
         )
     t, f, e, k = (np.concatenate(a) for a in (hjd, flux, flux_err, site_index))

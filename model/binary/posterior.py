@@ -14,6 +14,7 @@ holds at least :data:`MODE_MIN_WEIGHT` of the samples, with its weight and media
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -26,11 +27,14 @@ from consumer.seasons.archive import Star
 from model.binary.export import load
 from model.binary.flow import BinaryFlow
 from model.binary.inputs import FlowInput, collate, flow_input
-from model.binary.simulate import REPORTED, reported
+from model.binary.simulate import REPORTED, draw_theta, reported
 
 F64 = npt.NDArray[np.float64]
 
 MODE_MIN_WEIGHT: Final = 0.05
+#: A parameter is *constrained* when its 16th-84th percentile range is narrower than this
+#: fraction of the prior's (the evaluation's definition for log q).
+CONSTRAINED_FRACTION_OF_PRIOR: Final = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,29 @@ def summarise(samples: F64) -> dict[str, Summary]:
     p16, median, p84 = np.percentile(samples, [16.0, 50.0, 84.0], axis=0)
     return {
         name: Summary(float(median[i]), float(p16[i]), float(p84[i]))
+        for i, name in enumerate(REPORTED)
+    }
+
+
+@functools.cache
+def prior_half_widths(n: int = 50_000, seed: int = 0) -> F64:
+    """Half the 16th-84th percentile range of each reported parameter under the simulator's
+    prior, (8,) in :data:`REPORTED` order, from ``n`` draws (deterministic; 50 000 draws, 0.7 s
+    once per process, agree with 200 000 to ~1 %)."""
+    rng = np.random.default_rng(seed)
+    theta = reported(np.stack([draw_theta(rng) for _ in range(n)]))
+    p16, p84 = np.percentile(theta, [16.0, 84.0], axis=0)
+    out = np.asarray((p84 - p16) / 2.0)
+    out.flags.writeable = False
+    return out
+
+
+def prior_fractions(summaries: dict[str, Summary]) -> dict[str, float]:
+    """Each parameter's 16th-84th percentile range over the prior's: near 1, the light curve
+    told the flow nothing about it; below :data:`CONSTRAINED_FRACTION_OF_PRIOR`, constrained."""
+    widths = prior_half_widths()
+    return {
+        name: (summaries[name].p84 - summaries[name].p16) / (2.0 * float(widths[i]))
         for i, name in enumerate(REPORTED)
     }
 

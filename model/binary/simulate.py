@@ -43,7 +43,6 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import VBMicrolensing
 
 from consumer.constants import SITES
 from consumer.seasons.archive import Dataset, Star
@@ -96,6 +95,8 @@ class SimulatedEvent:
 
 def make_vbm() -> Any:
     """A VBMicrolensing instance at :data:`VBM_TOLERANCE`."""
+    import VBMicrolensing  # training only: the daemon's posterior needs the priors, not it
+
     vbm = VBMicrolensing.VBMicrolensing()
     vbm.Tol = VBM_TOLERANCE
     vbm.RelTol = VBM_TOLERANCE
