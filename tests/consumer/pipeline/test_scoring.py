@@ -12,7 +12,7 @@ from consumer.pipeline.scoring import Pending, Scorer, dataset_table
 from consumer.pointlens.fit import magnification
 from consumer.pointlens.gate import MIN_PEAK_MAGNIFICATION
 from consumer.seasons.archive import Dataset, Star, to_observations
-from consumer.settings import ModelSettings, OpinionSettings
+from consumer.settings import BinarySettings, ModelSettings, OpinionSettings
 from consumer.state.store import StarStore, StoreConfig
 from model.batch_features import DatasetTable, prepare_batch
 from model.features import Candidate, prepare
@@ -130,6 +130,7 @@ def test_the_magnification_gate_holds_back_shallow_rises(minimum: float) -> None
         alert_threshold=0.0,
         min_peak_magnification=minimum,
         opinions=OpinionSettings(enabled=False),
+        binary=BinarySettings(enabled=False),
     )
     scorer = _Scorer(settings)
     pending = [
