@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from consumer.constants import SITES
 from consumer.pointlens.anomaly import AnomalyRule, find_anomaly
 from consumer.pointlens.fit import FitInputError, fit, star_datasets
 from consumer.pointlens.updates import UpdateRule, finished
@@ -102,6 +103,47 @@ def _deviation(star: Any, label: Any, truth: Sequence[Any]) -> dict[str, Any]:
     return {"deviation_times": hits[:, 0].tolist(), "deviation_sigma": hits[:, 1].tolist()}
 
 
+def _deviation_against_fit(star: Any, label: Any, truth: Sequence[Any], times: F64) -> list[float]:
+    """Times of the observations, from the first ``times`` (the deviation against the true
+    point lens) to the last, where the noiseless binary-lens signal differs by at least
+    DEVIATION_SIGMA actual errors from the *best-fitting* point lens of the data up to the
+    last of ``times``: what a point-lens residual can show at all (a central-caustic deviation
+    of a high-magnification event is often a point lens of other parameters). Each dataset's
+    signal is put on its flux scale by a straight-line fit of its observed fluxes."""
+    if len(times) < DEVIATION_POINTS:
+        return []
+    first, last = float(times[0]), float(times[-1])
+    data = star_datasets(star, as_of=last)
+    try:
+        model = fit(data, name=str(star.star_id))
+    except FitInputError:
+        return []
+    out: list[float] = []
+    for d, site in enumerate(data.sites):
+        a, b = int(data.offsets[d]), int(data.offsets[d + 1])
+        t, flux = data.t[a:b], data.flux[a:b]
+        for site_truth in truth:
+            if SITES[site_truth.site] != site or len(site_truth.hjd) < 2:
+                continue
+            # the archive keeps times to 1e-6 d: the nearest noiseless time within 1e-4 d
+            at = np.clip(np.searchsorted(site_truth.hjd, t), 1, len(site_truth.hjd) - 1)
+            at = np.where(
+                np.abs(site_truth.hjd[at - 1] - t) < np.abs(site_truth.hjd[at] - t), at - 1, at
+            )
+            if np.max(np.abs(site_truth.hjd[at] - t)) > 1e-4:
+                continue  # another field's dataset of this site
+            signal = site_truth.driver[at]
+            design = np.stack([signal, np.ones_like(signal)], axis=1)
+            (gain, offset), *_ = np.linalg.lstsq(design, flux, rcond=None)
+            scale = label.params.get(f"error_scale_{site}", 1.0)
+            size = np.abs(model.model_flux(t, d) - (gain * signal + offset))
+            size /= site_truth.sigma * scale * abs(gain)
+            hit = (size >= DEVIATION_SIGMA) & (t >= first - 1.0)
+            out.extend(t[hit].tolist())
+            break
+    return sorted(out)
+
+
 def star_outcome(
     config: SimulationConfig, index: int, rule: AnomalyRule, alert: float | None = None
 ) -> dict[str, Any] | None:
@@ -127,6 +169,9 @@ def star_outcome(
     }
     if label.subclass != "pspl":
         out |= _deviation(star, label, truth)
+        sizes = np.asarray(out["deviation_sigma"])
+        strong = np.asarray(out["deviation_times"])[sizes >= DEVIATION_SIGMA]
+        out["fit_deviation_times"] = _deviation_against_fit(star, label, truth, strong)
     if len(line.scored) == 0:
         return out
     if alert is None:

@@ -120,8 +120,11 @@ def anomaly_metrics(
     columns: Sequence[str],
     flag: str = "anomaly_start",
     deviation_sigma: float = 3.0,
+    against_fit: bool = False,
 ) -> dict[str, Any]:
-    """Planetary deviations flagged in time, and false flags on point-lens events."""
+    """Planetary deviations flagged in time, and false flags on point-lens events.
+    ``against_fit``: the deviation is measured against the best-fitting point lens of the
+    data through it (``fit_deviation_times``), not the point lens of the true parameters."""
     planetary = {"alerted": 0, "detectable": 0, "flagged_during": 0, "flagged_ever": 0}
     no_deviation_flagged = [0, 0]
     pspl = {"alerted": 0, "flagged": 0, "windows": 0}
@@ -143,8 +146,12 @@ def anomaly_metrics(
             continue
         planetary["alerted"] += 1
         planetary["flagged_ever"] += int(flagged.any())
-        times = np.asarray(event.get("deviation_times", []), dtype=np.float64)
-        sizes = np.asarray(event.get("deviation_sigma", np.full(len(times), np.inf)))
+        if against_fit:
+            times = np.asarray(event.get("fit_deviation_times", []), dtype=np.float64)
+            sizes = np.full(len(times), np.inf)
+        else:
+            times = np.asarray(event.get("deviation_times", []), dtype=np.float64)
+            sizes = np.asarray(event.get("deviation_sigma", np.full(len(times), np.inf)))
         times = times[sizes >= deviation_sigma]
         followed_until = float(w["as_of"][-1])
         after = times[(times >= event["alert"]) & (times <= followed_until)]
@@ -255,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     peak = peak_metrics(events, columns)
     anomaly = anomaly_metrics(events, columns, args.flag)
     anomaly_5sigma = anomaly_metrics(events, columns, args.flag, deviation_sigma=5.0)
+    anomaly_fit = anomaly_metrics(events, columns, args.flag, against_fit=True)
     alternatives = {
         name: anomaly_metrics(events, columns, name)
         for name in columns
@@ -269,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "anomaly_flag": args.flag,
         "anomaly": anomaly,
         "anomaly_deviation_5sigma": anomaly_5sigma,
+        "anomaly_deviation_against_fit": anomaly_fit,
         "anomaly_rules": {
             name: {
                 "recall": m["planetary"]["recall_during_deviation"],
