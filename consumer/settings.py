@@ -251,7 +251,8 @@ class BinarySettings(_Frozen):
     enabled: bool = True
     #: Flow artifact (file); None = the one shipped in ``model/artifacts/binary_flow``.
     path: Path | None = None
-    #: Posterior draws per alert (1 000: ~35 ms of one core), seeded by the alert id.
+    #: Posterior draws per alert (1 000: ~50 ms of one core, BENCHMARKS.md), seeded by the
+    #: alert id.
     samples: int = Field(1000, ge=100, le=100_000)
 
 
