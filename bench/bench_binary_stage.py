@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 import torch
+from bench_binary_flow import best_of
 
 from consumer.constants import SITES
 from consumer.edge.alert import LightCurve
@@ -35,16 +34,6 @@ from consumer.settings import BinarySettings, EventsSettings
 from model.evaluation.event_model import event_rich
 from model.features import select_sites
 from model.simulate import simulate_star
-
-
-def best_of(repeat: int, work: Callable[[], object]) -> float:
-    """Smallest CPU time of the calling thread over ``repeat`` runs, seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.thread_time()
-        work()
-        best = min(best, time.thread_time() - started)
-    return best
 
 
 def alert_curves(seed: int, n_stars: int, lead: float = 5.0) -> list[LightCurve]:
