@@ -4,6 +4,7 @@ messages. Each run is checked against one uninterrupted daemon on a copy of the 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer.edge.kafka import consumer_config, make_admin, make_consumer
 from consumer.edge.keys import partitions_for
+from consumer.edge.output import WATCHDOG_GRACE_S
 from consumer.edge.photometry import Observations, PhotometryBatch, encode_batch
 from consumer.edge.produce import PhotometryProducer
 from consumer.edge.schemas import frame, load_schema
@@ -290,16 +292,23 @@ def test_broker_restarts_clean_and_hard(
             return -1
         return sum(max(tp.offset, 0) for tp in parts)
 
+    transaction_timeout_ms = 10_000
     env = daemon_env(
         settings,
         tmp_path / "state",
         batch_messages=4,
         LENSNET_STATE__CHECKPOINT_INTERVAL_S="0.5",
         LENSNET_TRIGGER__EVALUATE_WHEN_CAUGHT_UP="false",
-        LENSNET_DAEMON__TRANSACTION_TIMEOUT_MS="10000",
+        LENSNET_DAEMON__TRANSACTION_TIMEOUT_MS=str(transaction_timeout_ms),
     )
-    log = (tmp_path / "daemon.log").open("w")
+    log_path = tmp_path / "daemon.log"
+    log = log_path.open("w")
     exits: list[int] = []
+    # After an outage a transactional call can hang (librdkafka#5456): it is retried for up to
+    # the transaction timeout, then the last try blocks until the watchdog (timeout + grace)
+    # exits the daemon; the restart's init_transactions can hang once more. Each round also
+    # costs a start-up (~12 s on two busy cores; 30 s allowed); the broker takes ~20 s.
+    recovery_s = 2 * (2 * transaction_timeout_ms / 1000 + WATCHDOG_GRACE_S + 30.0) + 20.0
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -316,7 +325,13 @@ def test_broker_restarts_clean_and_hard(
             def progressed(before: int = before) -> bool:
                 return committed() > before
 
-            wait_until(progressed, 120, "progress before the outage")
+            try:
+                wait_until(progressed, recovery_s, "progress before the outage")
+            except pytest.fail.Exception as failure:
+                log.flush()
+                raise AssertionError(
+                    f"{failure}; exits {exits}; the daemon's log ends:\n{log_events(log_path)}"
+                ) from None
             started = time.monotonic()
             if how == "kill":
                 subprocess.run([str(KAFKA_SH), "kill", str(directory)], check=True, timeout=60)
@@ -500,3 +515,20 @@ def test_ten_thousand_poison_messages(
     )
     assert reasons == expected
     assert held == n_good
+
+
+def log_events(path: Path, last: int = 40) -> str:
+    """The last ``last`` distinct events of a daemon's JSON log, one line each (time, level,
+    event), for a failure message."""
+    lines = []
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            lines.append(raw[:160])
+            continue
+        line = f"{record.get('timestamp', '')[11:23]} {record.get('level', '')} "
+        line += str(record.get("event", ""))[:120]
+        if not lines or lines[-1].split(" ", 1)[1] != line.split(" ", 1)[1]:
+            lines.append(line)
+    return "\n".join(lines[-last:])
