@@ -7,9 +7,11 @@ curve an alert carries. Timed, per alert, the product's code:
 
 - ``BinaryPosteriors.posterior`` (:mod:`consumer.pipeline.binary_posterior`): the alert's
   light curve to flow input, ``--samples`` seeded draws, summaries, prior fractions, s modes;
-- same-run baseline: the event model's fit and anomaly test of the same light curve
+- same-run baselines: the event model's fit and anomaly test of the same light curve
   (``EventModelStage._fit``: :func:`consumer.pointlens.fit.fit` and
-  :func:`consumer.pointlens.anomaly.find_anomaly`), which every alert also gets.
+  :func:`consumer.pointlens.anomaly.find_anomaly`), which every alert also gets; and the same
+  stage with zuko's own ``NSF`` in place of :func:`model.binary.flow.spline_flow` (the same
+  weights; what the daemon ran before 2026-12-02), with the seeds of the first row.
 
 CPU time of the benchmarking thread, best of ``--repeat``, pinned to one core, one torch thread.
 
@@ -19,11 +21,13 @@ CPU time of the benchmarking thread, best of ``--repeat``, pinned to one core, o
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from functools import partial
 
 import numpy as np
 import torch
+import zuko
 from bench_binary_flow import best_of
 
 from consumer.constants import SITES
@@ -72,6 +76,24 @@ def alert_curves(seed: int, n_stars: int, lead: float = 5.0) -> list[LightCurve]
     return curves
 
 
+def with_zukos_nsf(stage: BinaryPosteriors) -> BinaryPosteriors:
+    """A copy of ``stage`` whose flow is zuko's ``NSF`` with the same weights."""
+    config = stage.flow.config
+    nsf = zuko.flows.NSF(
+        features=8,
+        context=config.embedding,
+        transforms=config.transforms,
+        bins=config.bins,
+        hidden_features=(config.hidden, config.hidden),
+        passes=2,
+    )
+    nsf.load_state_dict(stage.flow.flow.state_dict())
+    other = copy.copy(stage)
+    other.flow = copy.deepcopy(stage.flow)  # a module's copy.copy shares its submodules
+    other.flow.flow = nsf
+    return other
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2001)
@@ -84,29 +106,39 @@ def main() -> None:
     torch.set_num_threads(1)
     stage = BinaryPosteriors(BinarySettings(samples=args.samples))
     stage.warm_up()
+    zukos = with_zukos_nsf(stage)
+    zukos.warm_up()
+    assert type(stage.flow.flow) is not type(zukos.flow.flow)
     events = EventModelStage(EventsSettings())
     curves = alert_curves(args.seed, args.stars)
-    flow_ms, fit_ms, skipped = [], [], 0
+    flow_ms, zuko_ms, fit_ms, skipped = [], [], [], 0
     for i, curve in enumerate(curves):
         alert_id = f"bench-{i}"
         if stage.posterior(alert_id, curve) is None:
             skipped += 1
             continue
         flow_ms.append(1e3 * best_of(args.repeat, partial(stage.posterior, alert_id, curve)))
+        zuko_ms.append(1e3 * best_of(args.repeat, partial(zukos.posterior, alert_id, curve)))
         data = light_curve_datasets(curve)
         fit_ms.append(1e3 * best_of(args.repeat, partial(events._fit, data, alert_id)))
-    flow, fit = np.asarray(flow_ms), np.asarray(fit_ms)
+    flow, zuko_nsf, fit = np.asarray(flow_ms), np.asarray(zuko_ms), np.asarray(fit_ms)
     points = np.median([len(c) for c in curves])
     print(
         f"flow {stage.model_version}, torch {torch.__version__}: {len(flow)} alert light curves "
         f"(median {points:.0f} points; {skipped} too short for the flow)"
     )
-    for name, ms in (("binary posterior", flow), ("point-lens fit + anomaly", fit)):
+    rows = (
+        ("binary posterior", flow),
+        ("binary posterior, zuko's NSF", zuko_nsf),
+        ("point-lens fit + anomaly", fit),
+    )
+    for name, ms in rows:
         print(
             f"{name} ms: mean {ms.mean():.1f}  median {np.median(ms):.1f}  "
             f"p95 {np.percentile(ms, 95):.1f}  max {ms.max():.1f}"
         )
     print(f"ratio of means (posterior / fit): {flow.mean() / fit.mean():.1f}")
+    print(f"ratio of medians (zuko's NSF / ours): {np.median(zuko_nsf) / np.median(flow):.2f}")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class BinaryPosteriors:
         )
 
     def warm_up(self) -> None:
-        """Draw once from a synthetic light curve: the first draw of a process costs seconds
+        """Draw once from a synthetic light curve: the first draw of a process costs about a second
         (torch's lazy initialisation), which would otherwise fall on the first alert."""
         n = 64
         hjd = 2_461_100.0 + np.arange(n, dtype=np.float64) * 0.5

@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from functools import partial
+from typing import Any, Final
 
 import torch
-import zuko
 from torch import Tensor, nn
+from torch.distributions import Transform
+from zuko.distributions import DiagNormal
+from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+from zuko.lazy import Flow, UnconditionalDistribution
+from zuko.transforms import DependentTransform, MonotonicRQSTransform
+from zuko.utils import unpack
 
 from model.binary.inputs import N_POINT_FEATURES
 from model.binary.simulate import HIGH, LOW, PARAMETERS
@@ -32,6 +38,8 @@ _LOGIT_SCALE: Final = math.pi / math.sqrt(3.0)
 _EDGE: Final = 1e-6
 #: Typical log10 of a star's median flux error (DIA units), subtracted from the global feature.
 _LOG_SCALE_CENTRE: Final = 2.0
+#: The splines' minimum slope (zuko's default for ``NSF``).
+_SPLINE_SLOPE: Final = 1e-3
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,106 @@ class LightCurveEncoder(nn.Module):
         return self.head(torch.cat([mean, peak, log_flux_scale - _LOG_SCALE_CENTRE], dim=1))
 
 
+def spline_flow(config: FlowConfig) -> Flow:
+    """zuko's ``NSF(8, embedding, transforms, bins, hidden_features=(hidden, hidden),
+    passes=2)``, built from :class:`_Autoregressive` and :class:`_Spline`: the same modules and
+    state dict (an artifact trained with either loads in both), the same draws to float
+    rounding, ~30 % less time per draw and ~2.5 s less in a process's first draw."""
+    features = len(PARAMETERS)
+    orders = [torch.arange(features), torch.flipud(torch.arange(features))]
+    transforms = [
+        _Autoregressive(
+            features=features,
+            context=config.embedding,
+            order=orders[i % 2],
+            univariate=partial(_Spline, slope=_SPLINE_SLOPE),
+            shapes=[(config.bins,), (config.bins,), (config.bins - 1,)],
+            hidden_features=(config.hidden, config.hidden),
+            passes=2,
+        )
+        for i in range(config.transforms)
+    ]
+    base = UnconditionalDistribution(
+        DiagNormal, loc=torch.zeros(features), scale=torch.ones(features), buffer=True
+    )
+    return Flow(transforms, base)
+
+
+class _Autoregressive(MaskedAutoregressiveTransform):
+    """zuko's masked autoregressive transform, joining the context without
+    ``torch.broadcast_shapes``: its first call imports sympy (~2.5 s in every daemon start)."""
+
+    def meta(self, c: Tensor | None, x: Tensor) -> Transform:
+        if c is not None:
+            batch = _batch_shape(x, c)
+            x = torch.cat((x.expand(*batch, -1), c.expand(*batch, -1)), dim=-1)
+        phi = unpack(self.hyper(x).unflatten(-1, (-1, self.total)), self.shapes)
+        return DependentTransform(self.univariate(*phi), 1)
+
+
+def _batch_shape(*tensors: Tensor) -> torch.Size:
+    """The broadcast shape of the tensors' leading dimensions (all but the last)."""
+    return torch.broadcast_tensors(*(t[..., 0] for t in tensors))[0].shape
+
+
+class _Spline(MonotonicRQSTransform):
+    """zuko's monotonic rational-quadratic spline with its bin softmax written as exp / sum.
+
+    torch's CPU softmax over a last dimension of 8 (our bins) is ~3x slower than the explicit
+    form (torch 2.15, one thread: 1.3 ms against 0.44 ms for (1000, 8, 8)); it was a third of
+    the daemon's posterior stage. Same transform, same values to float rounding. Its
+    :meth:`bin` avoids an import of sympy.
+
+    widths, heights : unconstrained bin widths and heights, (..., K); derivatives : unconstrained
+    inner knot derivatives, (..., K - 1); bound : the spline's domain [-bound, bound];
+    slope : the minimum slope.
+    """
+
+    def __init__(
+        self,
+        widths: Tensor,
+        heights: Tensor,
+        derivatives: Tensor,
+        bound: float = 5.0,
+        slope: float = 1e-3,
+        **kwargs: Any,
+    ) -> None:
+        Transform.__init__(self, **kwargs)
+        limit = math.log(slope)
+        widths = _softmax(widths / (1 + abs(2 * widths / limit)))
+        heights = _softmax(heights / (1 + abs(2 * heights / limit)))
+        derivatives = derivatives / (1 + abs(derivatives / limit))
+        # knots from -bound to bound: cumulative bin sizes with a leading zero
+        self.horizontal = bound * (2 * torch.cumsum(nn.functional.pad(widths, (1, 0)), -1) - 1)
+        self.vertical = bound * (2 * torch.cumsum(nn.functional.pad(heights, (1, 0)), -1) - 1)
+        self.derivatives = torch.exp(nn.functional.pad(derivatives, (1, 1)))
+
+    def bin(self, k: Tensor) -> tuple[Tensor, ...]:
+        """Bin ``k``'s edges (x0, x1), values (y0, y1), knot slopes (d0, d1), the bin's mean
+        slope s and whether k is a bin (mask), each of k's shape broadcast with the spline's.
+
+        As zuko's, without ``torch.broadcast_shapes`` (see :class:`_Autoregressive`)."""
+        shape = _batch_shape(k[..., None], self.horizontal)
+        mask = (k >= 0) & (k < self.bins)
+        k = k % self.bins
+        edges = torch.stack((k, k + 1), dim=-1).expand(*shape, 2)
+
+        def ends(knots: Tensor) -> tuple[Tensor, Tensor]:
+            first, second = knots.expand(*shape, -1).gather(-1, edges).unbind(-1)
+            return first, second
+
+        x0, x1 = ends(self.horizontal)
+        y0, y1 = ends(self.vertical)
+        d0, d1 = ends(self.derivatives)
+        return mask, x0, x1, y0, y1, d0, d1, (y1 - y0) / (x1 - x0)
+
+
+def _softmax(x: Tensor) -> Tensor:
+    """Softmax over the last dimension, (..., K) -> (..., K)."""
+    e = torch.exp(x - x.amax(-1, keepdim=True))
+    return e / e.sum(-1, keepdim=True)
+
+
 class BinaryFlow(nn.Module):
     """p(theta | light curve) over :data:`model.binary.simulate.PARAMETERS`."""
 
@@ -99,14 +207,7 @@ class BinaryFlow(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = LightCurveEncoder(config)
-        self.flow = zuko.flows.NSF(
-            features=len(PARAMETERS),
-            context=config.embedding,
-            transforms=config.transforms,
-            bins=config.bins,
-            hidden_features=(config.hidden, config.hidden),
-            passes=2,
-        )
+        self.flow = spline_flow(config)
         self.register_buffer("low", torch.tensor(LOW, dtype=torch.float32))
         self.register_buffer("high", torch.tensor(HIGH, dtype=torch.float32))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zuko
 from typer.testing import CliRunner
 
 from consumer.cli import app
@@ -137,6 +138,38 @@ def test_coordinates_round_trip_and_the_log_det_is_the_jacobian() -> None:
     torch.testing.assert_close(model.to_bounded(z), theta, rtol=1e-4, atol=1e-4)
     jacobian = torch.autograd.functional.jacobian(lambda t: model.to_unbounded(t)[0], theta[0])
     assert float(log_det[0]) == pytest.approx(float(torch.logdet(jacobian)), rel=1e-4)
+
+
+def test_our_spline_flow_is_zukos_nsf() -> None:
+    """model.binary.flow builds zuko's NSF from faster parts: the same state dict, densities
+    and draws (to float rounding) for the shipped configuration, on a light curve's context
+    (B, E) and on draws of shape (n, B, 8)."""
+    config = FlowConfig()
+    ours = BinaryFlow(config).flow
+    zukos = zuko.flows.NSF(
+        features=8,
+        context=config.embedding,
+        transforms=config.transforms,
+        bins=config.bins,
+        hidden_features=(config.hidden, config.hidden),
+        passes=2,
+    )
+    zukos.load_state_dict(ours.state_dict())  # strict: the same modules and buffers
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in ours.parameters():  # weights far from the initial near-identity
+            parameter.add_(0.3 * torch.randn_like(parameter))
+        zukos.load_state_dict(ours.state_dict())
+        context = torch.randn(3, config.embedding)
+        theta = 2.0 * torch.randn(5, 3, 8)
+        torch.testing.assert_close(
+            ours(context).log_prob(theta), zukos(context).log_prob(theta), rtol=1e-4, atol=1e-4
+        )
+        torch.manual_seed(1)
+        draws = ours(context).sample((200,))
+        torch.manual_seed(1)
+        torch.testing.assert_close(draws, zukos(context).sample((200,)), rtol=1e-4, atol=1e-4)
+        assert draws.shape == (200, 3, 8)
 
 
 def test_training_lowers_the_validation_nll(events: EventArrays) -> None:
