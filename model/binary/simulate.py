@@ -72,6 +72,9 @@ LOW: Final = np.array([-0.5, 0.0, 0.5, math.log10(0.3), -4.0, 0.0, -3.5, -1.5])
 HIGH: Final = np.array([2.0, 1.0, 2.0, math.log10(3.0), 0.0, 2 * math.pi, -1.5, 0.0])
 #: What is reported: tau_last replaced by t0 relative to the last point (days).
 REPORTED: Final = ("t0", "u0", "log_tE", "log_s", "log_q", "alpha", "log_rho", "log_fs")
+#: log10 tE's normal before its truncation to [LOW, HIGH] (the season simulator's shape).
+LOG_TE_MEAN: Final = 1.3
+LOG_TE_SD: Final = 0.3
 MIN_PEAK_SNR: Final = 8.0
 #: VBMicrolensing's absolute and relative tolerances on the magnification (photometry has a
 #: 0.3 % error floor, so 1e-3 is well below the noise).
@@ -117,10 +120,22 @@ def draw_theta(rng: np.random.Generator) -> F64:
     """Parameters from the prior (module docstring), shape (8,)."""
     theta = rng.uniform(LOW, HIGH)
     while True:
-        log_tE = rng.normal(1.3, 0.3)
+        log_tE = rng.normal(LOG_TE_MEAN, LOG_TE_SD)
         if LOW[2] <= log_tE <= HIGH[2]:
             theta[2] = log_tE
             return theta
+
+
+def draw_thetas(rng: np.random.Generator, n: int) -> F64:
+    """``n`` parameter sets from the prior at once, (n, 8); the same distribution as
+    :func:`draw_theta`, not the same numbers."""
+    theta = rng.uniform(LOW, HIGH, (n, len(LOW)))
+    kept = np.zeros(0)
+    while len(kept) < n:  # the truncation keeps ~98.6 % of the normal
+        log_tE = rng.normal(LOG_TE_MEAN, LOG_TE_SD, n)
+        kept = np.concatenate([kept, log_tE[(log_tE >= LOW[2]) & (log_tE <= HIGH[2])]])
+    theta[:, 2] = kept[:n]
+    return theta
 
 
 def _place(rng: np.random.Generator, config: SimulationConfig) -> tuple[tuple[int, ...], list[int]]:

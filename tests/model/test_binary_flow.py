@@ -141,11 +141,11 @@ def test_coordinates_round_trip_and_the_log_det_is_the_jacobian() -> None:
 
 
 def test_our_spline_flow_is_zukos_nsf() -> None:
-    """model.binary.flow builds zuko's NSF from faster parts: the same state dict, densities
-    and draws (to float rounding) for the shipped configuration, on a light curve's context
-    (B, E) and on draws of shape (n, B, 8)."""
-    config = FlowConfig()
-    ours = BinaryFlow(config).flow
+    """model.binary.flow builds zuko's NSF from faster parts: with the shipped weights, the
+    same densities and draws (to float rounding) as zuko's own NSF, on contexts (B, E) and
+    draws (n, B, 8)."""
+    shipped = load(None)
+    config = shipped.config
     zukos = zuko.flows.NSF(
         features=8,
         context=config.embedding,
@@ -154,22 +154,22 @@ def test_our_spline_flow_is_zukos_nsf() -> None:
         hidden_features=(config.hidden, config.hidden),
         passes=2,
     )
-    zukos.load_state_dict(ours.state_dict())  # strict: the same modules and buffers
+    zukos.load_state_dict(shipped.flow.state_dict())  # strict: the same modules and buffers
     torch.manual_seed(0)
     with torch.no_grad():
-        for parameter in ours.parameters():  # weights far from the initial near-identity
-            parameter.add_(0.3 * torch.randn_like(parameter))
-        zukos.load_state_dict(ours.state_dict())
         context = torch.randn(3, config.embedding)
-        theta = 2.0 * torch.randn(5, 3, 8)
-        torch.testing.assert_close(
-            ours(context).log_prob(theta), zukos(context).log_prob(theta), rtol=1e-4, atol=1e-4
-        )
         torch.manual_seed(1)
-        draws = ours(context).sample((200,))
+        draws = shipped.flow(context).sample((1000,))
         torch.manual_seed(1)
-        torch.testing.assert_close(draws, zukos(context).sample((200,)), rtol=1e-4, atol=1e-4)
-        assert draws.shape == (200, 3, 8)
+        torch.testing.assert_close(draws, zukos(context).sample((1000,)), rtol=0, atol=1e-4)
+        assert draws.shape == (1000, 3, 8)
+        for theta in (draws, 2.0 * torch.randn(5, 3, 8)):
+            torch.testing.assert_close(
+                shipped.flow(context).log_prob(theta),
+                zukos(context).log_prob(theta),
+                rtol=1e-5,
+                atol=2e-3,
+            )
 
 
 def test_training_lowers_the_validation_nll(events: EventArrays) -> None:
