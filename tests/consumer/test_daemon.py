@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -22,8 +23,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer.constants import SITES
 from consumer.daemon import Daemon
-from consumer.edge.alert import Alert, AlertDecoder
-from consumer.edge.events import EventDecoder, EventUpdate
+from consumer.edge.alert import Alert, AlertDecoder, alert_to_record
+from consumer.edge.events import EventDecoder, EventUpdate, update_to_record
 from consumer.edge.kafka import watermarks
 from consumer.edge.photometry import Observations, PhotometryBatch, encode_batch
 from consumer.edge.produce import PhotometryProducer
@@ -267,7 +268,8 @@ def event_problems(updates: list[EventUpdate], alerts: list[Alert]) -> list[str]
 
 
 def event_differences(updates: list[EventUpdate], reference: list[EventUpdate]) -> list[str]:
-    """How two runs' updates differ: per star, the (sequence, kind, newest point fitted)."""
+    """How two runs' updates differ: per star, the (sequence, kind, newest point fitted), and
+    then the whole record of each update but its publication time (NaN equals NaN)."""
 
     def key(items: list[EventUpdate]) -> dict[int, list[tuple[int, str, float]]]:
         out: dict[int, list[tuple[int, str, float]]] = {}
@@ -277,23 +279,43 @@ def event_differences(updates: list[EventUpdate], reference: list[EventUpdate]) 
             )
         return {star: sorted(v) for star, v in out.items()}
 
+    def contents(items: list[EventUpdate]) -> dict[tuple[int, int], str]:
+        return {
+            (u.star_id, u.sequence): json.dumps(
+                {**update_to_record(u), "published_at": None}, default=str, sort_keys=True
+            )
+            for u in items
+        }
+
     mine, theirs = key(updates), key(reference)
-    return [
+    out = [
         f"star {star}: reference {theirs.get(star)}, here {mine.get(star)}"
         for star in sorted(mine.keys() | theirs.keys())
         if mine.get(star) != theirs.get(star)
     ]
+    if not out:
+        ours, their_contents = contents(updates), contents(reference)
+        out = [
+            f"star {star} update {sequence}: the same update with other contents"
+            for star, sequence in sorted(ours.keys() & their_contents.keys())
+            if ours[star, sequence] != their_contents[star, sequence]
+        ]
+    return out
 
 
 def decision_differences(alerts: list[Alert], reference: list[Alert]) -> list[str]:
     """How two runs' alert decisions differ: stars alerted by one only, or at another trigger
-    time (the first alert of a star counts; duplicates are checked separately)."""
+    time, or the same alert with other contents (:func:`content_differences`). The first
+    alert of a star counts; duplicates are checked separately."""
     mine = {a.star_id: a for a in reversed(alerts)}
     theirs = {a.star_id: a for a in reversed(reference)}
     out = []
     for star in sorted(mine.keys() | theirs.keys()):
         here, there = mine.get(star), theirs.get(star)
         if here is not None and there is not None and here.trigger_hjd == there.trigger_hjd:
+            changed = content_differences(here, there)
+            if changed:
+                out.append(f"star {star}: the same alert with other {', '.join(changed)}")
             continue
         out.append(
             f"star {star}: "
@@ -301,6 +323,47 @@ def decision_differences(alerts: list[Alert], reference: list[Alert]) -> list[st
             + (f", here at {here.trigger_hjd:.5f}" if here else ", here none")
         )
     return out
+
+
+def content_differences(alert: Alert, reference: Alert) -> list[str]:
+    """What an alert carries differently from the reference's alert of the same star and
+    trigger: its id, the AlertFinder summary, light curve, point-lens fit and binary-lens
+    posterior (exactly: the same light curve gives the same fit, and the posterior's draws are
+    seeded by the alert id), and the networks' outputs, LensNet's scores, the novelty and the
+    second opinion (to :data:`BATCHED_TOLERANCE`: each candidate is scored in a batch, and
+    which candidates share it depends on how the input was consumed). Empty when it is the
+    same alert, its publication time aside."""
+    ours, theirs = alert_to_record(alert), alert_to_record(reference)
+    exact = ("alert_id", "alertfinder", "light_curve", "event_model", "binary_posterior")
+    batched = ("lensnet", "novelty", "second_opinion")
+    return [
+        name
+        for name in exact + batched
+        if not same_values(
+            ours.get(name), theirs.get(name), BATCHED_TOLERANCE if name in batched else 0.0
+        )
+    ]
+
+
+#: How far a network's output may move with the batch it was scored in (issue 14: a star's
+#: scores alone and in any batch agree to 1e-5; ``test_a_star_scores_the_same_alone...``).
+BATCHED_TOLERANCE = 1e-5
+
+
+def same_values(a: Any, b: Any, tolerance: float) -> bool:
+    """Records equal, floats to ``tolerance`` (absolute, or relative to the larger), NaN equal
+    to NaN."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_values(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(
+            same_values(x, y, tolerance) for x, y in zip(a, b, strict=True)
+        )
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
+    return bool(a == b)
 
 
 @pytest.fixture
