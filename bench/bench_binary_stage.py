@@ -27,7 +27,6 @@ from functools import partial
 
 import numpy as np
 import torch
-import zuko
 from bench_binary_flow import best_of
 
 from consumer.constants import SITES
@@ -35,6 +34,7 @@ from consumer.edge.alert import LightCurve
 from consumer.pipeline.binary_posterior import BinaryPosteriors
 from consumer.pipeline.event_model import EventModelStage, light_curve_datasets
 from consumer.settings import BinarySettings, EventsSettings
+from model.binary.flow import zukos_nsf
 from model.evaluation.event_model import event_rich
 from model.features import select_sites
 from model.simulate import simulate_star
@@ -79,14 +79,7 @@ def alert_curves(seed: int, n_stars: int, lead: float = 5.0) -> list[LightCurve]
 def with_zukos_nsf(stage: BinaryPosteriors) -> BinaryPosteriors:
     """A copy of ``stage`` whose flow is zuko's ``NSF`` with the same weights."""
     config = stage.flow.config
-    nsf = zuko.flows.NSF(
-        features=8,
-        context=config.embedding,
-        transforms=config.transforms,
-        bins=config.bins,
-        hidden_features=(config.hidden, config.hidden),
-        passes=2,
-    )
+    nsf = zukos_nsf(config)
     nsf.load_state_dict(stage.flow.flow.state_dict())
     other = copy.copy(stage)
     other.flow = copy.deepcopy(stage.flow)  # a module's copy.copy shares its submodules

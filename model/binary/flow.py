@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any, Final
 
 import torch
+import zuko
 from torch import Tensor, nn
 from torch.distributions import Transform
 from zuko.distributions import DiagNormal
@@ -120,6 +121,19 @@ def spline_flow(config: FlowConfig) -> Flow:
         DiagNormal, loc=torch.zeros(features), scale=torch.ones(features), buffer=True
     )
     return Flow(transforms, base)
+
+
+def zukos_nsf(config: FlowConfig) -> zuko.flows.NSF:
+    """zuko's own NSF of ``config``, which :func:`spline_flow` reproduces (tests, benchmarks);
+    an artifact's ``flow`` state dict loads into it."""
+    return zuko.flows.NSF(
+        features=len(PARAMETERS),
+        context=config.embedding,
+        transforms=config.transforms,
+        bins=config.bins,
+        hidden_features=(config.hidden, config.hidden),
+        passes=2,
+    )
 
 
 class _Autoregressive(MaskedAutoregressiveTransform):

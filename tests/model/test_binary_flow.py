@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zuko
 from typer.testing import CliRunner
 
 from consumer.cli import app
 from consumer.seasons.archive import Dataset, Star, write_star
 from model.binary.export import content_version, load, save, shipped_artifact
-from model.binary.flow import BinaryFlow, FlowConfig
+from model.binary.flow import BinaryFlow, FlowConfig, zukos_nsf
 from model.binary.inputs import MAX_POINTS, LightCurveInputError, flow_input, select_points
 from model.binary.posterior import posterior, s_modes, summarise
 from model.binary.simulate import (
@@ -146,14 +145,7 @@ def test_our_spline_flow_is_zukos_nsf() -> None:
     draws (n, B, 8)."""
     shipped = load(None)
     config = shipped.config
-    zukos = zuko.flows.NSF(
-        features=8,
-        context=config.embedding,
-        transforms=config.transforms,
-        bins=config.bins,
-        hidden_features=(config.hidden, config.hidden),
-        passes=2,
-    )
+    zukos = zukos_nsf(config)
     zukos.load_state_dict(shipped.flow.state_dict())  # strict: the same modules and buffers
     torch.manual_seed(0)
     with torch.no_grad():
