@@ -87,14 +87,19 @@ class Daemon:
 
     def run(self) -> int:
         """Start, loop until stopped (signal, or drained with ``stop_at_end``), shut down."""
-        with stop_on_signals(self.stop, self.log):
+        interrupted = False
+        with stop_on_signals(self.stop) as received:
             try:
                 self.start()
                 while not self.stopping.is_set():
                     self.step()
             except StartupInterruptedError:
-                self.log.info("stopped during start-up")
+                interrupted = True
             finally:
+                if received.signal is not None:  # logged here, never in the handler
+                    self.log.info("signal received, draining", signal=received.signal)
+                if interrupted:
+                    self.log.info("stopped during start-up")
                 self.shutdown()
         return 0
 

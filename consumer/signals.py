@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -19,29 +20,39 @@ from typing import Any
 SECOND_SIGNAL_EXIT = 130
 
 
+@dataclass
+class Received:
+    """The first stopping signal's name, once one arrived (None before)."""
+
+    signal: str | None = None
+
+
 @contextmanager
-def stop_on_signals(stop: Callable[[], None], log: Any) -> Iterator[None]:
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[Received]:
     """Within the block, SIGTERM and SIGINT call ``stop`` once, then exit the process at once.
+
+    The handler only records the signal and calls ``stop``: it must not log. It runs in the
+    main thread between two bytecodes, possibly inside the logger's own write, whose lock it
+    would then wait for forever (seen in CI: a daemon that never exited). The caller logs
+    :attr:`Received.signal` once its loop has stopped.
 
     Only the main thread may install handlers: elsewhere (tests, an embedding application)
     the block runs without them. The previous handlers come back when it ends.
     """
+    received = Received()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-    received = 0
 
     def handle(signum: int, _frame: FrameType | None) -> None:
-        nonlocal received
-        received += 1
-        if received > 1:
+        if received.signal is not None:
             os._exit(SECOND_SIGNAL_EXIT)
-        log.info("signal received, draining", signal=signal.Signals(signum).name)
+        received.signal = signal.Signals(signum).name
         stop()
 
     previous = {number: signal.signal(number, handle) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield received
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
