@@ -327,43 +327,68 @@ def decision_differences(alerts: list[Alert], reference: list[Alert]) -> list[st
 
 def content_differences(alert: Alert, reference: Alert) -> list[str]:
     """What an alert carries differently from the reference's alert of the same star and
-    trigger: its id, the AlertFinder summary, light curve, point-lens fit and binary-lens
-    posterior (exactly: the same light curve gives the same fit, and the posterior's draws are
-    seeded by the alert id), and the networks' outputs, LensNet's scores, the novelty and the
-    second opinion (to :data:`BATCHED_TOLERANCE`: each candidate is scored in a batch, and
-    which candidates share it depends on how the input was consumed). Empty when it is the
-    same alert, its publication time aside."""
+    trigger, each with its largest difference: its id, the AlertFinder summary, light curve and
+    point-lens fit exactly (the same input gives the same numbers); the networks' outputs to
+    :data:`TOLERANCES`. Empty when it is the same alert, its publication time aside."""
     ours, theirs = alert_to_record(alert), alert_to_record(reference)
-    exact = ("alert_id", "alertfinder", "light_curve", "event_model", "binary_posterior")
-    batched = ("lensnet", "novelty", "second_opinion")
-    return [
-        name
-        for name in exact + batched
-        if not same_values(
-            ours.get(name), theirs.get(name), BATCHED_TOLERANCE if name in batched else 0.0
-        )
-    ]
+    out = []
+    for name in ("alert_id", "alertfinder", "light_curve", "event_model", *TOLERANCES):
+        rel, abs_ = TOLERANCES.get(name, (0.0, 0.0))
+        if not same_values(ours.get(name), theirs.get(name), rel, abs_):
+            out.append(
+                f"{name} (largest difference {largest_difference(ours[name], theirs[name]):.3g})"
+            )
+    return out
 
 
-#: How far a network's output may move with the batch it was scored in (issue 14: a star's
-#: scores alone and in any batch agree to 1e-5; ``test_a_star_scores_the_same_alone...``).
-BATCHED_TOLERANCE = 1e-5
+#: (relative, absolute) tolerance of what a network computes, over the same input. LensNet,
+#: the novelty network and the second opinion score each candidate in a batch whose company
+#: depends on how the input was consumed (issue 14: a star's scores alone and in any batch
+#: agree to 1e-5, ``test_a_star_scores_the_same_alone_and_in_any_batch``). The binary flow
+#: reads one alert's light curve with draws seeded by its id, yet CPU kernels may round
+#: differently from run to run (memory alignment, threads of daemons sharing one process):
+#: seen in CI, two posteriors of a rebalance storm not bit-identical. 2e-3 in each summary (days
+#: for t0) is far below any posterior width and lets one or two of the 1 000 draws cross a
+#: close/wide boundary (a mode's weight moves by 1e-3 a draw).
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "lensnet": (1e-5, 1e-5),
+    "novelty": (1e-5, 1e-5),
+    "second_opinion": (1e-5, 1e-5),
+    "binary_posterior": (0.0, 2e-3),
+}
 
 
-def same_values(a: Any, b: Any, tolerance: float) -> bool:
-    """Records equal, floats to ``tolerance`` (absolute, or relative to the larger), NaN equal
-    to NaN."""
+def same_values(a: Any, b: Any, rel: float = 0.0, abs_: float = 0.0) -> bool:
+    """Records equal, floats to within ``abs_`` or ``rel`` of the larger, NaN equal to NaN."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_values(a[k], b[k], tolerance) for k in a)
+        return a.keys() == b.keys() and all(same_values(a[k], b[k], rel, abs_) for k in a)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(
-            same_values(x, y, tolerance) for x, y in zip(a, b, strict=True)
+            same_values(x, y, rel, abs_) for x, y in zip(a, b, strict=True)
         )
     if isinstance(a, float) and isinstance(b, float):
         if math.isnan(a) or math.isnan(b):
             return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
+        return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
     return bool(a == b)
+
+
+def largest_difference(a: Any, b: Any) -> float:
+    """The largest absolute difference of two records' floats; inf where they differ
+    otherwise (keys, lengths, strings, a NaN against a number)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return math.inf
+        return max((largest_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if len(a) != len(b):
+            return math.inf
+        return max((largest_difference(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
+        return abs(a - b)
+    return 0.0 if a == b else math.inf
 
 
 @pytest.fixture
