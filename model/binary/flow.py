@@ -102,7 +102,8 @@ def spline_flow(config: FlowConfig) -> Flow:
     """zuko's ``NSF(8, embedding, transforms, bins, hidden_features=(hidden, hidden),
     passes=2)``, built from :class:`_Autoregressive` and :class:`_Spline`: the same modules and
     state dict (an artifact trained with either loads in both), the same draws to float
-    rounding, ~30 % less time per draw and ~2.5 s less in a process's first draw."""
+    rounding, ~40 % less time per draw (BENCHMARKS.md) and no sympy import at the first draw
+    (~2.5 s without bytecode files, ~0.5 s with)."""
     features = len(PARAMETERS)
     orders = [torch.arange(features), torch.flipud(torch.arange(features))]
     transforms = [
