@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 import time
 from collections.abc import Sequence
 from typing import TypeVar
@@ -49,6 +50,9 @@ else:
 
 T = TypeVar("T")
 
+#: Held while torch's process-wide random generator is seeded and drawn from.
+_GLOBAL_RNG = threading.Lock()
+
 
 class BinaryPosteriors:
     """Holds the flow; annotates alerts with their posterior."""
@@ -72,7 +76,10 @@ class BinaryPosteriors:
             inputs = light_curve_input(curve, alert_id)
         except LightCurveInputError:
             return None
-        with torch.random.fork_rng(devices=[]):
+        # torch's generator is the process's: daemons sharing a process (tests, an embedding
+        # application) must not seed and draw in between each other (seen in CI: one alert's
+        # posterior moved by 1.9 in a rebalance storm's in-process daemons).
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(alert_seed(alert_id))
             samples = sample_inputs(self.flow, [inputs], self.n_samples)[0]
         samples[:, 0] += inputs.t_last
@@ -107,7 +114,7 @@ class BinaryPosteriors:
         flux = np.asarray(100.0 * np.exp(-0.5 * ((hjd - hjd[-8]) / 3.0) ** 2), dtype=np.float64)
         error = np.full(n, 10.0, dtype=np.float64)
         inputs = series_input([(0, hjd, flux, error)], name="warm-up")
-        with torch.random.fork_rng(devices=[]):
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             sample_inputs(self.flow, [inputs], self.n_samples)
 

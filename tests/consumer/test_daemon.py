@@ -345,11 +345,11 @@ def content_differences(alert: Alert, reference: Alert) -> list[str]:
 #: the novelty network and the second opinion score each candidate in a batch whose company
 #: depends on how the input was consumed (issue 14: a star's scores alone and in any batch
 #: agree to 1e-5, ``test_a_star_scores_the_same_alone_and_in_any_batch``). The binary flow
-#: reads one alert's light curve with draws seeded by its id, yet CPU kernels may round
-#: differently from run to run (memory alignment, threads of daemons sharing one process):
-#: seen in CI, two posteriors of a rebalance storm not bit-identical. 2e-3 in each summary (days
-#: for t0) is far below any posterior width and lets one or two of the 1 000 draws cross a
-#: close/wide boundary (a mode's weight moves by 1e-3 a draw).
+#: reads one alert's light curve with draws seeded by its id; 2e-3 in each summary (days for
+#: t0), far below any posterior width, leaves room for CPU rounding (one or two of the 1 000
+#: draws crossing a close/wide boundary move a mode's weight by 1e-3 each). The differences
+#: clean-clone CI runs showed (up to 1.9) came from daemons sharing torch's generator in one
+#: process, since fixed in the stage (a lock around seed and draws).
 TOLERANCES: dict[str, tuple[float, float]] = {
     "lensnet": (1e-5, 1e-5),
     "novelty": (1e-5, 1e-5),
