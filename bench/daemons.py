@@ -350,6 +350,10 @@ def read_messages(settings: Settings, topic: str, partitions: int) -> list[Any]:
     try:
         parts = [TopicPartition(topic, p, 0) for p in range(partitions)]
         ends = {tp.partition: watermarks(consumer, tp)[1] for tp in parts}
+        # An empty partition's position stays unset (nothing is fetched): it is read already.
+        parts = [tp for tp in parts if ends[tp.partition] > 0]
+        if not parts:
+            return []
         consumer.assign(parts)
         messages: list[Any] = []
         deadline = time.monotonic() + 120
