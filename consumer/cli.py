@@ -265,6 +265,26 @@ class EpochMetric(enum.Enum):
     ACCURACY = "accuracy"
 
 
+_RULE_HELP = (
+    "AlertFinder rule of {which} fields the training calls are cut at, k/n@n_sigma:dchi2_min "
+    "(default {default}); recorded in the card: run the daemon with the same rule."
+)
+
+
+def _cadence(high: str | None, low: str | None) -> Any:
+    """The daemon's default schedule with the given trigger rules (``k/n@n_sigma:dchi2_min``)."""
+    from consumer.alertfinder.api import TriggerInputError, TriggerRule
+    from model.timeline import DEFAULT_CADENCE
+
+    try:
+        return DEFAULT_CADENCE.with_rules(
+            None if high is None else TriggerRule.parse(high),
+            None if low is None else TriggerRule.parse(low),
+        )
+    except TriggerInputError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
 def _seeds(value: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(part) for part in value.split(",") if part.strip())
@@ -333,6 +353,12 @@ def train(
         float | None,
         typer.Option(help="Training time budget: the epochs that fit, timed on the first."),
     ] = None,
+    high_cadence_rule: Annotated[
+        str | None, typer.Option(help=_RULE_HELP.format(which="high-cadence", default="5/5@3:250"))
+    ] = None,
+    low_cadence_rule: Annotated[
+        str | None, typer.Option(help=_RULE_HELP.format(which="low-cadence", default="10/10@3:400"))
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder for lensnet-<version>.pt and model_card.json.")
     ] = Path("model/artifacts"),
@@ -365,6 +391,7 @@ def train(
         workers=workers,
         max_minutes=max_minutes,
         init=None if init is None else str(init),
+        cadence=_cadence(high_cadence_rule, low_cadence_rule),
     )
     model, history = train_model(config, cache=cache, progress=progress)
     path = save(model, model_card(config, history, model), out)
@@ -375,6 +402,51 @@ def train(
         f"3-class {history.val_class_accuracy[best]:.4f}; {history.seconds[-1]:.0f} s on "
         f"{history.device}, {history.n_train} training instances)"
     )
+
+
+@app.command("trigger-scan")
+def trigger_scan(
+    ctx: typer.Context,
+    rule: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="name=HIGH;LOW with each rule k/n@n_sigma:dchi2_min (high- then low-cadence "
+            "fields), e.g. 'loose=4/5@2.5:150;6/10@2.5:200'; repeat. Default: the shipped rules "
+            "and five looser ones."
+        ),
+    ] = None,
+    seasons: Annotated[
+        str, typer.Option(help="Seeds of the simulated seasons (validation: choose on these).")
+    ] = "2001,2002",
+    stars: Annotated[int, typer.Option(min=10, help="Stars per season.")] = 2000,
+    workers: Annotated[int, typer.Option(min=1, help="Processes.")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for trigger-scan.md, .json and .png.")] = Path(
+        "runs/trigger-scan"
+    ),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """The AlertFinder alone over whole simulated seasons, once per rule: events triggered
+    before their peak, other stars triggered, LensNet calls (to choose a training trigger)."""
+    from consumer.alertfinder.api import TriggerInputError
+    from model.dataset import SeasonSet
+    from model.evaluation.trigger_scan import DEFAULT_RULES, parse_rules, run_scan
+    from model.timeline import DEFAULT_CADENCE
+
+    try:
+        cadences = parse_rules(rule or DEFAULT_RULES, DEFAULT_CADENCE)
+    except TriggerInputError as error:
+        raise typer.BadParameter(str(error), param_hint="--rule") from error
+    season_set = SeasonSet("scan", _seeds(seasons), stars)
+    result = run_scan(season_set, cadences, out, workers=workers, progress=progress)
+    for name, entry in result["rules"].items():
+        typer.echo(
+            f"{name} ({result['described'][name]}): events before the peak "
+            f"{100 * entry['trigger_before_peak_t0_ge_20']:.1f} % (t0 >= 20 d), "
+            f"{100 * entry['trigger_before_peak_early']:.1f} % (t0 10-40 d); non-events "
+            f"triggered {100 * entry['triggered_per_class']['NO']:.1f} %; "
+            f"{entry['calls_per_star']:.2f} calls a star"
+        )
+    typer.echo(f"report: {out / 'trigger-scan.md'}")
 
 
 @app.command()
@@ -443,8 +515,8 @@ def classify(
     low_cadence: Annotated[
         bool | None,
         typer.Option(
-            help="Force the low- (k=n=10, dchi2 400) or high-cadence AlertFinder rule; "
-            "default: by each star's fields, as the daemon does."
+            help="Force the low- or high-cadence AlertFinder rule (those the artifact was "
+            "trained on: its card); default: by each star's fields, as the daemon does."
         ),
     ] = None,
     opinions: Annotated[
@@ -455,17 +527,22 @@ def classify(
     import json
     import math
 
-    from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE
     from model.classify import classify_season
     from model.export import load_artifact
-
-    module, _ = load_artifact(artifact)
-    rule = None if low_cadence is None else (LOW_CADENCE if low_cadence else HIGH_CADENCE)
-    as_of_hjd = math.inf if as_of is None else as_of
     from model.second_opinion import OpinionModels
+    from model.timeline import card_cadence
 
+    module, card = load_artifact(artifact)
+    cadence = card_cadence(card)
+    rule = None
+    if low_cadence is not None:
+        rule = cadence.low_cadence if low_cadence else cadence.high_cadence
+    as_of_hjd = math.inf if as_of is None else as_of
     extra = OpinionModels() if opinions else None
-    for record in classify_season(module, season_dir, as_of=as_of_hjd, rule=rule, opinions=extra):
+    records = classify_season(
+        module, season_dir, as_of=as_of_hjd, rule=rule, cadence=cadence, opinions=extra
+    )
+    for record in records:
         typer.echo(json.dumps(record))
 
 

@@ -46,6 +46,7 @@ from consumer.health import BatchClock, Health, HealthServer, Metrics
 from consumer.pipeline.align import Aligner
 from consumer.pipeline.ingest import IngestResult, ingest, sites_by_topic
 from consumer.pipeline.scoring import Scorer
+from consumer.pipeline.trigger import untrained_rules
 from consumer.pipeline.warmup import warm_up
 from consumer.pipeline.windows import BatchReport, Evaluated, WindowStage
 from consumer.settings import Settings
@@ -117,6 +118,8 @@ class Daemon:
             self.server.start()
         self.scorer = self._retrying("load the model", lambda: Scorer(self.settings.model))
         self.metrics.model.labels(version=self.scorer.model_version).set(1)
+        if differences := untrained_rules(self.settings.trigger, self.scorer.card):
+            self.log.warning("trigger rules differ from the model's training", **differences)
         warm_up(self.settings, self.scorer)
         self.windows = WindowStage(self.settings, self.partitions, self.scorer, self.metrics)
         self._retrying("reach Kafka", lambda: reach(self.settings.kafka, stop=self.stopping))

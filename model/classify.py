@@ -32,7 +32,7 @@ from model.export import THRESHOLD_BALANCED, THRESHOLD_HIGH_PURITY
 from model.features import Candidate, InsufficientDataError, collate, prepare
 from model.lensnet import CLASS_NAMES
 from model.second_opinion import OpinionModels
-from model.timeline import DEFAULT_CADENCE
+from model.timeline import DEFAULT_CADENCE, Cadence
 
 #: Candidates per forward pass (the padded length is the longest in the chunk).
 BATCH_SIZE: Final = 32
@@ -130,15 +130,17 @@ def classify_stars(
     *,
     as_of: float = math.inf,
     rule: TriggerRule | None = None,
+    cadence: Cadence = DEFAULT_CADENCE,
     opinions: OpinionModels | None = None,
 ) -> list[dict[str, Any]]:
     """One record per star, in order: scored, or ``status: "insufficient_data"`` and why.
-    ``rule`` None: each star's rule from its fields' cadence, as the daemon chooses it;
+    ``rule`` None: each star's rule from its fields' cadence, as the daemon chooses it, among
+    ``cadence``'s (use the artifact's, :func:`model.timeline.card_cadence`);
     ``opinions``: also the novelty score and the second opinion of every scored star."""
     records: list[dict[str, Any] | None] = [None] * len(stars)
     scored: list[tuple[int, Candidate]] = []
     for i, star in enumerate(stars):
-        star_rule = rule or DEFAULT_CADENCE.rule_for([d.field for d in star.datasets])
+        star_rule = rule or cadence.rule_for([d.field for d in star.datasets])
         try:
             scored.append((i, prepare(star, as_of=as_of, rule=star_rule)))
         except InsufficientDataError as error:
@@ -163,6 +165,7 @@ def classify_season(
     *,
     as_of: float = math.inf,
     rule: TriggerRule | None = None,
+    cadence: Cadence = DEFAULT_CADENCE,
     chunk: int = 256,
     opinions: OpinionModels | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -174,9 +177,13 @@ def classify_season(
     for star in iter_season(season_dir, report, skip_bad_files=True):
         stars.append(star)
         if len(stars) >= chunk:
-            yield from classify_stars(module, stars, as_of=as_of, rule=rule, opinions=opinions)
+            yield from classify_stars(
+                module, stars, as_of=as_of, rule=rule, cadence=cadence, opinions=opinions
+            )
             stars = []
-    yield from classify_stars(module, stars, as_of=as_of, rule=rule, opinions=opinions)
+    yield from classify_stars(
+        module, stars, as_of=as_of, rule=rule, cadence=cadence, opinions=opinions
+    )
     for path, reason in report.skipped:
         yield {"path": path, "status": "skipped", "reason": reason}
     for path, what in report.ignored:

@@ -144,6 +144,8 @@ def training_command(config: TrainConfig) -> str:
         f"--select {config.select}",
         "--cosine" if config.cosine else "--no-cosine",
         f"--threads {config.threads} --device {config.device}",
+        f"--high-cadence-rule {config.cadence.high_cadence}",
+        f"--low-cadence-rule {config.cadence.low_cadence}",
     ]
     if config.max_minutes is not None:
         words.append(f"--max-minutes {config.max_minutes:g}")

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 import numba
 import numpy as np
@@ -72,9 +72,41 @@ class Cadence:
         high = any(f in self.high_cadence_fields for f in fields)
         return self.high_cadence if high else self.low_cadence
 
+    def with_rules(self, high: TriggerRule | None, low: TriggerRule | None) -> Cadence:
+        """This cadence with the trigger rules replaced where given."""
+        return replace(
+            self,
+            high_cadence=self.high_cadence if high is None else high,
+            low_cadence=self.low_cadence if low is None else low,
+        )
+
+    def describe(self) -> str:
+        """The trigger rules in words, e.g. ``high cadence 5/5@3:250, low cadence 10/10@3:400``
+        (``k/n@n_sigma:dchi2_min``)."""
+        return f"high cadence {self.high_cadence}, low cadence {self.low_cadence}"
+
 
 #: The daemon's default settings.
 DEFAULT_CADENCE: Final = Cadence()
+
+
+def card_cadence(card: Mapping[str, Any]) -> Cadence:
+    """The schedule a LensNet artifact was trained on, from its model card
+    (``training.config.cadence``); :data:`DEFAULT_CADENCE` for cards written before training
+    recorded it, which all used the defaults. Serving a model with other trigger rules shows
+    it calls it was never trained on (earlier, fainter rises: see ``model/README.md``)."""
+    entry = card.get("training", {}).get("config", {}).get("cadence")
+    if not isinstance(entry, Mapping):
+        return DEFAULT_CADENCE
+    return Cadence(
+        evaluation_days=float(entry["evaluation_days"]),
+        rescore_days=float(entry["rescore_days"]),
+        high_cadence_fields=tuple(int(f) for f in entry["high_cadence_fields"]),
+        high_cadence=TriggerRule(**entry["high_cadence"]),
+        low_cadence=TriggerRule(**entry["low_cadence"]),
+        refresh_fraction=float(entry["refresh_fraction"]),
+        capacity=int(entry["capacity"]),
+    )
 
 
 @dataclass(frozen=True, eq=False)

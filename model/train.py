@@ -46,6 +46,7 @@ from model.dataset import (
     load_set,
 )
 from model.lensnet import LensNet, LensNetConfig
+from model.timeline import DEFAULT_CADENCE, Cadence
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -77,6 +78,8 @@ class TrainConfig:
         and the cosine schedule is set over those (None: no limit).
     init : an artifact to start from (fine-tuning: its weights and standardisation are kept;
         the architecture must match ``model``); None trains from scratch.
+    cadence : the daemon's schedule and trigger rules the instances are cut at (recorded in
+        the card: the daemon should trigger with the same rules, ``model.timeline.card_cadence``).
     """
 
     seed: int = 1
@@ -97,6 +100,7 @@ class TrainConfig:
     workers: int = 1
     max_minutes: float | None = None
     init: str | None = None
+    cadence: Cadence = DEFAULT_CADENCE
 
 
 @dataclass
@@ -309,6 +313,7 @@ def train(
         train_set = load_set(
             config.train_seasons,
             config.crop,
+            cadence=config.cadence,
             cache=cache,
             workers=config.workers,
             progress=progress,
@@ -317,6 +322,7 @@ def train(
         val_set = load_set(
             config.validation_seasons,
             config.crop,
+            cadence=config.cadence,
             cache=cache,
             workers=config.workers,
             progress=progress,

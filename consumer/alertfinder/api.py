@@ -143,6 +143,24 @@ class TriggerRule:
     def __post_init__(self) -> None:
         _check_rule(self.k, self.n, self.n_sigma, self.dchi2_min)
 
+    @classmethod
+    def parse(cls, text: str) -> TriggerRule:
+        """The rule written ``"k/n@n_sigma:dchi2_min"``, e.g. ``"5/5@3:250"`` (the inverse of
+        ``str(rule)``); :class:`TriggerInputError` names what is wrong."""
+        counts, _, rest = text.strip().partition("@")
+        sigma, _, dchi2 = rest.partition(":")
+        k, _, n = counts.partition("/")
+        try:
+            numbers = int(k), int(n), float(sigma), float(dchi2)
+        except ValueError as error:
+            raise TriggerInputError(
+                f"trigger rule {text!r}: expected k/n@n_sigma:dchi2_min, e.g. 5/5@3:250"
+            ) from error
+        return cls(*numbers)
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n}@{self.n_sigma:g}:{self.dchi2_min:g}"
+
 
 #: Defaults of Kim et al. (2018) by field cadence; settings may override them per field.
 HIGH_CADENCE: Final = TriggerRule(k=5, n=5, n_sigma=3.0, dchi2_min=250.0)

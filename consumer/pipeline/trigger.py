@@ -16,7 +16,9 @@ writes only the store; no Kafka, no logging.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,7 @@ from consumer.alertfinder.api import (
 from consumer.constants import SITES
 from consumer.settings import RuleSettings, TriggerSettings
 from consumer.state.store import StarStore, TriggerInput
+from model.timeline import card_cadence
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -178,6 +181,23 @@ class TriggerStage:
         buffers: what :meth:`evaluate` leaves in the cache, without the fit."""
         if len(star_ids):
             store.rising_input(star_ids, 0, 0.0, force=True)
+
+
+def untrained_rules(settings: TriggerSettings, card: Mapping[str, Any]) -> dict[str, str]:
+    """Where the daemon's trigger differs from the one LensNet was trained on (its model card,
+    :func:`model.timeline.card_cadence`): ``{"high_cadence": "5/5@3:250 (trained on
+    4/5@2.5:150)"}``; empty when they agree. A model sees its training calls only when the
+    daemon triggers as training did: earlier or fainter calls score lower (model/README.md)."""
+    trained = card_cadence(card)
+    pairs = {
+        "high_cadence": (_rule(settings.high_cadence), trained.high_cadence),
+        "low_cadence": (_rule(settings.low_cadence), trained.low_cadence),
+    }
+    return {
+        name: f"{served} (trained on {rule})"
+        for name, (served, rule) in pairs.items()
+        if served != rule
+    }
 
 
 def _rule(settings: RuleSettings) -> TriggerRule:

@@ -54,6 +54,7 @@ from model.evaluation.instances import (
     threshold_curve,
 )
 from model.export import load_artifact
+from model.timeline import DEFAULT_CADENCE, Cadence, card_cadence
 from model.train import predict, resolve_device
 
 #: Test instances with every auxiliary column, and with none (magnitude-only archives).
@@ -127,15 +128,23 @@ def evaluate(
     loaded = [load_artifact(path) for path in artifacts]
     modules = [module.to(where) for module, _ in loaded]
     cards = [card for _, card in loaded]
+    cadence = cards_cadence(cards)
     train_seasons = train_seasons or _card_seasons(cards[0], "train_seasons", TRAIN_SEASONS)
     validation_seasons = validation_seasons or _card_seasons(
         cards[0], "validation_seasons", VALIDATION_SEASONS
     )
-    load = {"cache": cache, "workers": workers, "progress": progress, "device": where}
+    load = {
+        "cache": cache,
+        "workers": workers,
+        "progress": progress,
+        "device": where,
+        "cadence": cadence,
+    }
     metrics: dict[str, Any] = {
         "artifacts": [str(path) for path in artifacts],
         "versions": [card.get("version") for card in cards],
         "code_version": code_version(),
+        "trigger": cadence.describe(),
         "seasons": {
             "train": [train_seasons.seeds, train_seasons.n_stars],
             "validation": [validation_seasons.seeds, validation_seasons.n_stars],
@@ -144,7 +153,12 @@ def evaluate(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     validation_stars, validation_probes = validation_calls or run_seasons(
-        modules, validation_seasons, workers=workers, device=where, progress=progress
+        modules,
+        validation_seasons,
+        cadence=cadence,
+        workers=workers,
+        device=where,
+        progress=progress,
     )
     if validation_stars and validation_stars[0].p_event.shape[0] != len(modules):
         raise ValueError("validation_calls were scored by another number of artifacts")
@@ -154,7 +168,7 @@ def evaluate(
     )
     metrics["chosen"] = choose(metrics["validation_cadence"])
     test_stars, test_probes = run_seasons(
-        modules, test_seasons, workers=workers, device=where, progress=progress
+        modules, test_seasons, cadence=cadence, workers=workers, device=where, progress=progress
     )
     save_calls(test_stars, test_probes, out_dir / "calls-test.npz")
     metrics["test_cadence"] = cadence_metrics(test_stars, test_probes, (0.45, 0.955))
@@ -190,6 +204,18 @@ def _baseline(train: SeasonSet, test: SeasonSet, load: dict[str, Any]) -> dict[s
     return set_metrics(test_set, model.predict(summary_features(test_set)))
 
 
+def cards_cadence(cards: Sequence[dict[str, Any]]) -> Cadence:
+    """The schedule and trigger rules every artifact was trained on (the daemon's defaults for
+    older cards); ValueError when they differ, since one evaluation replays one schedule."""
+    cadences = [card_cadence(card) for card in cards]
+    if any(c != cadences[0] for c in cadences):
+        raise ValueError(
+            "the artifacts were trained on different trigger rules: "
+            + "; ".join(c.describe() for c in cadences)
+        )
+    return cadences[0] if cadences else DEFAULT_CADENCE
+
+
 def _card_seasons(card: dict[str, Any], key: str, default: SeasonSet) -> SeasonSet:
     try:
         entry = card["training"]["config"][key]
@@ -223,6 +249,8 @@ def markdown(
         f"sd over the {n} seed(s). Simulator and feature code version "
         f"`{metrics['code_version']}`.",
         "",
+        f"- Trigger rules (from the cards; the daemon must run the same): "
+        f"{metrics.get('trigger', DEFAULT_CADENCE.describe())} (k/n@n_sigma:dchi2_min).",
         f"- Training seasons: seeds {seeds['train'][0]}, {seeds['train'][1]} stars each.",
         f"- Validation seasons (epoch and shipped seed chosen here only): seeds "
         f"{seeds['validation'][0]}, {seeds['validation'][1]} stars each.",

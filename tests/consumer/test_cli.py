@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     "simulate",
     "train",
     "evaluate",
+    "trigger-scan",
     "classify",
     "posterior",
     "alerts",
@@ -240,6 +241,27 @@ def test_simulate_writes_a_readable_season(tmp_path: Path) -> None:
     assert len(stars) == 12
     assert (out / "labels.csv").is_file()
     assert report.n_observations > 0
+
+
+def test_trigger_scan_compares_rules_on_whole_seasons(tmp_path: Path) -> None:
+    out = tmp_path / "scan"
+    rules = ("--rule", "shipped=5/5@3:250;10/10@3:400", "--rule", "loose=3/5@2:50;4/10@2:75")
+    result = lensnet(
+        "trigger-scan", *rules, "--seasons", "7", "--stars", "30", "--out", str(out), timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no progress bar off a terminal
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("shipped (5/5@3:250; 10/10@3:400): events before the peak ")
+    assert lines[1].startswith("loose (3/5@2:50; 4/10@2:75)")
+    metrics = json.loads((out / "trigger-scan.json").read_text())
+    assert metrics["n_stars"] == 30
+    assert list(metrics["rules"]) == ["shipped", "loose"]
+    assert "| loose | 3/5@2:50; 4/10@2:75 |" in (out / "trigger-scan.md").read_text()
+    assert (out / "trigger-scan.png").stat().st_size > 0
+    bad = lensnet("trigger-scan", "--rule", "loose=3/5@2", "--out", str(out))
+    assert bad.returncode == 2
+    assert "expected name=high;low" in bad.stderr
 
 
 def test_replay_of_a_missing_folder_is_one_clear_line(tmp_path: Path) -> None:

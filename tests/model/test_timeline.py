@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE, evaluate
+from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE, TriggerRule, evaluate
 from consumer.seasons.archive import Dataset, Star
 from consumer.settings import ModelSettings, TriggerSettings
 from model.features import valid_mask
 from model.simulate import SimulationConfig, simulate_star
-from model.timeline import DEFAULT_CADENCE, Cadence, timelines
+from model.timeline import DEFAULT_CADENCE, Cadence, card_cadence, timelines
 
 EXACT = Cadence(refresh_fraction=0.0, capacity=10**7)
 
@@ -86,3 +87,37 @@ def test_a_star_without_i_band_data_has_an_empty_timeline() -> None:
     line = timelines([star])[0]
     assert len(line.window_end) == 0
     assert np.isnan(line.first_trigger)
+
+
+def test_a_card_gives_back_the_cadence_training_recorded() -> None:
+    looser = DEFAULT_CADENCE.with_rules(
+        TriggerRule.parse("4/5@2.5:150"), TriggerRule.parse("6/10@2.5:200")
+    )
+    card = json.loads(json.dumps({"training": {"config": {"cadence": dataclasses.asdict(looser)}}}))
+    assert card_cadence(card) == looser
+    assert looser.describe() == "high cadence 4/5@2.5:150, low cadence 6/10@2.5:200"
+    # Cards from before training recorded it: every one of them used the defaults.
+    assert card_cadence({}) == DEFAULT_CADENCE
+    assert card_cadence({"training": {"config": {"seed": 1}}}) == DEFAULT_CADENCE
+    assert DEFAULT_CADENCE.with_rules(None, None) == DEFAULT_CADENCE
+
+
+def test_a_looser_rule_calls_every_star_no_later() -> None:
+    """Loosening k, n_sigma or the dchi2 minimum only adds windows that fire: each window a
+    rule fires on, a looser one fires on too (the same fits, lower bars), so its first call
+    comes at the same window or earlier."""
+    loose = DEFAULT_CADENCE.with_rules(
+        TriggerRule.parse("3/5@2:50"), TriggerRule.parse("5/10@2:75")
+    )
+    stars = [simulate_star(SimulationConfig(n_stars=40, seed=7), i)[0] for i in range(40)]
+    strict_lines = timelines(stars, DEFAULT_CADENCE)
+    loose_lines = timelines(stars, loose)
+    fired = 0
+    for strict, looser in zip(strict_lines, loose_lines, strict=True):
+        assert np.array_equal(strict.window_end, looser.window_end)
+        assert not (strict.passed & ~looser.passed).any()
+        if np.isfinite(strict.first_trigger):
+            fired += 1
+            assert looser.first_trigger <= strict.first_trigger
+    assert fired >= 5
+    assert sum(np.isfinite(line.first_trigger) for line in loose_lines) > fired

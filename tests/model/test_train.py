@@ -12,6 +12,7 @@ from model.dataset import CropConfig, Instances, SeasonSet, build_instances, cla
 from model.export import content_version, load_artifact, model_card, save, training_command
 from model.lensnet import LensNet, LensNetConfig
 from model.simulate import SimulationConfig
+from model.timeline import card_cadence
 from model.train import Batcher, TrainConfig, make_loss, predict, standardisation, train
 
 SMALL = TrainConfig(
@@ -104,6 +105,9 @@ def test_small_training_run_exports_and_round_trips(tmp_path: Path) -> None:
     assert loaded_card["model_config"]["hidden"] == 8
     assert loaded_card["training"]["config"]["seed"] == 3
     assert "--train-seasons 41" in training_command(SMALL)
+    # The card records the trigger the instances were cut at; serving reads it back.
+    assert card_cadence(loaded_card) == SMALL.cadence
+    assert "--high-cadence-rule 5/5@3:250 --low-cadence-rule 10/10@3:400" in training_command(SMALL)
     test_set = small_set(43, 20)
     eager = predict(model, test_set)
     scripted = predict(loaded, test_set)

@@ -749,3 +749,31 @@ def test_exact_tie_prefers_fewer_datasets() -> None:
     by_datasets = {c.datasets: c for c in ref.combinations}
     assert by_datasets[(0,)].dchi2 == pytest.approx(by_datasets[(0, 1)].dchi2, rel=1e-9)
     assert evaluate(star, **rule).datasets == (0,)
+
+
+@given(
+    k=st.integers(1, 20),
+    extra=st.integers(0, 20),
+    n_sigma=st.floats(0, 10, allow_nan=False).map(lambda x: round(x, 3)),
+    dchi2_min=st.floats(0, 1e4, allow_nan=False).map(lambda x: round(x, 1)),
+)
+def test_a_rule_written_out_parses_back(
+    k: int, extra: int, n_sigma: float, dchi2_min: float
+) -> None:
+    rule = TriggerRule(k, k + extra, n_sigma, dchi2_min)
+    assert TriggerRule.parse(str(rule)) == rule
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5/5", "expected k/n@n_sigma:dchi2_min"),
+        ("five/5@3:250", "expected k/n@n_sigma:dchi2_min"),
+        ("5/5@3", "expected k/n@n_sigma:dchi2_min"),
+        ("6/5@3:250", "n: expected"),
+        ("5/5@-1:250", "n_sigma: expected"),
+    ],
+)
+def test_a_rule_that_is_not_one_names_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(TriggerInputError, match=message):
+        TriggerRule.parse(text)

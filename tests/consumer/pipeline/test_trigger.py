@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder.api import dataset_medians, evaluate_batch, rising_batch
+from consumer.alertfinder.api import TriggerRule, dataset_medians, evaluate_batch, rising_batch
 from consumer.edge.photometry import Observations
-from consumer.pipeline.trigger import TriggerStage
-from consumer.settings import TriggerSettings
+from consumer.pipeline.trigger import TriggerStage, untrained_rules
+from consumer.settings import LowCadenceRuleSettings, RuleSettings, TriggerSettings
 from consumer.state.store import StarStore, StoreConfig
+from model.timeline import DEFAULT_CADENCE
 
 T0 = 2_461_000.0
 
@@ -170,3 +172,18 @@ def test_rising_pass_equals_the_numpy_reference_as_buffers_grow() -> None:
             a = getattr(stores[0].stars, name)[:n_stars]
             b = getattr(stores[1].stars, name)[:n_stars]
             assert a.tobytes() == b.tobytes(), name
+
+
+def test_rules_other_than_the_models_training_are_named() -> None:
+    trained = dataclasses.asdict(DEFAULT_CADENCE.with_rules(TriggerRule.parse("4/5@2.5:150"), None))
+    card = {"training": {"config": {"cadence": trained}}}
+    assert untrained_rules(TriggerSettings(), card) == {
+        "high_cadence": "5/5@3:250 (trained on 4/5@2.5:150)"
+    }
+    served = TriggerSettings(high_cadence=RuleSettings(k=4, n=5, n_sigma=2.5, dchi2_min=150))
+    assert untrained_rules(served, card) == {}
+    # The shipped card predates the record: trained on the defaults.
+    assert untrained_rules(TriggerSettings(), {}) == {}
+    assert "low_cadence" in untrained_rules(
+        TriggerSettings(low_cadence=LowCadenceRuleSettings(k=8)), {}
+    )
