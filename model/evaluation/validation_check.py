@@ -1,0 +1,104 @@
+"""Artifacts on the validation seasons only, under one trigger: the daemon's outcomes, for
+choosing a recipe (a trigger rule, a fine-tune) without touching the test seasons.
+
+    python -m model.evaluation.validation_check --artifact A.pt --artifact B.pt \\
+        [--rules 'name=HIGH;LOW'] [--workers 2] [--out calls.npz]
+
+Every artifact is scored at the same calls: those of ``--rules`` (default: the first
+artifact's card, :func:`model.timeline.card_cadence`), so a model can also be tried on calls
+it was not trained on. Prints, per artifact, the Generalise issue's figures with the daemon's
+magnification gate (and event recall without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.dataset import VALIDATION_SEASONS
+from model.evaluation.cadence import cadence_metrics, run_seasons, save_calls
+from model.evaluation.trigger_scan import parse_rules
+from model.export import load_artifact
+from model.timeline import DEFAULT_CADENCE, card_cadence
+
+#: (label, threshold, key) of the figures printed per artifact.
+FIGURES = (
+    ("events t0>=20 d alerted before the peak", "0.45", "event_recall_before_peak_t0_ge_20"),
+    ("same", "0.955", "event_recall_before_peak_t0_ge_20"),
+    ("events t0 10-40 d alerted before the peak", "0.45", "event_recall_before_peak_early"),
+    (
+        "LensNet's share among events triggered before the peak",
+        "0.45",
+        "triggered_before_peak_recall",
+    ),
+)
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def report(metrics: dict[str, Any], names: list[str]) -> list[str]:
+    """One block of lines per artifact."""
+    lines = [
+        f"{metrics['n_stars']} stars, {metrics['n_calls']} LensNet calls, "
+        f"trigger before the peak {_pct(metrics['trigger_before_peak_t0_ge_20'])} (t0 >= 20 d), "
+        f"{_pct(metrics['trigger_before_peak_early'])} (t0 10-40 d)"
+    ]
+    for name, entry in zip(names, metrics["per_model"], strict=True):
+        lines.append(f"{name}:")
+        for label, threshold, key in FIGURES:
+            lines.append(f"  {label} @ {threshold}: {_pct(entry[threshold][key])}")
+        for threshold in ("0.45", "0.955"):
+            per_class = entry[threshold]["alerted_per_class"]
+            lines.append(
+                f"  non-event stars alerted @ {threshold}: {_pct(per_class['NO'])}, "
+                f"artefacts (MAYBE) {_pct(per_class['MAYBE'])}"
+            )
+        lines.append(f"  events staying events to peak + 20 d: {_pct(entry['events_stay_events'])}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", type=Path, action="append", required=True)
+    parser.add_argument("--rules", default=None, help="name=HIGH;LOW (k/n@n_sigma:dchi2_min)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="save the scored calls here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    loaded = [load_artifact(path) for path in args.artifact]
+    cadence = (
+        next(iter(parse_rules([args.rules], DEFAULT_CADENCE).values()))
+        if args.rules
+        else card_cadence(loaded[0][1])
+    )
+    print(f"validation seasons {list(VALIDATION_SEASONS.seeds)}, trigger {cadence.describe()}")
+    stars, probes = run_seasons(
+        [module for module, _ in loaded],
+        VALIDATION_SEASONS,
+        cadence=cadence,
+        workers=args.workers,
+        progress=True,
+    )
+    if args.out is not None:
+        save_calls(stars, probes, args.out)
+    names = [
+        str(card.get("version") or path.stem)
+        for path, (_, card) in zip(args.artifact, loaded, strict=True)
+    ]
+    print("with the magnification gate (the daemon's default):")
+    for line in report(cadence_metrics(stars, probes, (0.45, 0.955)), names):
+        print(line)
+    print("without it:")
+    for line in report(cadence_metrics(stars, probes, (0.45, 0.955), min_magnification=0.0), names):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
