@@ -238,34 +238,37 @@ def markdown(result: Mapping[str, Any], seasons: SeasonSet) -> str:
             f"{_pct(per_class['MAYBE'])} | {entry['calls_per_star']:.2f} |"
         )
     bins = [f"{a:g}-{b:g}" for a, b in SNR_BINS]
-    lines += [
-        "",
+    lines += _table(
         "Events (t0 >= 20 d) triggered before the peak, by peak S/N:",
-        "",
-        "| rule | " + " | ".join(bins) + " |",
-        "|---|" + "---:|" * len(bins),
-    ]
-    for name, entry in rules.items():
-        by_snr = entry["trigger_before_peak_by_snr"]
-        lines.append(f"| {name} | " + " | ".join(_pct(by_snr[b]) for b in bins) + " |")
+        ["rule", *bins],
+        [
+            [name, *(_pct(e["trigger_before_peak_by_snr"][b]) for b in bins)]
+            for name, e in rules.items()
+        ],
+    )
     subclasses = sorted({s for entry in rules.values() for s in entry["triggered_per_subclass"]})
-    lines += [
-        "",
+    lines += _table(
         "Stars other than events triggered at least once in the season, by subclass:",
-        "",
-        "| subclass | " + " | ".join(rules) + " |",
-        "|---|" + "---:|" * len(rules),
-    ]
-    for sub in subclasses:
-        lines.append(
-            f"| {sub} | "
-            + " | ".join(
-                _pct(e["triggered_per_subclass"].get(sub, math.nan)) for e in rules.values()
-            )
-            + " |"
-        )
+        ["subclass", *rules],
+        [
+            [sub, *(_pct(e["triggered_per_subclass"].get(sub, math.nan)) for e in rules.values())]
+            for sub in subclasses
+        ],
+    )
     lines += ["", "![trigger-scan.png](trigger-scan.png)", ""]
     return "\n".join(lines)
+
+
+def _table(caption: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A captioned markdown table, first column left-aligned, the others right."""
+    return [
+        "",
+        caption,
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * (len(columns) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def _pct(value: float) -> str:
