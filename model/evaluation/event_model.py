@@ -43,7 +43,7 @@ from model.features import InsufficientDataError, prepare
 from model.simulate import SimulationConfig, simulate_star_truth
 from model.simulation.calendar import season_config
 from model.simulation.lens import pspl_flux_excess
-from model.timeline import DEFAULT_CADENCE, timelines
+from model.timeline import Cadence, card_cadence, timelines
 
 F64 = npt.NDArray[np.float64]
 
@@ -57,14 +57,22 @@ CHUNK: Final = 4
 DEFAULT_RULE: Final = AnomalyRule()
 
 _module: Any = None
+_card: dict[str, Any] = {}
 
 
 def _model() -> Any:
-    global _module
+    global _module, _card
     if _module is None:
         torch.set_num_threads(1)
-        _module, _ = load_artifact()
+        _module, _card = load_artifact()
     return _module
+
+
+def _cadence() -> Cadence:
+    """The schedule the shipped LensNet was trained on (its card): the daemon's, when it runs
+    with the rules the model expects."""
+    _model()
+    return card_cadence(_card)
 
 
 def _alert_time(star: Any, calls: F64, rule: Any) -> float:
@@ -153,7 +161,7 @@ def star_outcome(
     if label.label != "YES":
         return None
     p = label.params
-    line = timelines([star], DEFAULT_CADENCE)[0]
+    line = timelines([star], _cadence())[0]
     out: dict[str, Any] = {
         "season": config.seed,
         "index": index,
