@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from consumer.pointlens.gate import MIN_PEAK_MAGNIFICATION
 from model.dataset import VALIDATION_SEASONS
 from model.evaluation.cadence import cadence_metrics, run_seasons, save_calls
 from model.evaluation.trigger_scan import parse_rules
@@ -43,7 +44,9 @@ def _pct(value: float) -> str:
 
 
 def report(metrics: dict[str, Any], names: list[str]) -> list[str]:
-    """One block of lines per artifact."""
+    """One block of lines per artifact (``metrics`` from
+    :func:`~model.evaluation.cadence.cadence_metrics`, plus ``non_event_subclasses``: the
+    subclasses whose alerts are false, listed when 5 % or more of their stars alert)."""
     lines = [
         f"{metrics['n_stars']} stars, {metrics['n_calls']} LensNet calls, "
         f"trigger before the peak {_pct(metrics['trigger_before_peak_t0_ge_20'])} (t0 >= 20 d), "
@@ -60,6 +63,17 @@ def report(metrics: dict[str, Any], names: list[str]) -> list[str]:
                 f"artefacts (MAYBE) {_pct(per_class['MAYBE'])}"
             )
         lines.append(f"  events staying events to peak + 20 d: {_pct(entry['events_stay_events'])}")
+        shares = entry["0.45"]["alerted_per_subclass"]
+        worst = sorted(
+            (share, name)
+            for name, share in shares.items()
+            if name in metrics.get("non_event_subclasses", ()) and share >= 0.05
+        )[::-1]
+        if worst:
+            lines.append(
+                "  non-event subclasses alerted >= 5 % @ 0.45: "
+                + ", ".join(f"{name} {_pct(share)}" for share, name in worst)
+            )
     return lines
 
 
@@ -92,12 +106,15 @@ def main() -> None:
         str(card.get("version") or path.stem)
         for path, (_, card) in zip(args.artifact, loaded, strict=True)
     ]
-    print("with the magnification gate (the daemon's default):")
-    for line in report(cadence_metrics(stars, probes, (0.45, 0.955)), names):
-        print(line)
-    print("without it:")
-    for line in report(cadence_metrics(stars, probes, (0.45, 0.955), min_magnification=0.0), names):
-        print(line)
+    others = sorted({s.subclass for s in stars if s.label == "NO"})
+    for title, gate in (
+        ("with the magnification gate (the daemon's default)", MIN_PEAK_MAGNIFICATION),
+        ("without it", 0.0),
+    ):
+        print(f"{title}:")
+        metrics = cadence_metrics(stars, probes, (0.45, 0.955), min_magnification=gate)
+        for line in report({**metrics, "non_event_subclasses": others}, names):
+            print(line)
 
 
 if __name__ == "__main__":
