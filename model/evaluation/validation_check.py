@@ -2,7 +2,7 @@
 choosing a recipe (a trigger rule, a fine-tune) without touching the test seasons.
 
     python -m model.evaluation.validation_check --artifact A.pt --artifact B.pt \\
-        [--rules 'name=HIGH;LOW'] [--workers 2] [--out calls.npz]
+        [--rules 'name=HIGH;LOW'] [--workers 2] [--device auto] [--out calls.npz]
 
 Every artifact is scored at the same calls: those of ``--rules`` (default: the first
 artifact's card, :func:`model.timeline.card_cadence`), so a model can also be tried on calls
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from model.evaluation.cadence import cadence_metrics, run_seasons, save_calls
 from model.evaluation.trigger_scan import parse_rules
 from model.export import load_artifact
 from model.timeline import DEFAULT_CADENCE, card_cadence
+from model.train import resolve_device
 
 #: (label, threshold, key) of the figures printed per artifact.
 FIGURES = (
@@ -82,22 +84,33 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, action="append", required=True)
     parser.add_argument("--rules", default=None, help="name=HIGH;LOW (k/n@n_sigma:dchi2_min)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--validation-stars", type=int, default=VALIDATION_SEASONS.n_stars, help="a season"
+    )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     parser.add_argument("--out", type=Path, default=None, help="save the scored calls here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     loaded = [load_artifact(path) for path in args.artifact]
+    device = resolve_device(args.device)
+    loaded = [(module.to(device), card) for module, card in loaded]
     cadence = (
         next(iter(parse_rules([args.rules], DEFAULT_CADENCE).values()))
         if args.rules
         else card_cadence(loaded[0][1])
     )
-    print(f"validation seasons {list(VALIDATION_SEASONS.seeds)}, trigger {cadence.describe()}")
+    seasons = replace(VALIDATION_SEASONS, n_stars=args.validation_stars)
+    print(
+        f"validation seasons {list(seasons.seeds)} ({seasons.n_stars} stars each), "
+        f"trigger {cadence.describe()}"
+    )
     stars, probes = run_seasons(
         [module for module, _ in loaded],
-        VALIDATION_SEASONS,
+        seasons,
         cadence=cadence,
         workers=args.workers,
+        device=device,
         progress=True,
     )
     if args.out is not None:
