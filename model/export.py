@@ -35,6 +35,7 @@ import torch
 
 from consumer.exceptions import LensNetError
 from model.lensnet import LensNet
+from model.timeline import Cadence, card_cadence
 
 if TYPE_CHECKING:
     from model.train import TrainConfig
@@ -108,6 +109,14 @@ def shipped_artifact(directory: Path = ARTIFACTS_DIR) -> Path:
     if not path.is_file():
         raise LensNetError(f"{card_path}: names {name}, which is not in {directory}")
     return path
+
+
+def shipped_cadence(directory: Path = ARTIFACTS_DIR) -> Cadence:
+    """The daemon schedule and trigger rules the shipped LensNet was trained on (its card):
+    the calls the networks that run beside it (novelty, second opinion) are trained and
+    evaluated at."""
+    shipped_artifact(directory)  # the same checks: a card naming a file that is there
+    return card_cadence(json.loads((directory / CARD_NAME).read_text()))
 
 
 def load_artifact(path: Path | None = None) -> tuple[Any, dict[str, Any]]:

@@ -42,6 +42,7 @@ from model.dataset import (
     SeasonSet,
     load_set,
 )
+from model.export import shipped_cadence
 from model.novelty import NoveltyConfig, NoveltyNet, batch_mixture
 from model.train import standardisation
 
@@ -230,12 +231,19 @@ def load_sets(
 ) -> tuple[Instances, Instances]:
     """The training and validation instances, holdout subclasses removed, training subset
     drawn."""
+    cadence = shipped_cadence()
     train_set = load_set(
-        config.train_seasons, config.crop, cache=cache, workers=config.workers, progress=progress
+        config.train_seasons,
+        config.crop,
+        cadence=cadence,
+        cache=cache,
+        workers=config.workers,
+        progress=progress,
     )
     val_set = load_set(
         config.validation_seasons,
         config.crop,
+        cadence=cadence,
         cache=cache,
         workers=config.workers,
         progress=progress,

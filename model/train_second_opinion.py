@@ -28,6 +28,7 @@ from model.dataset import (
     class_weights,
     load_set,
 )
+from model.export import shipped_cadence
 from model.second_opinion import LIBRARY_DECISION, features, novelty_outputs
 from model.train_novelty import subset
 
@@ -108,12 +109,19 @@ def train_second_opinion(
     import lightgbm
 
     started = time.monotonic()
+    cadence = shipped_cadence()
     train_set = load_set(
-        config.train_seasons, config.crop, cache=cache, workers=config.workers, progress=progress
+        config.train_seasons,
+        config.crop,
+        cadence=cadence,
+        cache=cache,
+        workers=config.workers,
+        progress=progress,
     )
     val_set = load_set(
         config.validation_seasons,
         config.crop,
+        cadence=cadence,
         cache=cache,
         workers=config.workers,
         progress=progress,

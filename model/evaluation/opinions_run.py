@@ -32,6 +32,7 @@ from model.evaluation.opinions import (
     second_opinion_scores,
     write_json,
 )
+from model.export import shipped_cadence
 from model.export_novelty import load_novelty, named_artifact, save_novelty
 from model.novelty import NoveltyConfig, NoveltyNet
 
@@ -47,7 +48,7 @@ def choose_cut(
     """Choose the cut's training percentile on validation; re-save ``shipped`` (a folder) with
     its energy cut at that percentile of its own training energies. Writes
     ``out_dir/novelty-validation.json``."""
-    instances = load_set(validation_seasons, CropConfig(), cache=cache)
+    instances = load_set(validation_seasons, CropConfig(), cadence=shipped_cadence(), cache=cache)
     per_model = []
     for path in holdout_artifacts:
         module, card = load_novelty(path)
@@ -104,7 +105,7 @@ def evaluate_opinions(
 
     validation = json.loads((out_dir / "novelty-validation.json").read_text())
     percentile = validation["chosen_percentile"]
-    instances = load_set(test_seasons, CropConfig(), cache=cache)
+    instances = load_set(test_seasons, CropConfig(), cadence=shipped_cadence(), cache=cache)
     per_model = []
     for path in holdout_artifacts:
         module, card = load_novelty(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +12,7 @@ import numpy.typing as npt
 from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE, TriggerRule, evaluate
 from consumer.seasons.archive import Dataset, Star
 from consumer.settings import ModelSettings, TriggerSettings
+from model.export import shipped_cadence
 from model.features import valid_mask
 from model.simulate import SimulationConfig, simulate_star
 from model.timeline import DEFAULT_CADENCE, Cadence, card_cadence, timelines
@@ -121,3 +123,16 @@ def test_a_looser_rule_calls_every_star_no_later() -> None:
             assert looser.first_trigger <= strict.first_trigger
     assert fired >= 5
     assert sum(np.isfinite(line.first_trigger) for line in loose_lines) > fired
+
+
+def test_the_networks_beside_lensnet_use_its_training_schedule(tmp_path: Path) -> None:
+    # The shipped card predates the record: the defaults.
+    assert shipped_cadence() == DEFAULT_CADENCE
+    looser = DEFAULT_CADENCE.with_rules(TriggerRule.parse("4/5@2.5:150"), None)
+    (tmp_path / "lensnet-x.pt").write_bytes(b"")
+    card = {
+        "artifact": "lensnet-x.pt",
+        "training": {"config": {"cadence": dataclasses.asdict(looser)}},
+    }
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    assert shipped_cadence(tmp_path) == looser
