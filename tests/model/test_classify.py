@@ -14,12 +14,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.alertfinder.api import TriggerRule
 from consumer.constants import HJD_OFFSET, SITES
 from consumer.seasons.archive import Star
 from model.classify import classify_season, score
 from model.export import load_artifact
 from model.features import Candidate, InsufficientDataError, collate, prepare
 from model.simulate import SimulationConfig, simulate_star
+from model.timeline import DEFAULT_CADENCE
 
 PREFIX = {"CTIO": "KMTC", "SAAO": "KMTS", "SSO": "KMTA"}
 
@@ -180,3 +182,21 @@ def test_a_magnitude_file_with_a_frame_column_is_scored_and_reported(tmp_path: P
         "status": "read_in_part",
         "ignored": "column 4 of 4 ignored (read as HJD mag mag_err)",
     }
+
+
+def test_each_star_is_triggered_with_the_cadence_given(season: Path) -> None:
+    """``lensnet classify`` passes the artifact's training cadence: a star's trigger figures
+    follow its rules (here the loosest possible rule passes where the shipped one need not)."""
+    module, _ = load_artifact()
+    anything = DEFAULT_CADENCE.with_rules(
+        TriggerRule.parse("1/1@0:0"), TriggerRule.parse("1/1@0:0")
+    )
+    shipped = {r.get("star"): r for r in classify_season(module, season, opinions=None)}
+    loose = {
+        r.get("star"): r for r in classify_season(module, season, cadence=anything, opinions=None)
+    }
+    scored = [name for name, r in shipped.items() if r["status"] == "scored"]
+    assert scored
+    for name in scored:
+        assert loose[name]["passed_rising"]
+        assert loose[name]["n_high"] >= shipped[name]["n_high"]
