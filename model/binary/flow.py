@@ -249,7 +249,19 @@ class BinaryFlow(nn.Module):
         context = self.embed(points, mask, log_flux_scale)
         return self.flow(context).log_prob(z) + log_det
 
-    def sample(self, embedding: Tensor, n_samples: int) -> Tensor:
-        """``n_samples`` draws per light curve: embedding (B, E) -> theta (n_samples, B, 8)."""
-        z = self.flow(embedding).sample((n_samples,))
+    def sample(
+        self, embedding: Tensor, n_samples: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n_samples`` draws per light curve: embedding (B, E) -> theta (n_samples, B, 8).
+        ``generator``: draw the base noise from it (the same numbers as torch's global
+        generator seeded alike) rather than from the process-wide one, which any module built
+        in another thread also draws from."""
+        distribution = self.flow(embedding)
+        if generator is None:
+            return self.to_bounded(distribution.sample((n_samples,)))
+        base = distribution.base
+        noise = torch.empty((n_samples, *base.batch_shape, *base.event_shape))
+        noise.normal_(generator=generator)
+        with torch.no_grad():
+            z = distribution.transform.inv(base.mean + noise * base.stddev)
         return self.to_bounded(z)

@@ -108,14 +108,20 @@ def s_modes(log_s: F64) -> tuple[SMode, ...]:
     return tuple(sorted(modes, key=lambda m: -m.weight))
 
 
-def sample_inputs(model: BinaryFlow, inputs: list[FlowInput], n_samples: int) -> F64:
-    """Reported-parameter samples, (B, n_samples, 8), ``t0`` relative to each last point."""
+def sample_inputs(
+    model: BinaryFlow,
+    inputs: list[FlowInput],
+    n_samples: int,
+    generator: torch.Generator | None = None,
+) -> F64:
+    """Reported-parameter samples, (B, n_samples, 8), ``t0`` relative to each last point;
+    drawn from ``generator`` when given, else from torch's global generator."""
     points, mask, scale = collate(inputs)
     with torch.no_grad():
         embedding = model.embed(
             torch.from_numpy(points), torch.from_numpy(mask), torch.from_numpy(scale)
         )
-        theta = model.sample(embedding, n_samples).double().numpy()  # (n, B, 8)
+        theta = model.sample(embedding, n_samples, generator).double().numpy()  # (n, B, 8)
     return reported(np.transpose(theta, (1, 0, 2)))
 
 

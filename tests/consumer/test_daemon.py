@@ -349,7 +349,8 @@ def content_differences(alert: Alert, reference: Alert) -> list[str]:
 #: t0), far below any posterior width, leaves room for CPU rounding (one or two of the 1 000
 #: draws crossing a close/wide boundary move a mode's weight by 1e-3 each). The differences
 #: clean-clone CI runs showed (up to 1.9) came from daemons sharing torch's generator in one
-#: process, since fixed in the stage (a lock around seed and draws).
+#: process (any module built in another thread draws from it), since fixed in the stage: draws
+#: from a generator of its own.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "lensnet": (1e-5, 1e-5),
     "novelty": (1e-5, 1e-5),

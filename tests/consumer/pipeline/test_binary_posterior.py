@@ -3,6 +3,7 @@ its id, the same alone or in any batch."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -70,6 +71,27 @@ def test_the_draws_leave_torch_s_random_state_alone(stage: BinaryPosteriors) -> 
     torch.manual_seed(123)
     stage.attach([(0, alert_at(T0))])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_modules_built_in_another_thread_do_not_move_the_draws(stage: BinaryPosteriors) -> None:
+    """Building a module draws its initial weights from torch's global generator, e.g. a
+    daemon starting beside others in one process (a rebalance storm's in-process daemons)."""
+    alert = alert_at(T0 - 5.0)
+    expected = stage.attach([(0, alert)])[0][1].binary_posterior
+    stop = threading.Event()
+
+    def build() -> None:
+        while not stop.is_set():
+            torch.nn.Linear(64, 64)
+
+    builder = threading.Thread(target=build, daemon=True)
+    builder.start()
+    try:
+        for _ in range(5):
+            assert stage.attach([(0, alert)])[0][1].binary_posterior == expected
+    finally:
+        stop.set()
+        builder.join()
 
 
 def test_a_light_curve_too_short_for_the_flow_gets_none(stage: BinaryPosteriors) -> None:
