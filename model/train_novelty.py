@@ -22,6 +22,7 @@ cut (:mod:`model.evaluation.novelty` chooses it on validation).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -231,23 +232,15 @@ def load_sets(
 ) -> tuple[Instances, Instances]:
     """The training and validation instances, holdout subclasses removed, training subset
     drawn."""
-    cadence = shipped_cadence()
-    train_set = load_set(
-        config.train_seasons,
-        config.crop,
-        cadence=cadence,
+    load = functools.partial(
+        load_set,
+        crop=config.crop,
+        cadence=shipped_cadence(),
         cache=cache,
         workers=config.workers,
         progress=progress,
     )
-    val_set = load_set(
-        config.validation_seasons,
-        config.crop,
-        cadence=cadence,
-        cache=cache,
-        workers=config.workers,
-        progress=progress,
-    )
+    train_set, val_set = load(config.train_seasons), load(config.validation_seasons)
     train_keep = ~np.isin(train_set.subclass, config.holdout)
     if config.max_instances is not None and train_keep.sum() > config.max_instances:
         rng = np.random.default_rng([config.seed, 11])

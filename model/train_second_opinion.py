@@ -9,6 +9,7 @@ LensNet's losses are. The boosting rounds stop early on the validation seasons' 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,23 +110,15 @@ def train_second_opinion(
     import lightgbm
 
     started = time.monotonic()
-    cadence = shipped_cadence()
-    train_set = load_set(
-        config.train_seasons,
-        config.crop,
-        cadence=cadence,
+    load = functools.partial(
+        load_set,
+        crop=config.crop,
+        cadence=shipped_cadence(),
         cache=cache,
         workers=config.workers,
         progress=progress,
     )
-    val_set = load_set(
-        config.validation_seasons,
-        config.crop,
-        cadence=cadence,
-        cache=cache,
-        workers=config.workers,
-        progress=progress,
-    )
+    train_set, val_set = load(config.train_seasons), load(config.validation_seasons)
     if config.max_instances is not None and len(train_set) > config.max_instances:
         rng = np.random.default_rng([config.seed, 13])
         keep = np.zeros(len(train_set), dtype=bool)
