@@ -191,6 +191,9 @@ class RuleSettings(_Frozen):
     n: int = Field(5, ge=1)
     n_sigma: float = Field(3.0, ge=0)
     dchi2_min: float = Field(250.0, ge=0)
+    #: Points averaged per dataset before the height test (1: each point alone, the published
+    #: rule; :class:`consumer.alertfinder.api.TriggerRule`).
+    average: int = Field(1, ge=1)
 
 
 class LowCadenceRuleSettings(RuleSettings):

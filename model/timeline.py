@@ -82,7 +82,7 @@ class Cadence:
 
     def describe(self) -> str:
         """The trigger rules in words, e.g. ``high cadence 5/5@3:250, low cadence 10/10@3:400``
-        (``k/n@n_sigma:dchi2_min``)."""
+        (``k/n@n_sigma:dchi2_min[~average]``)."""
         return f"high cadence {self.high_cadence}, low cadence {self.low_cadence}"
 
 
@@ -254,8 +254,8 @@ def _cached_medians(flux: F64, start: I64, end: I64, fraction: float) -> F64:  #
 
 def _cuts(items: Sequence[_Prepared], rows: Sequence[I64], *, tail: bool) -> tuple[F64, ...]:
     """CSR arrays of the chosen (star, window) pairs: every dataset cut at the window (its
-    last ``n`` points when ``tail``), as ``(t, flux, flux_err, dataset_offsets, star_offsets,
-    baseline)``."""
+    last ``n + average - 1`` points when ``tail``), as ``(t, flux, flux_err, dataset_offsets,
+    star_offsets, baseline)``."""
     first_parts, lengths_parts, baseline_parts, datasets_per_pair = [], [], [], []
     offset = 0
     for item, windows in zip(items, rows, strict=True):
@@ -263,7 +263,9 @@ def _cuts(items: Sequence[_Prepared], rows: Sequence[I64], *, tail: bool) -> tup
             offset += len(item.t)
             continue
         end = item.end[windows]  # (P, D)
-        start = np.maximum(item.start[windows], end - item.rule.n) if tail else item.start[windows]
+        start = item.start[windows]
+        if tail:  # the points the rising test reads
+            start = np.maximum(start, end - item.rule.span)
         lengths = (end - start).ravel()
         first_parts.append((start + item.base).ravel() + offset)
         lengths_parts.append(lengths)
@@ -301,6 +303,7 @@ def _rule_arrays(
         "k": np.array([r.k for r in rules], dtype=np.int64),
         "n": np.array([r.n for r in rules], dtype=np.int64),
         "n_sigma": np.array([r.n_sigma for r in rules], dtype=np.float64),
+        "average": np.array([r.average for r in rules], dtype=np.int64),
     }
 
 

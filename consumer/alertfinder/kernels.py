@@ -205,6 +205,7 @@ def _tail(
     baseline: FloatArray,
     n_sigma: float,
     n: int,
+    average: int,
     cursor: IntArray,
     tail_bit: IntArray,
     tail_high: IntArray,
@@ -213,7 +214,10 @@ def _tail(
 
     Each non-empty dataset (position ``i`` in ``nonempty``) contributes its last ``n`` points;
     they are merged in descending (time, dataset) order, the reverse of the rule's (time,
-    dataset, position) order, into ``tail_bit`` (``1 << i``) and ``tail_high`` (1 when high).
+    dataset, position) order, into ``tail_bit`` (``1 << i``) and ``tail_high`` (1 when high:
+    the point itself, or with ``average > 1`` the weighted mean of it and its ``average - 1``
+    predecessors in its dataset, fewer at the dataset's start, is ``n_sigma`` errors above the
+    baseline).
     The last ``n`` points of any combination are then its first ``n`` entries in this list.
 
     Returns
@@ -240,10 +244,31 @@ def _tail(
         if pick < 0:
             return n_tail
         p = cursor[pick]
+        d = d0 + nonempty[pick]
         tail_bit[n_tail] = 1 << pick
-        tail_high[n_tail] = flux[p] - baseline[d0 + nonempty[pick]] >= n_sigma * flux_err[p]
+        if average == 1:
+            tail_high[n_tail] = flux[p] - baseline[d] >= n_sigma * flux_err[p]
+        else:
+            tail_high[n_tail] = _high_mean(
+                flux, flux_err, max(dataset_offsets[d], p - average + 1), p, baseline[d], n_sigma
+            )
         cursor[pick] = p - 1
         n_tail += 1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _high_mean(
+    flux: FloatArray, flux_err: FloatArray, a: int, p: int, baseline: float, n_sigma: float
+) -> bool:
+    """Whether the weighted mean of points ``a .. p`` is ``n_sigma`` of its error above
+    ``baseline``: ``sum w (F - b) >= n_sigma * sqrt(sum w)`` with ``w = flux_err**-2``."""
+    excess = 0.0
+    weight = 0.0
+    for i in range(a, p + 1):
+        w = 1.0 / (flux_err[i] * flux_err[i])
+        excess += w * (flux[i] - baseline)
+        weight += w
+    return excess >= n_sigma * np.sqrt(weight)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -507,6 +532,7 @@ def evaluate_stars(
     k: IntArray,
     n: IntArray,
     n_sigma: FloatArray,
+    average: IntArray,
     dchi2_min: FloatArray,
     subsets: IntArray,
     subset_offsets: IntArray,
@@ -525,8 +551,9 @@ def evaluate_stars(
 ]:
     """Full AlertFinder rule for every star (rising test, then the broken-line fit).
 
-    ``k``, ``n``, ``n_sigma``, ``dchi2_min`` have shape (S,). When some combination of a star
-    passes the rising test only those combinations are fitted; otherwise all are.
+    ``k``, ``n``, ``n_sigma``, ``average``, ``dchi2_min`` have shape (S,). When some
+    combination of a star passes the rising test only those combinations are fitted; otherwise
+    all are.
 
     Returns
     -------
@@ -649,6 +676,7 @@ def evaluate_stars(
             baseline,
             n_sigma[s],
             n[s],
+            average[s],
             cursor,
             tail_bit,
             tail_high,
@@ -778,6 +806,7 @@ def rising_stars(
     k: IntArray,
     n: IntArray,
     n_sigma: FloatArray,
+    average: IntArray,
     baseline_in: FloatArray,
     subsets: IntArray,
     subset_offsets: IntArray,
@@ -831,6 +860,7 @@ def rising_stars(
             baseline,
             n_sigma[s],
             n[s],
+            average[s],
             cursor,
             tail_bit,
             tail_high,

@@ -1,7 +1,8 @@
 """Stage: the AlertFinder on every star a batch changed, in two compiled calls.
 
-1. **Rising test** (:func:`consumer.alertfinder.api.rising_batch`) on the latest ``n`` points of
-   each dataset of every changed star, against each dataset's *cached* median flux (the
+1. **Rising test** (:func:`consumer.alertfinder.api.rising_batch`) on the latest
+   ``n + average - 1`` points of each dataset of every changed star (``n`` with the published
+   rule, ``average = 1``), against each dataset's *cached* median flux (the
    store's ``baseline`` annotation). Medians over whole buffers are most of the cost of the
    test, and they move slowly, so a star's medians are recomputed (one compiled call for all
    stale stars) only when it has none yet, a dataset has none (a site or field appeared), or
@@ -95,7 +96,7 @@ class TriggerStage:
         self._high_fields[np.array(tags, dtype=np.int16).view(np.uint16)] = True
         self._high = _rule(settings.high_cadence)
         self._low = _rule(settings.low_cadence)
-        self._last = max(self._high.n, self._low.n)
+        self._last = max(self._high.span, self._low.span)
 
     def rule_for(self, dataset_field: npt.ArrayLike, star_offsets: IntArray) -> list[TriggerRule]:
         """The rule of each star of CSR input: high cadence if any dataset's field is."""
@@ -112,15 +113,17 @@ class TriggerStage:
 
     def _rule_columns(
         self, high: npt.NDArray[np.bool_]
-    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
-        """(S,) k, n (int64), n_sigma, dchi2_min (float64) of each star: the high-cadence
-        rule where ``high``, the low-cadence one elsewhere (the kernels' rule arrays)."""
+    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, IntArray]:
+        """(S,) k, n (int64), n_sigma, dchi2_min (float64), average (int64) of each star: the
+        high-cadence rule where ``high``, the low-cadence one elsewhere (the kernels' rule
+        arrays)."""
         fast, slow = self._high, self._low
         return (
             np.where(high, fast.k, slow.k).astype(np.int64),
             np.where(high, fast.n, slow.n).astype(np.int64),
             np.where(high, float(fast.n_sigma), float(slow.n_sigma)),
             np.where(high, float(fast.dchi2_min), float(slow.dchi2_min)),
+            np.where(high, fast.average, slow.average).astype(np.int64),
         )
 
     def run(self, store: StarStore, star_ids: npt.ArrayLike) -> TriggerOutcome:
@@ -139,7 +142,7 @@ class TriggerStage:
         tail, baseline, refreshed = store.rising_input(
             ids, self._last, self.settings.baseline_refresh_fraction
         )
-        k, n, n_sigma, _ = self._rule_columns(
+        k, n, n_sigma, _, average = self._rule_columns(
             self._high_stars(tail.dataset_field, tail.star_offsets)
         )
         rising = rising_arrays(  # the store's kernel built the input: nothing to check
@@ -151,6 +154,7 @@ class TriggerStage:
             k,
             n,
             n_sigma,
+            average,
             baseline,
         )
         return RisingOutcome(evaluated=len(ids), refreshed=refreshed, passers=ids[rising.passed])
@@ -160,7 +164,7 @@ class TriggerStage:
         full = store.to_trigger_arrays(star_ids)
         high = self._high_stars(full.dataset_field, full.star_offsets)
         rules = [self._high if flag else self._low for flag in high.tolist()]
-        k, n, n_sigma, dchi2_min = self._rule_columns(high)
+        k, n, n_sigma, dchi2_min, average = self._rule_columns(high)
         result = evaluate_arrays(  # the store's kernel built the input: nothing to check
             full.t,
             full.flux,
@@ -171,6 +175,7 @@ class TriggerStage:
             n=n,
             n_sigma=n_sigma,
             dchi2_min=dchi2_min,
+            average=average,
         )
         _store_baselines(store, full, result.baseline)
         return Triggered(star_ids=star_ids, result=result, input=full, rules=tuple(rules))
@@ -202,7 +207,11 @@ def untrained_rules(settings: TriggerSettings, card: Mapping[str, Any]) -> dict[
 
 def _rule(settings: RuleSettings) -> TriggerRule:
     return TriggerRule(
-        k=settings.k, n=settings.n, n_sigma=settings.n_sigma, dchi2_min=settings.dchi2_min
+        k=settings.k,
+        n=settings.n,
+        n_sigma=settings.n_sigma,
+        dchi2_min=settings.dchi2_min,
+        average=settings.average,
     )
 
 

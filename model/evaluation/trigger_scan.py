@@ -44,7 +44,7 @@ SNR_BINS: Final = ((0.0, 10.0), (10.0, 20.0), (20.0, 50.0), (50.0, math.inf))
 
 
 #: What ``lensnet trigger-scan`` compares by default: the shipped rules (Kim et al. 2018), then
-#: looser ones, as ``name=high;low`` with each rule ``k/n@n_sigma:dchi2_min``.
+#: looser ones, as ``name=high;low`` with each rule ``k/n@n_sigma:dchi2_min[~average]``.
 DEFAULT_RULES: Final = (
     "shipped=5/5@3:250;10/10@3:400",
     "4of5=4/5@3:250;8/10@3:400",
@@ -56,7 +56,7 @@ DEFAULT_RULES: Final = (
 
 
 def parse_rules(texts: Sequence[str], base: Cadence) -> dict[str, Cadence]:
-    """``name=high;low`` texts (rules ``k/n@n_sigma:dchi2_min``) as cadences built on
+    """``name=high;low`` texts (rules ``k/n@n_sigma:dchi2_min[~average]``) as cadences built on
     ``base``; ValueError (a :class:`~consumer.alertfinder.api.TriggerInputError`) naming the
     text that is not one."""
     out: dict[str, Cadence] = {}
@@ -221,9 +221,10 @@ def markdown(result: Mapping[str, Any], seasons: SeasonSet) -> str:
         "",
         f"Written by `lensnet trigger-scan` on seasons {list(seasons.seeds)} "
         f"({seasons.n_stars} stars each, {result['n_stars']} in all): the AlertFinder alone, "
-        "through the daemon's schedule, once per rule (k/n@n_sigma:dchi2_min, high cadence then "
-        "low cadence). LensNet can alert only on the stars and at the times the trigger hands "
-        "it; a model serves the rule it was trained on (`lensnet train --high-cadence-rule`).",
+        "through the daemon's schedule, once per rule (k/n@n_sigma:dchi2_min[~average], high "
+        "cadence then low cadence). LensNet can alert only on the stars and at the times the "
+        "trigger hands it; a model serves the rule it was trained on "
+        "(`lensnet train --high-cadence-rule`).",
         "",
         f"| rule | high; low | events t0 >= 20 d triggered before the peak "
         f"({result['n_events_t0_ge_20']}) | events t0 10-40 d ({result['n_events_early']}) "

@@ -82,7 +82,9 @@ def report(metrics: dict[str, Any], names: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, action="append", required=True)
-    parser.add_argument("--rules", default=None, help="name=HIGH;LOW (k/n@n_sigma:dchi2_min)")
+    parser.add_argument(
+        "--rules", default=None, help="name=HIGH;LOW (k/n@n_sigma:dchi2_min[~average])"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
         "--validation-stars", type=int, default=VALIDATION_SEASONS.n_stars, help="a season"

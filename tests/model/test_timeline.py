@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from consumer.alertfinder.api import HIGH_CADENCE, LOW_CADENCE, TriggerRule, evaluate
 from consumer.seasons.archive import Dataset, Star
@@ -38,15 +39,19 @@ def brute_force(star: Star, window_end: npt.NDArray[np.float64], cadence: Cadenc
     return scored
 
 
-def test_schedule_matches_the_single_star_trigger_at_every_window() -> None:
+AVERAGED = EXACT.with_rules(TriggerRule.parse("5/5@3:150~4"), TriggerRule.parse("8/10@3:200~3"))
+
+
+@pytest.mark.parametrize("cadence", [EXACT, AVERAGED], ids=["published", "averaged"])
+def test_schedule_matches_the_single_star_trigger_at_every_window(cadence: Cadence) -> None:
     config = SimulationConfig(n_stars=40, seed=5)
     stars = [simulate_star(config, i)[0] for i in range(40)]
-    lines = timelines(stars, EXACT)
+    lines = timelines(stars, cadence)
     assert sum(len(line.scored) for line in lines) > 20  # the sample triggers
     for star, line in zip(stars, lines, strict=True):
         assert line.star_id == star.star_id
-        np.testing.assert_array_equal(line.scored, brute_force(star, line.window_end, EXACT))
-        assert (np.diff(line.scored) >= EXACT.rescore_days).all()
+        np.testing.assert_array_equal(line.scored, brute_force(star, line.window_end, cadence))
+        assert (np.diff(line.scored) >= cadence.rescore_days).all()
 
 
 def test_windows_close_on_hjd_multiples_and_calls_are_observations() -> None:
@@ -93,11 +98,14 @@ def test_a_star_without_i_band_data_has_an_empty_timeline() -> None:
 
 def test_a_card_gives_back_the_cadence_training_recorded() -> None:
     looser = DEFAULT_CADENCE.with_rules(
-        TriggerRule.parse("4/5@2.5:150"), TriggerRule.parse("6/10@2.5:200")
+        TriggerRule.parse("4/5@2.5:150"), TriggerRule.parse("6/10@2.5:200~3")
     )
     card = json.loads(json.dumps({"training": {"config": {"cadence": dataclasses.asdict(looser)}}}))
     assert card_cadence(card) == looser
-    assert looser.describe() == "high cadence 4/5@2.5:150, low cadence 6/10@2.5:200"
+    assert looser.describe() == "high cadence 4/5@2.5:150, low cadence 6/10@2.5:200~3"
+    # Cards from before rules could average name no average: points alone.
+    del card["training"]["config"]["cadence"]["high_cadence"]["average"]
+    assert card_cadence(card) == looser
     # Cards from before training recorded it: every one of them used the defaults.
     assert card_cadence({}) == DEFAULT_CADENCE
     assert card_cadence({"training": {"config": {"seed": 1}}}) == DEFAULT_CADENCE

@@ -77,14 +77,17 @@ class Reference:
     means: dict[int, float]  # weighted mean flux per non-empty dataset
 
 
-def reference(star: Star, *, k: int, n: int, n_sigma: float, dchi2_min: float) -> Reference:
+def reference(
+    star: Star, *, k: int, n: int, n_sigma: float, dchi2_min: float, average: int = 1
+) -> Reference:
     """The rule, brute force; ``star`` must be clean and sorted (as the kernels see it)."""
     nonempty = [d for d, (t, _, _) in enumerate(star) if len(t)]
     medians = {d: float(np.median(star[d][1])) for d in nonempty}
+    high = {d: _reference_high(star[d], medians[d], n_sigma, average) for d in nonempty}
     combinations = []
     for size in range(1, len(nonempty) + 1):
         for combo in itertools.combinations(nonempty, size):
-            combinations.append(_reference_combination(star, combo, medians, k, n, n_sigma))
+            combinations.append(_reference_combination(star, combo, high, k, n))
     for c in combinations:
         c.triggered = c.passed and c.dchi2 >= dchi2_min
 
@@ -96,13 +99,28 @@ def reference(star: Star, *, k: int, n: int, n_sigma: float, dchi2_min: float) -
     return Reference(combinations, best, medians, means)
 
 
+def _reference_high(
+    dataset: tuple[FloatArray, FloatArray, FloatArray], median: float, n_sigma: float, average: int
+) -> npt.NDArray[np.bool_]:
+    """Which points of one dataset are high: alone, or as the weighted mean of each point and
+    the ``average - 1`` before it (fewer at the start)."""
+    _, flux, flux_err = dataset
+    if average == 1:
+        return np.asarray(flux - median >= n_sigma * flux_err)
+    high = np.zeros(len(flux), dtype=bool)
+    for i in range(len(flux)):
+        window = slice(max(0, i - average + 1), i + 1)
+        w = flux_err[window] ** -2.0
+        high[i] = np.sum(w * (flux[window] - median)) >= n_sigma * np.sqrt(np.sum(w))
+    return high
+
+
 def _reference_combination(
     star: Star,
     combo: tuple[int, ...],
-    medians: dict[int, float],
+    high_by_dataset: dict[int, npt.NDArray[np.bool_]],
     k: int,
     n: int,
-    n_sigma: float,
 ) -> Combination:
     t = np.concatenate([star[d][0] for d in combo])
     flux = np.concatenate([star[d][1] for d in combo])
@@ -110,7 +128,7 @@ def _reference_combination(
     label = np.concatenate([np.full(len(star[d][0]), d) for d in combo])
     # Concatenated in ascending dataset order, a stable sort gives (time, dataset, position).
     order = np.argsort(t, kind="stable")
-    high = flux - np.array([medians[d] for d in label]) >= n_sigma * flux_err
+    high = np.concatenate([high_by_dataset[d] for d in combo])
     tail = high[order][-n:]
     w = flux_err**-2.0
     means = {d: float(np.average(flux[label == d], weights=w[label == d])) for d in combo}
@@ -233,6 +251,7 @@ def random_rule(rng: np.random.Generator) -> TriggerRule:
         n=k + int(rng.integers(0, 4)),
         n_sigma=float(rng.choice([1.0, 2.0, 3.0])),
         dchi2_min=float(rng.choice([0.0, 10.0, 50.0, 200.0])),
+        average=int(rng.choice([1, 1, 2, 4])),
     )
 
 
@@ -309,6 +328,7 @@ def stars(draw: st.DrawFn) -> tuple[Star, TriggerRule]:
         k + draw(st.integers(0, 2)),
         draw(st.sampled_from([0.0, 1.0, 3.0])),
         draw(st.sampled_from([0.0, 5.0, 50.0])),
+        draw(st.sampled_from([1, 2, 3])),
     )
     return star, rule
 
@@ -345,6 +365,7 @@ def test_batch_equals_single_star() -> None:
         n=[r.n for r in rules],
         n_sigma=[r.n_sigma for r in rules],
         dchi2_min=[r.dchi2_min for r in rules],
+        average=[r.average for r in rules],
     )
     rising = rising_batch(
         t,
@@ -355,6 +376,7 @@ def test_batch_equals_single_star() -> None:
         k=[r.k for r in rules],
         n=[r.n for r in rules],
         n_sigma=[r.n_sigma for r in rules],
+        average=[r.average for r in rules],
     )
     cached = rising_batch(
         t,
@@ -365,6 +387,7 @@ def test_batch_equals_single_star() -> None:
         k=[r.k for r in rules],
         n=[r.n for r in rules],
         n_sigma=[r.n_sigma for r in rules],
+        average=[r.average for r in rules],
         baseline=batch.baseline,
     )
     assert len(batch) == len(stars_)
@@ -474,6 +497,23 @@ def test_fitted_line_matches_reference_fit() -> None:
 
 
 # --------------------------------------------------------------------------- input handling
+
+
+def test_a_faint_rise_passes_only_averaged() -> None:
+    """Points 1.5 errors up never pass 3 sigma alone; means of 8 of them sit 4.2 errors up."""
+    rng = np.random.default_rng(11)
+    t = np.arange(400, dtype=np.float64) * 0.05
+    flux = rng.normal(0.0, 1.0, 400) + np.where(t > 18.0, 1.5, 0.0)
+    star: Star = [(t, flux, np.ones(400))]
+    alone = TriggerRule(5, 5, 3.0, 50.0)
+    averaged = dataclasses.replace(alone, average=8)
+    assert not evaluate(star, **dataclasses.asdict(alone)).triggered
+    result = evaluate(star, **dataclasses.asdict(averaged))
+    assert result.triggered
+    assert result.n_high == 5
+    assert_matches(result, reference(star, **dataclasses.asdict(averaged)), 50.0)
+    assert averaged.span == 12
+    assert str(averaged) == "5/5@3:50~8"
 
 
 def _rising_star(seed: int = 31) -> Star:
@@ -611,6 +651,8 @@ def test_malformed_input_raises(star: Star, message: str) -> None:
         ({"k": 5, "n": 5, "n_sigma": -1.0, "dchi2_min": 250.0}, "n_sigma"),
         ({"k": 5, "n": 5, "n_sigma": 3.0, "dchi2_min": np.nan}, "dchi2_min"),
         ({"k": 5.5, "n": 5, "n_sigma": 3.0, "dchi2_min": 250.0}, "k"),
+        ({"k": 5, "n": 5, "n_sigma": 3.0, "dchi2_min": 250.0, "average": 0}, "average"),
+        ({"k": 5, "n": 5, "n_sigma": 3.0, "dchi2_min": 250.0, "average": 2.0}, "average"),
     ],
 )
 def test_bad_rule_raises(rule: dict[str, float], name: str) -> None:
@@ -756,12 +798,14 @@ def test_exact_tie_prefers_fewer_datasets() -> None:
     extra=st.integers(0, 20),
     n_sigma=st.floats(0, 10, allow_nan=False).map(lambda x: round(x, 3)),
     dchi2_min=st.floats(0, 1e4, allow_nan=False).map(lambda x: round(x, 1)),
+    average=st.integers(1, 12),
 )
 def test_a_rule_written_out_parses_back(
-    k: int, extra: int, n_sigma: float, dchi2_min: float
+    k: int, extra: int, n_sigma: float, dchi2_min: float, average: int
 ) -> None:
-    rule = TriggerRule(k, k + extra, n_sigma, dchi2_min)
+    rule = TriggerRule(k, k + extra, n_sigma, dchi2_min, average)
     assert TriggerRule.parse(str(rule)) == rule
+    assert ("~" in str(rule)) == (average > 1)
 
 
 @pytest.mark.parametrize(
@@ -772,6 +816,8 @@ def test_a_rule_written_out_parses_back(
         ("5/5@3", "expected k/n@n_sigma:dchi2_min"),
         ("6/5@3:250", "n: expected"),
         ("5/5@-1:250", "n_sigma: expected"),
+        ("5/5@3:250~0", "average: expected"),
+        ("5/5@3:250~two", "expected k/n@n_sigma:dchi2_min"),
     ],
 )
 def test_a_rule_that_is_not_one_names_what_is_wrong(text: str, message: str) -> None:

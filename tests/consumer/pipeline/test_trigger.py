@@ -187,3 +187,45 @@ def test_rules_other_than_the_models_training_are_named() -> None:
     assert "low_cadence" in untrained_rules(
         TriggerSettings(low_cadence=LowCadenceRuleSettings(k=8)), {}
     )
+
+
+def test_stage_with_averaged_points_triggers_what_the_full_alertfinder_does() -> None:
+    """With ``average > 1`` the stage reads ``n + average - 1`` points per dataset, so the
+    rising test of the tails is the full rule's; a faint rise passes only averaged."""
+    obs = light_curves(12, 300, set(), seed=2)
+    epoch = np.round((obs.hjd - T0) / 0.2)
+    faint = np.isin(obs.star_id, [0, 3, 6, 9])
+    # A ramp to 3 errors over the last 40 epochs: its single points seldom pass 5 of 5.
+    columns = {f: getattr(obs, f) for f in obs.__dataclass_fields__}
+    columns["flux"] = obs.flux + np.where(faint, 0.75 * np.clip(epoch - 259, 0, None), 0.0)
+    store = StarStore(StoreConfig())
+    store.append("SSO", Observations.from_columns(**columns))
+    averaged = TriggerSettings(
+        high_cadence=RuleSettings(k=5, n=5, n_sigma=3.0, dchi2_min=50.0, average=6),
+        low_cadence=LowCadenceRuleSettings(k=8, n=10, n_sigma=3.0, dchi2_min=50.0, average=3),
+    )
+    stage = TriggerStage(averaged)
+    full = store.to_trigger_arrays(np.arange(12))
+    rules = stage.rule_for(full.dataset_field, full.star_offsets)
+    assert {str(r) for r in rules} == {"5/5@3:50~6", "8/10@3:50~3"}
+    reference = evaluate_batch(
+        full.t,
+        full.flux,
+        full.flux_err,
+        full.dataset_offsets,
+        full.star_offsets,
+        k=[r.k for r in rules],
+        n=[r.n for r in rules],
+        n_sigma=[r.n_sigma for r in rules],
+        dchi2_min=[r.dchi2_min for r in rules],
+        average=[r.average for r in rules],
+    )
+    outcome = stage.run(store, np.arange(12))
+    assert set(outcome.rising.star_ids.tolist()) == set(
+        np.arange(12)[reference.passed_rising].tolist()
+    )
+    triggered = set(outcome.rising.star_ids[outcome.rising.triggered].tolist())
+    assert triggered == set(np.arange(12)[reference.triggered].tolist())
+    assert {0, 6} <= triggered
+    alone = TriggerStage(TriggerSettings()).rising(store, np.arange(12))
+    assert {0, 6}.isdisjoint(alone.passers.tolist())
