@@ -414,7 +414,7 @@ def trigger_scan(
         typer.Option(
             help="name=HIGH;LOW with each rule k/n@n_sigma:dchi2_min[~average] (high- then "
             "low-cadence fields), e.g. 'loose=4/5@2.5:150;6/10@2.5:200'; repeat. Default: the "
-            "shipped rules and five looser ones."
+            "shipped rules and seven looser ones (two on averaged points)."
         ),
     ] = None,
     seasons: Annotated[

@@ -44,7 +44,8 @@ SNR_BINS: Final = ((0.0, 10.0), (10.0, 20.0), (20.0, 50.0), (50.0, math.inf))
 
 
 #: What ``lensnet trigger-scan`` compares by default: the shipped rules (Kim et al. 2018), then
-#: looser ones, as ``name=high;low`` with each rule ``k/n@n_sigma:dchi2_min[~average]``.
+#: looser ones, the last two on averaged points, as ``name=high;low`` with each rule
+#: ``k/n@n_sigma:dchi2_min[~average]``.
 DEFAULT_RULES: Final = (
     "shipped=5/5@3:250;10/10@3:400",
     "4of5=4/5@3:250;8/10@3:400",
@@ -52,6 +53,8 @@ DEFAULT_RULES: Final = (
     "loose=4/5@2.5:150;6/10@2.5:200",
     "looser=3/5@2.5:100;5/10@2.5:150",
     "loosest=3/5@2:50;4/10@2:75",
+    "avg-4of5=4/5@3:75~6;8/10@3:100~4",
+    "loose-avg=4/5@2.5:100~4;6/10@2.5:100~3",
 )
 
 

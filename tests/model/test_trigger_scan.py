@@ -51,6 +51,7 @@ def test_rules_parse_from_name_high_low() -> None:
     cadences = parse_rules(DEFAULT_RULES, DEFAULT_CADENCE)
     assert cadences["shipped"] == DEFAULT_CADENCE
     assert str(cadences["loose"].low_cadence) == "6/10@2.5:200"
+    assert cadences["loose-avg"].high_cadence.average == 4
     for bad in ("loose", "=5/5@3:250;10/10@3:400", "x=5/5@3:250", "x=5/5@3:250;10/10"):
         with pytest.raises(TriggerInputError):
             parse_rules([bad], DEFAULT_CADENCE)
