@@ -194,6 +194,10 @@ class RuleSettings(_Frozen):
     #: Points averaged per dataset before the height test (1: each point alone, the published
     #: rule; :class:`consumer.alertfinder.api.TriggerRule`).
     average: int = Field(1, ge=1)
+    #: The baseline of the rising test is the median of each dataset's oldest 1 / this of its
+    #: points (1: all of them, the published rule), so a rise that holds half of a short
+    #: dataset does not lift its own baseline.
+    baseline_part: int = Field(1, ge=1)
 
 
 class LowCadenceRuleSettings(RuleSettings):

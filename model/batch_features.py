@@ -193,6 +193,7 @@ def prepare_batch(
         n_sigma=np.array([r.n_sigma for r in rules], dtype=np.float64),
         dchi2_min=np.array([r.dchi2_min for r in rules], dtype=np.float64),
         average=np.array([r.average for r in rules], dtype=np.int64),
+        baseline_part=np.array([r.baseline_part for r in rules], dtype=np.int64),
     )
     # Steps 7-8 at every point of every star, element by element as for one star.
     lengths = np.diff(series_offsets)

@@ -39,6 +39,7 @@ from consumer.alertfinder.api import (
     evaluate_batch,
     rising_batch,
 )
+from consumer.alertfinder.kernels import baseline_count
 from consumer.constants import HIGH_CADENCE_FIELDS
 from consumer.seasons.archive import Star
 from model.features import MAX_LENGTH, valid_mask
@@ -205,7 +206,9 @@ def _prepare(star: Star, cadence: Cadence) -> _Prepared:
     flux = np.concatenate([p[2] for p in parts])
     median = np.stack(
         [
-            _cached_medians(p[2], start[:, d], end[:, d], cadence.refresh_fraction)
+            _cached_medians(
+                p[2], start[:, d], end[:, d], cadence.refresh_fraction, rule.baseline_part
+            )
             for d, p in enumerate(parts)
         ],
         axis=1,
@@ -233,9 +236,12 @@ def _prepare(star: Star, cadence: Cadence) -> _Prepared:
 
 
 @numba.njit(cache=True)
-def _cached_medians(flux: F64, start: I64, end: I64, fraction: float) -> F64:  # pragma: no cover
-    """Median of ``flux[start[w]:end[w]]`` per window, recomputed only once more than
-    ``fraction`` of the points held at the last computation are new (the daemon's cache)."""
+def _cached_medians(
+    flux: F64, start: I64, end: I64, fraction: float, part: int
+) -> F64:  # pragma: no cover
+    """Median of ``flux[start[w]:end[w]]`` per window (of its oldest ``ceil(n / part)``
+    points), recomputed only once more than ``fraction`` of the points held at the last
+    computation are new (the daemon's cache)."""
     out = np.full(len(end), np.nan)
     held = 0
     computed_at = -1
@@ -245,7 +251,7 @@ def _cached_medians(flux: F64, start: I64, end: I64, fraction: float) -> F64:  #
         if n == 0:
             continue
         if computed_at < 0 or end[w] - computed_at > fraction * held:
-            value = np.median(flux[start[w] : end[w]])
+            value = np.median(flux[start[w] : start[w] + baseline_count(n, part)])
             held = n
             computed_at = end[w]
         out[w] = value
@@ -304,6 +310,7 @@ def _rule_arrays(
         "n": np.array([r.n for r in rules], dtype=np.int64),
         "n_sigma": np.array([r.n_sigma for r in rules], dtype=np.float64),
         "average": np.array([r.average for r in rules], dtype=np.int64),
+        "baseline_part": np.array([r.baseline_part for r in rules], dtype=np.int64),
     }
 
 

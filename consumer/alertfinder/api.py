@@ -5,8 +5,11 @@ A star has one or more datasets, its light curve from each site (and field): tim
 the star's non-empty datasets:
 
 1. Point i of dataset d is *high* when ``flux_i - median(flux_d) >= n_sigma * flux_err_i``
-   (median over every point of d). With ``average = m > 1`` the point stands for the weighted
-   mean of itself and the ``m - 1`` points before it in d (fewer at the start of d): it is high
+   (median over every point of d; with ``baseline_part = j > 1`` over the oldest
+   ``ceil(N_d / j)`` points only, so that a rise holding half a short dataset does not lift its
+   own baseline; ``j = 1``, the published rule, is the default). With ``average = m > 1`` the
+   point stands for the weighted mean of itself and the ``m - 1`` points before it in d (fewer
+   at the start of d): it is high
    when that mean is ``n_sigma`` of its own error, ``(sum flux_err**-2) ** -0.5``, above the
    median. Averaging lets a rise too faint for single points pass (an event whose points sit
    1.5 errors up passes 3 sigma with m = 4); ``m = 1``, the published rule, is the default.
@@ -44,7 +47,7 @@ Input handling (:func:`evaluate`, one star):
   no points at all gives ``triggered=False``, ``datasets=()``.
 - Errors (:class:`TriggerInputError`): columns that are not 1-D numbers of equal length, more
   than :data:`MAX_DATASETS` datasets, or a rule with ``k < 1``, ``n < k``, ``n_sigma < 0``,
-  ``average < 1`` or a non-finite / negative ``dchi2_min``.
+  ``average < 1``, ``baseline_part < 1`` or a non-finite / negative ``dchi2_min``.
 
 The batch entry points (:func:`evaluate_batch`, :func:`rising_batch`) evaluate many stars in
 one compiled call on concatenated (CSR-like) arrays. Their input must already be clean and
@@ -88,12 +91,20 @@ _RULE_LIMITS = {
     "n_sigma": "finite n_sigma >= 0",
     "average": "average >= 1",
     "dchi2_min": "finite dchi2_min >= 0",
+    "baseline_part": "baseline_part >= 1",
 }
 
 
-def _check_rule(k: int, n: int, n_sigma: float, dchi2_min: float, average: int = 1) -> None:
+def _check_rule(
+    k: int, n: int, n_sigma: float, dchi2_min: float, average: int = 1, baseline_part: int = 1
+) -> None:
     """Raise :class:`TriggerInputError` unless the (scalar) rule is usable."""
-    for name, integer in (("k", k), ("n", n), ("average", average)):
+    for name, integer in (
+        ("k", k),
+        ("n", n),
+        ("average", average),
+        ("baseline_part", baseline_part),
+    ):
         if isinstance(integer, bool) or not isinstance(integer, int | np.integer):
             raise TriggerInputError(f"{name}: expected an integer, got {integer!r}")
     for name, number in (("n_sigma", n_sigma), ("dchi2_min", dchi2_min)):
@@ -107,15 +118,28 @@ def _check_rule(k: int, n: int, n_sigma: float, dchi2_min: float, average: int =
         "n_sigma": not (np.isfinite(n_sigma) and n_sigma >= 0),
         "average": average < 1,
         "dchi2_min": not (np.isfinite(dchi2_min) and dchi2_min >= 0),
+        "baseline_part": baseline_part < 1,
     }
-    values = {"k": k, "n": n, "n_sigma": n_sigma, "average": average, "dchi2_min": dchi2_min}
+    values = {
+        "k": k,
+        "n": n,
+        "n_sigma": n_sigma,
+        "average": average,
+        "dchi2_min": dchi2_min,
+        "baseline_part": baseline_part,
+    }
     for name, problem in bad.items():
         if problem:
             raise TriggerInputError(f"{name}: expected {_RULE_LIMITS[name]}, got {values[name]}")
 
 
 def _check_rule_arrays(
-    k: IntArray, n: IntArray, n_sigma: FloatArray, dchi2_min: FloatArray, average: IntArray
+    k: IntArray,
+    n: IntArray,
+    n_sigma: FloatArray,
+    dchi2_min: FloatArray,
+    average: IntArray,
+    baseline_part: IntArray,
 ) -> None:
     """Raise :class:`TriggerInputError` naming the first star whose rule is unusable."""
     bad = {
@@ -124,8 +148,16 @@ def _check_rule_arrays(
         "n_sigma": ~(np.isfinite(n_sigma) & (n_sigma >= 0)),
         "average": average < 1,
         "dchi2_min": ~(np.isfinite(dchi2_min) & (dchi2_min >= 0)),
+        "baseline_part": baseline_part < 1,
     }
-    values = {"k": k, "n": n, "n_sigma": n_sigma, "average": average, "dchi2_min": dchi2_min}
+    values = {
+        "k": k,
+        "n": n,
+        "n_sigma": n_sigma,
+        "average": average,
+        "dchi2_min": dchi2_min,
+        "baseline_part": baseline_part,
+    }
     for name, problem in bad.items():
         if problem.any():
             star = int(np.argmax(problem))
@@ -140,7 +172,8 @@ class TriggerRule:
 
     ``n_sigma`` is the height above the median, in units of ``flux_err``, that makes a point
     high; with ``average > 1`` a point's height is that of the weighted mean of it and the
-    ``average - 1`` points before it in its dataset (module docstring, step 1). Use as
+    ``average - 1`` points before it in its dataset; with ``baseline_part > 1`` the median is
+    that of each dataset's oldest ``1 / baseline_part`` (module docstring, step 1). Use as
     ``evaluate(datasets, **dataclasses.asdict(rule))``.
     """
 
@@ -149,9 +182,10 @@ class TriggerRule:
     n_sigma: float
     dchi2_min: float
     average: int = 1
+    baseline_part: int = 1
 
     def __post_init__(self) -> None:
-        _check_rule(self.k, self.n, self.n_sigma, self.dchi2_min, self.average)
+        _check_rule(self.k, self.n, self.n_sigma, self.dchi2_min, self.average, self.baseline_part)
 
     @property
     def span(self) -> int:
@@ -160,25 +194,34 @@ class TriggerRule:
 
     @classmethod
     def parse(cls, text: str) -> TriggerRule:
-        """The rule written ``"k/n@n_sigma:dchi2_min"``, e.g. ``"5/5@3:250"``, or with
-        ``"~average"`` after it, e.g. ``"5/5@3:250~4"`` (the inverse of ``str(rule)``);
-        :class:`TriggerInputError` names what is wrong."""
+        """The rule written ``"k/n@n_sigma:dchi2_min"``, e.g. ``"5/5@3:250"``, then optionally
+        ``"~average"`` and ``"^baseline_part"``, e.g. ``"5/5@3:250~4^2"`` (the inverse of
+        ``str(rule)``); :class:`TriggerInputError` names what is wrong."""
         counts, _, rest = text.strip().partition("@")
         sigma, _, rest = rest.partition(":")
+        rest, caret, part = rest.partition("^")
         dchi2, tilde, average = rest.partition("~")
         k, _, n = counts.partition("/")
         try:
-            numbers = int(k), int(n), float(sigma), float(dchi2), int(average) if tilde else 1
+            numbers = (
+                int(k),
+                int(n),
+                float(sigma),
+                float(dchi2),
+                int(average) if tilde else 1,
+                int(part) if caret else 1,
+            )
         except ValueError as error:
             raise TriggerInputError(
-                f"trigger rule {text!r}: expected k/n@n_sigma:dchi2_min[~average], "
-                "e.g. 5/5@3:250 or 5/5@3:250~4"
+                f"trigger rule {text!r}: expected k/n@n_sigma:dchi2_min[~average][^baseline_part], "
+                "e.g. 5/5@3:250 or 5/5@3:250~4^2"
             ) from error
         return cls(*numbers)
 
     def __str__(self) -> str:
         text = f"{self.k}/{self.n}@{self.n_sigma:g}:{self.dchi2_min:g}"
-        return text if self.average == 1 else f"{text}~{self.average}"
+        text = text if self.average == 1 else f"{text}~{self.average}"
+        return text if self.baseline_part == 1 else f"{text}^{self.baseline_part}"
 
 
 #: Defaults of Kim et al. (2018) by field cadence; settings may override them per field.
@@ -289,6 +332,7 @@ def evaluate(
     n_sigma: float,
     dchi2_min: float,
     average: int = 1,
+    baseline_part: int = 1,
 ) -> TriggerResult:
     """Run the trigger on one star.
 
@@ -297,13 +341,13 @@ def evaluate(
     datasets : sequence of ``(t, flux, flux_err)``, each column of shape (N_d,)
         One entry per site (and field); t in days, flux and flux_err in DIA flux units. Cleaned
         as the module docstring says (bad points dropped, sorted by time).
-    k, n, n_sigma, dchi2_min, average : the rule, see :class:`TriggerRule`.
+    k, n, n_sigma, dchi2_min, average, baseline_part : the rule, see :class:`TriggerRule`.
 
     Returns
     -------
     TriggerResult
     """
-    _check_rule(k, n, n_sigma, dchi2_min, average)
+    _check_rule(k, n, n_sigma, dchi2_min, average, baseline_part)
     if len(datasets) > MAX_DATASETS:
         raise TriggerInputError(f"datasets: {len(datasets)} given, at most {MAX_DATASETS}")
     columns = [_clean(index, dataset) for index, dataset in enumerate(datasets)]
@@ -321,6 +365,7 @@ def evaluate(
         n_sigma=np.array([n_sigma], dtype=np.float64),
         dchi2_min=np.array([dchi2_min], dtype=np.float64),
         average=np.array([average], dtype=np.int64),
+        baseline_part=np.array([baseline_part], dtype=np.int64),
     )
     return dataclasses.replace(batch.star(0), n_dropped=n_dropped)
 
@@ -337,6 +382,7 @@ def evaluate_batch(
     n_sigma: float | npt.ArrayLike,
     dchi2_min: float | npt.ArrayLike,
     average: int | npt.ArrayLike = 1,
+    baseline_part: int | npt.ArrayLike = 1,
     check: bool = True,
 ) -> TriggerBatchResult:
     """Run the trigger on many stars in one compiled call.
@@ -349,7 +395,7 @@ def evaluate_batch(
         Dataset d is points ``dataset_offsets[d]:dataset_offsets[d + 1]``.
     star_offsets : (S + 1,) int
         Star s is datasets ``star_offsets[s]:star_offsets[s + 1]`` (at most MAX_DATASETS).
-    k, n, n_sigma, dchi2_min, average : scalar or (S,)
+    k, n, n_sigma, dchi2_min, average, baseline_part : scalar or (S,)
         The rule, per star when arrays (fields differ in cadence).
     check : verify the points are finite, ``flux_err > 0`` and sorted (O(N) numpy).
 
@@ -361,8 +407,8 @@ def evaluate_batch(
         t, flux, flux_err, dataset_offsets, star_offsets, check=check
     )
     n_stars = len(star_offsets_) - 1
-    k_, n_, n_sigma_, dchi2_min_, average_ = _per_star_rule(
-        k, n, n_sigma, dchi2_min, average, n_stars
+    k_, n_, n_sigma_, dchi2_min_, average_, part_ = _per_star_rule(
+        k, n, n_sigma, dchi2_min, average, baseline_part, n_stars
     )
     return _evaluate_arrays(
         t_,
@@ -375,6 +421,7 @@ def evaluate_batch(
         n_sigma=n_sigma_,
         dchi2_min=dchi2_min_,
         average=average_,
+        baseline_part=part_,
     )
 
 
@@ -389,6 +436,7 @@ def rising_batch(
     n: int | npt.ArrayLike,
     n_sigma: float | npt.ArrayLike,
     average: int | npt.ArrayLike = 1,
+    baseline_part: int | npt.ArrayLike = 1,
     baseline: npt.ArrayLike | None = None,
     check: bool = True,
 ) -> RisingBatchResult:
@@ -400,11 +448,12 @@ def rising_batch(
     Parameters
     ----------
     t, flux, flux_err, dataset_offsets, star_offsets, check : as in :func:`evaluate_batch`.
-    k, n, n_sigma, average : scalar or (S,), the rule.
+    k, n, n_sigma, average, baseline_part : scalar or (S,), the rule.
     baseline : (D,) float, optional
-        Median flux of each dataset, e.g. ``TriggerBatchResult.baseline`` cached from an earlier
-        evaluation. Computing the medians is most of the cost of this test; a cached value that
-        is not the median of the current points gives the rule with that baseline instead.
+        Baseline flux of each dataset (the median of its oldest ``1 / baseline_part``), e.g.
+        ``TriggerBatchResult.baseline`` cached from an earlier evaluation. Computing the
+        medians is most of the cost of this test; a cached value that is not the median of the
+        current points gives the rule with that baseline instead.
 
     Returns
     -------
@@ -414,7 +463,9 @@ def rising_batch(
         t, flux, flux_err, dataset_offsets, star_offsets, check=check
     )
     n_stars = len(star_offsets_) - 1
-    k_, n_, n_sigma_, _, average_ = _per_star_rule(k, n, n_sigma, 0.0, average, n_stars)
+    k_, n_, n_sigma_, _, average_, part_ = _per_star_rule(
+        k, n, n_sigma, 0.0, average, baseline_part, n_stars
+    )
     if baseline is None:
         baseline_ = np.empty(0, dtype=np.float64)
     else:
@@ -430,7 +481,17 @@ def rising_batch(
             if bad.size:
                 raise TriggerInputError(f"baseline: dataset {bad[0]} is not finite")
     return rising_arrays(
-        t_, flux_, flux_err_, dataset_offsets_, star_offsets_, k_, n_, n_sigma_, average_, baseline_
+        t_,
+        flux_,
+        flux_err_,
+        dataset_offsets_,
+        star_offsets_,
+        k_,
+        n_,
+        n_sigma_,
+        average_,
+        baseline_,
+        part_,
     )
 
 
@@ -445,11 +506,15 @@ def rising_arrays(
     n_sigma: FloatArray,
     average: IntArray,
     baseline: FloatArray,
+    baseline_part: IntArray | None = None,
 ) -> RisingBatchResult:
     """:func:`rising_batch` on input its caller built itself, checked by nothing: contiguous
     float64 points, int64 offsets of a consistent layout, (S,) int64 / float64 valid rules,
     (D,) baselines (or an empty array). For the daemon's own kernels' output, where the
-    checks would cost more than the test (the kernels do not bounds-check)."""
+    checks would cost more than the test (the kernels do not bounds-check). ``baseline_part``
+    (S,) int64 is read only when ``baseline`` is empty (default: 1 for every star)."""
+    if baseline_part is None:
+        baseline_part = np.ones(len(star_offsets) - 1, dtype=np.int64)
     passed, n_high, combination = kernels.rising_stars(
         t,
         flux,
@@ -460,6 +525,7 @@ def rising_arrays(
         n,
         n_sigma,
         average,
+        baseline_part,
         baseline,
         _SUBSETS,
         _SUBSET_OFFSETS,
@@ -538,6 +604,7 @@ def evaluate_arrays(
     n_sigma: FloatArray,
     dchi2_min: FloatArray,
     average: IntArray,
+    baseline_part: IntArray,
 ) -> TriggerBatchResult:
     """:func:`evaluate_batch` on input its caller built itself, checked by nothing (as
     :func:`rising_arrays`; ``dchi2_min`` (S,) float64)."""
@@ -552,6 +619,7 @@ def evaluate_arrays(
         n_sigma=n_sigma,
         dchi2_min=dchi2_min,
         average=average,
+        baseline_part=baseline_part,
     )
 
 
@@ -567,6 +635,7 @@ def _evaluate_arrays(
     n_sigma: FloatArray,
     dchi2_min: FloatArray,
     average: IntArray,
+    baseline_part: IntArray,
 ) -> TriggerBatchResult:
     (
         triggered,
@@ -591,6 +660,7 @@ def _evaluate_arrays(
         n_sigma,
         average,
         dchi2_min,
+        baseline_part,
         _SUBSETS,
         _SUBSET_OFFSETS,
     )
@@ -625,15 +695,22 @@ def _per_star(name: str, value: object, n_stars: int, *, integer: bool) -> npt.N
 
 
 def _per_star_rule(
-    k: object, n: object, n_sigma: object, dchi2_min: object, average: object, n_stars: int
-) -> tuple[IntArray, IntArray, FloatArray, FloatArray, IntArray]:
+    k: object,
+    n: object,
+    n_sigma: object,
+    dchi2_min: object,
+    average: object,
+    baseline_part: object,
+    n_stars: int,
+) -> tuple[IntArray, IntArray, FloatArray, FloatArray, IntArray, IntArray]:
     k_: IntArray = _per_star("k", k, n_stars, integer=True)
     n_: IntArray = _per_star("n", n, n_stars, integer=True)
     n_sigma_: FloatArray = _per_star("n_sigma", n_sigma, n_stars, integer=False)
     dchi2_min_: FloatArray = _per_star("dchi2_min", dchi2_min, n_stars, integer=False)
     average_: IntArray = _per_star("average", average, n_stars, integer=True)
-    _check_rule_arrays(k_, n_, n_sigma_, dchi2_min_, average_)
-    return k_, n_, n_sigma_, dchi2_min_, average_
+    part_: IntArray = _per_star("baseline_part", baseline_part, n_stars, integer=True)
+    _check_rule_arrays(k_, n_, n_sigma_, dchi2_min_, average_, part_)
+    return k_, n_, n_sigma_, dchi2_min_, average_, part_
 
 
 def _float_column(name: str, values: npt.ArrayLike) -> FloatArray:

@@ -164,6 +164,13 @@ def _median(values: FloatArray, a: int, b: int, buf: FloatArray) -> float:
 median = _median
 
 
+@numba.njit(cache=True)
+def baseline_count(count: int, part: int) -> int:
+    """Points the baseline of a dataset of ``count`` points is the median of: its oldest
+    ``ceil(count / part)`` (all of them for ``part = 1``, the published rule)."""
+    return (count + part - 1) // part
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _medians(
     flux: FloatArray,
@@ -172,12 +179,14 @@ def _medians(
     d1: int,
     baseline: FloatArray,
     buf: FloatArray,
+    part: int,
 ) -> None:
-    """Median flux of datasets ``d0 .. d1 - 1`` into ``baseline`` (NaN for an empty dataset)."""
+    """Baseline flux of datasets ``d0 .. d1 - 1`` into ``baseline``: the median of each one's
+    oldest :func:`baseline_count` points (NaN for an empty dataset)."""
     for d in range(d0, d1):
         a = dataset_offsets[d]
         b = dataset_offsets[d + 1]
-        baseline[d] = _median(flux, a, b, buf) if b > a else np.nan
+        baseline[d] = _median(flux, a, a + baseline_count(b - a, part), buf) if b > a else np.nan
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -189,7 +198,7 @@ def dataset_medians(flux: FloatArray, dataset_offsets: IntArray) -> FloatArray:
         longest = max(longest, dataset_offsets[d + 1] - dataset_offsets[d])
     baseline = np.empty(n_datasets, dtype=np.float64)
     buf = np.empty(longest, dtype=np.float64)
-    _medians(flux, dataset_offsets, 0, n_datasets, baseline, buf)
+    _medians(flux, dataset_offsets, 0, n_datasets, baseline, buf, 1)
     return baseline
 
 
@@ -534,6 +543,7 @@ def evaluate_stars(
     n_sigma: FloatArray,
     average: IntArray,
     dchi2_min: FloatArray,
+    baseline_part: IntArray,
     subsets: IntArray,
     subset_offsets: IntArray,
 ) -> tuple[
@@ -551,9 +561,9 @@ def evaluate_stars(
 ]:
     """Full AlertFinder rule for every star (rising test, then the broken-line fit).
 
-    ``k``, ``n``, ``n_sigma``, ``average``, ``dchi2_min`` have shape (S,). When some
-    combination of a star passes the rising test only those combinations are fitted; otherwise
-    all are.
+    ``k``, ``n``, ``n_sigma``, ``average``, ``dchi2_min``, ``baseline_part`` have shape (S,).
+    When some combination of a star passes the rising test only those combinations are fitted;
+    otherwise all are.
 
     Returns
     -------
@@ -565,7 +575,8 @@ def evaluate_stars(
     n_high, n_points : (S,) int64 high points among the last n, points in the combination
     intercepts : (D,) float64, the line's ``c_d`` for datasets in the combination, the weighted
         mean flux for the others, NaN for empty datasets
-    baseline : (D,) float64 median flux (NaN for empty datasets)
+    baseline : (D,) float64 median flux of each dataset's oldest ``1 / baseline_part`` (NaN
+        for empty datasets)
     """
     n_stars = star_offsets.size - 1
     n_datasets = dataset_offsets.size - 1
@@ -628,7 +639,7 @@ def evaluate_stars(
         d0 = star_offsets[s]
         d1 = star_offsets[s + 1]
         p0 = dataset_offsets[d0]
-        _medians(flux, dataset_offsets, d0, d1, baseline, buf)
+        _medians(flux, dataset_offsets, d0, d1, baseline, buf, baseline_part[s])
         q = 0
         t_last = -np.inf
         for d in range(d1 - d0):
@@ -807,14 +818,16 @@ def rising_stars(
     n: IntArray,
     n_sigma: FloatArray,
     average: IntArray,
+    baseline_part: IntArray,
     baseline_in: FloatArray,
     subsets: IntArray,
     subset_offsets: IntArray,
 ) -> tuple[BoolArray, IntArray, IntArray]:
     """Rising test only (steps 1-2) for every star.
 
-    ``baseline_in`` is the (D,) median flux per dataset, or an empty array to compute it here
-    (the medians are then most of the cost: the test itself reads ~n points per dataset).
+    ``baseline_in`` is the (D,) baseline per dataset, or an empty array to compute it here from
+    each star's ``baseline_part`` (the medians are then most of the cost: the test itself reads
+    ~n points per dataset).
 
     Returns
     -------
@@ -843,7 +856,7 @@ def rising_stars(
         d0 = star_offsets[s]
         d1 = star_offsets[s + 1]
         if own_baseline:
-            _medians(flux, dataset_offsets, d0, d1, baseline, buf)
+            _medians(flux, dataset_offsets, d0, d1, baseline, buf, baseline_part[s])
         q = 0
         for d in range(d1 - d0):
             if dataset_offsets[d0 + d + 1] > dataset_offsets[d0 + d]:

@@ -113,10 +113,10 @@ class TriggerStage:
 
     def _rule_columns(
         self, high: npt.NDArray[np.bool_]
-    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, IntArray]:
-        """(S,) k, n (int64), n_sigma, dchi2_min (float64), average (int64) of each star: the
-        high-cadence rule where ``high``, the low-cadence one elsewhere (the kernels' rule
-        arrays)."""
+    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, IntArray, IntArray]:
+        """(S,) k, n (int64), n_sigma, dchi2_min (float64), average, baseline_part (int64) of
+        each star: the high-cadence rule where ``high``, the low-cadence one elsewhere (the
+        kernels' rule arrays)."""
         fast, slow = self._high, self._low
         return (
             np.where(high, fast.k, slow.k).astype(np.int64),
@@ -124,7 +124,17 @@ class TriggerStage:
             np.where(high, float(fast.n_sigma), float(slow.n_sigma)),
             np.where(high, float(fast.dchi2_min), float(slow.dchi2_min)),
             np.where(high, fast.average, slow.average).astype(np.int64),
+            np.where(high, fast.baseline_part, slow.baseline_part).astype(np.int64),
         )
+
+    def _baseline_parts(self, store: StarStore, star_ids: IntArray) -> IntArray:
+        """(S,) the rule's ``baseline_part`` of each held star, from its field tags (-1: none)."""
+        fast, slow = self._high.baseline_part, self._low.baseline_part
+        if fast == slow:
+            return np.full(len(star_ids), fast, dtype=np.int64)
+        tags = store.field_tags(star_ids)
+        high = (self._high_fields[tags.astype(np.int16).view(np.uint16)] & (tags >= 0)).any(axis=1)
+        return np.where(high, fast, slow).astype(np.int64)
 
     def run(self, store: StarStore, star_ids: npt.ArrayLike) -> TriggerOutcome:
         """Rising test on ``star_ids`` (stars of ``store``), full fit on the passers."""
@@ -140,9 +150,12 @@ class TriggerStage:
         that are stale refreshed first (one compiled pass over the buffers, one for the test)."""
         ids = np.unique(np.asarray(star_ids, dtype=np.int64))
         tail, baseline, refreshed = store.rising_input(
-            ids, self._last, self.settings.baseline_refresh_fraction
+            ids,
+            self._last,
+            self.settings.baseline_refresh_fraction,
+            baseline_part=self._baseline_parts(store, ids),
         )
-        k, n, n_sigma, _, average = self._rule_columns(
+        k, n, n_sigma, _, average, _ = self._rule_columns(
             self._high_stars(tail.dataset_field, tail.star_offsets)
         )
         rising = rising_arrays(  # the store's kernel built the input: nothing to check
@@ -164,7 +177,7 @@ class TriggerStage:
         full = store.to_trigger_arrays(star_ids)
         high = self._high_stars(full.dataset_field, full.star_offsets)
         rules = [self._high if flag else self._low for flag in high.tolist()]
-        k, n, n_sigma, dchi2_min, average = self._rule_columns(high)
+        k, n, n_sigma, dchi2_min, average, baseline_part = self._rule_columns(high)
         result = evaluate_arrays(  # the store's kernel built the input: nothing to check
             full.t,
             full.flux,
@@ -176,16 +189,17 @@ class TriggerStage:
             n_sigma=n_sigma,
             dchi2_min=dchi2_min,
             average=average,
+            baseline_part=baseline_part,
         )
         _store_baselines(store, full, result.baseline)
         return Triggered(star_ids=star_ids, result=result, input=full, rules=tuple(rules))
 
-    @staticmethod
-    def refresh(store: StarStore, star_ids: IntArray) -> None:
+    def refresh(self, store: StarStore, star_ids: IntArray) -> None:
         """Recompute the cached medians of ``star_ids`` (sorted, unique) from their whole
         buffers: what :meth:`evaluate` leaves in the cache, without the fit."""
         if len(star_ids):
-            store.rising_input(star_ids, 0, 0.0, force=True)
+            parts = self._baseline_parts(store, star_ids)
+            store.rising_input(star_ids, 0, 0.0, force=True, baseline_part=parts)
 
 
 def untrained_rules(settings: TriggerSettings, card: Mapping[str, Any]) -> dict[str, str]:
@@ -212,6 +226,7 @@ def _rule(settings: RuleSettings) -> TriggerRule:
         n_sigma=settings.n_sigma,
         dchi2_min=settings.dchi2_min,
         average=settings.average,
+        baseline_part=settings.baseline_part,
     )
 
 

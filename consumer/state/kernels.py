@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder.kernels import median
+from consumer.alertfinder.kernels import baseline_count, median
 
 #: Row outcomes written by :func:`insert_rows`.
 APPENDED = 0
@@ -286,6 +286,7 @@ def gather_trigger(
 @numba.njit(cache=True)
 def trigger_tails(
     slots: npt.NDArray[np.int64],
+    baseline_part: npt.NDArray[np.int64],
     last: int,
     refresh_fraction: float,
     force: bool,
@@ -320,7 +321,9 @@ def trigger_tails(
     points has no finite median, when it was never computed (``baseline_points == 0``), when
     more than ``refresh_fraction`` of the points it was computed on arrived since, or always
     with ``force``. A stale star gets the median of every dataset's whole buffer (NaN for the
-    datasets without points), ``baseline_points`` = its points held, ``fresh_points`` = 0.
+    datasets without points), ``baseline_points`` = its points held, ``fresh_points`` = 0; with
+    ``baseline_part[s] = j > 1`` (aligned with ``slots``) the median of the oldest
+    ``ceil(held / j)`` points of each dataset instead (the rule's baseline).
     Then its datasets' latest ``last`` points are written as :func:`gather_trigger` writes them
     (``last = 0``: none), with each dataset's field tag and cached median as float64 (NaN as
     0). Returns the datasets and points written, and the stars refreshed.
@@ -372,7 +375,8 @@ def trigger_tails(
                             if n_fields == 1 or (a_psf[src] & FIELD_BIT) == bit:
                                 values[kept] = a_flux[src]
                                 kept += 1
-                    middle = median(values, 0, kept, scratch) if kept > 0 else np.nan
+                    used = baseline_count(kept, baseline_part[s])
+                    middle = median(values, 0, used, scratch) if kept > 0 else np.nan
                     baseline[slot, site, field_slot] = np.float32(middle)
             baseline_points[slot] = held
             fresh_points[slot] = 0

@@ -719,13 +719,21 @@ class StarStore:
         )
 
     def rising_input(
-        self, star_ids: IntArray, last: int, refresh_fraction: float, *, force: bool = False
+        self,
+        star_ids: IntArray,
+        last: int,
+        refresh_fraction: float,
+        *,
+        force: bool = False,
+        baseline_part: IntArray | None = None,
     ) -> tuple[TriggerInput, FloatArray, int]:
         """The rising test's input for held ``star_ids`` (sorted, unique): their datasets'
         latest ``last`` points as :meth:`to_trigger_arrays` gives them, and each dataset's
         cached median flux (NaN as 0), after refreshing the stale medians (the trigger's cache
         in :attr:`stars`: ``baseline``, ``baseline_points``, ``fresh_points``; see
-        :func:`~consumer.state.kernels.trigger_tails`). Returns the input, the (D,) medians and
+        :func:`~consumer.state.kernels.trigger_tails`). ``baseline_part`` (aligned with
+        ``star_ids``; default 1) makes a refreshed median that of each dataset's oldest
+        ``1 / baseline_part`` (the rule's baseline). Returns the input, the (D,) medians and
         the number of stars refreshed.
 
         With two tiers, stars with one field tag whose cache is fresh are read from the hot
@@ -733,10 +741,15 @@ class StarStore:
         stars with two field tags are read there whole (:mod:`consumer.state.tiers`)."""
         ids = np.asarray(star_ids, dtype=np.int64)
         slots = self.stars.rows(ids)
+        parts = (
+            np.ones(len(ids), dtype=np.int64)
+            if baseline_part is None
+            else np.ascontiguousarray(baseline_part, dtype=np.int64)
+        )
         hot, stars = self.hot, self.stars
         if hot is None or last > hot.points_per_site:
             self.merge_pending(slots)
-            return self._rising_from(self.arena, slots, ids, last, refresh_fraction, force)
+            return self._rising_from(self.arena, slots, ids, parts, last, refresh_fraction, force)
         single = np.flatnonzero(stars.fields[slots, 1] < 0)
         double = np.flatnonzero(stars.fields[slots, 1] >= 0)
         rows = slots[single]
@@ -750,14 +763,16 @@ class StarStore:
         if refreshed or len(double):
             self.merge_pending(np.concatenate([rows[stale], slots[double]]))
         if refreshed:
-            self._rising_from(self.arena, rows[stale], ids[single][stale], 0, 0.0, True)
+            self._rising_from(
+                self.arena, rows[stale], ids[single][stale], parts[single][stale], 0, 0.0, True
+            )
         tails, medians, _ = self._rising_from(
-            hot.arena, rows, ids[single], last, float("inf"), False
+            hot.arena, rows, ids[single], parts[single], last, float("inf"), False
         )
         if not len(double):
             return tails, medians, refreshed
         whole, whole_medians, whole_refreshed = self._rising_from(
-            self.arena, slots[double], ids[double], last, refresh_fraction, force
+            self.arena, slots[double], ids[double], parts[double], last, refresh_fraction, force
         )
         merged, merged_medians = _merge_inputs(
             ids, [(single, tails, medians), (double, whole, whole_medians)]
@@ -769,6 +784,7 @@ class StarStore:
         arena: Arena,
         slots: IntArray,
         star_ids: IntArray,
+        parts: IntArray,
         last: int,
         refresh_fraction: float,
         force: bool,
@@ -792,6 +808,7 @@ class StarStore:
         columns = arena.columns
         n_datasets, n_written, refreshed = kernels.trigger_tails(
             slots,
+            parts,
             last,
             refresh_fraction,
             force,

@@ -39,7 +39,7 @@ def brute_force(star: Star, window_end: npt.NDArray[np.float64], cadence: Cadenc
     return scored
 
 
-AVERAGED = EXACT.with_rules(TriggerRule.parse("5/5@3:150~4"), TriggerRule.parse("8/10@3:200~3"))
+AVERAGED = EXACT.with_rules(TriggerRule.parse("5/5@3:150~4^2"), TriggerRule.parse("8/10@3:200~3^3"))
 
 
 @pytest.mark.parametrize("cadence", [EXACT, AVERAGED], ids=["published", "averaged"])

@@ -78,11 +78,19 @@ class Reference:
 
 
 def reference(
-    star: Star, *, k: int, n: int, n_sigma: float, dchi2_min: float, average: int = 1
+    star: Star,
+    *,
+    k: int,
+    n: int,
+    n_sigma: float,
+    dchi2_min: float,
+    average: int = 1,
+    baseline_part: int = 1,
 ) -> Reference:
     """The rule, brute force; ``star`` must be clean and sorted (as the kernels see it)."""
     nonempty = [d for d, (t, _, _) in enumerate(star) if len(t)]
-    medians = {d: float(np.median(star[d][1])) for d in nonempty}
+    oldest = {d: int(np.ceil(len(star[d][1]) / baseline_part)) for d in nonempty}
+    medians = {d: float(np.median(star[d][1][: oldest[d]])) for d in nonempty}
     high = {d: _reference_high(star[d], medians[d], n_sigma, average) for d in nonempty}
     combinations = []
     for size in range(1, len(nonempty) + 1):
@@ -252,6 +260,7 @@ def random_rule(rng: np.random.Generator) -> TriggerRule:
         n_sigma=float(rng.choice([1.0, 2.0, 3.0])),
         dchi2_min=float(rng.choice([0.0, 10.0, 50.0, 200.0])),
         average=int(rng.choice([1, 1, 2, 4])),
+        baseline_part=int(rng.choice([1, 1, 2, 3])),
     )
 
 
@@ -329,6 +338,7 @@ def stars(draw: st.DrawFn) -> tuple[Star, TriggerRule]:
         draw(st.sampled_from([0.0, 1.0, 3.0])),
         draw(st.sampled_from([0.0, 5.0, 50.0])),
         draw(st.sampled_from([1, 2, 3])),
+        draw(st.sampled_from([1, 2, 3])),
     )
     return star, rule
 
@@ -366,6 +376,7 @@ def test_batch_equals_single_star() -> None:
         n_sigma=[r.n_sigma for r in rules],
         dchi2_min=[r.dchi2_min for r in rules],
         average=[r.average for r in rules],
+        baseline_part=[r.baseline_part for r in rules],
     )
     rising = rising_batch(
         t,
@@ -377,6 +388,7 @@ def test_batch_equals_single_star() -> None:
         n=[r.n for r in rules],
         n_sigma=[r.n_sigma for r in rules],
         average=[r.average for r in rules],
+        baseline_part=[r.baseline_part for r in rules],
     )
     cached = rising_batch(
         t,
@@ -516,6 +528,24 @@ def test_a_faint_rise_passes_only_averaged() -> None:
     assert str(averaged) == "5/5@3:50~8"
 
 
+def test_a_rise_holding_most_of_a_short_dataset_passes_on_the_oldest_half() -> None:
+    """10 flat points, then 30 that rise fast and level off: the median (~20) sits in the rise
+    and the last points are not 3 errors above it; the median of the oldest half (20 points,
+    10 of them flat: ~3) is lower, and they are."""
+    t = np.arange(40, dtype=np.float64)
+    rise = 20.0 * (1.0 - np.exp(-(t - 9.0) / 3.0)) + 0.05 * (t - 9.0)
+    flux = np.where(t < 10, 0.0, rise) + np.tile([0.3, -0.3], 20)
+    star: Star = [(t, flux, np.full(40, 3.0))]
+    whole = TriggerRule(5, 5, 3.0, 50.0)
+    oldest_half = dataclasses.replace(whole, baseline_part=2)
+    assert not evaluate(star, **dataclasses.asdict(whole)).passed_rising
+    result = evaluate(star, **dataclasses.asdict(oldest_half))
+    assert result.triggered
+    assert result.baseline == (float(np.median(flux[:20])),)
+    assert_matches(result, reference(star, **dataclasses.asdict(oldest_half)), 50.0)
+    assert str(oldest_half) == "5/5@3:50^2"
+
+
 def _rising_star(seed: int = 31) -> Star:
     rng = np.random.default_rng(seed)
     return [
@@ -653,6 +683,7 @@ def test_malformed_input_raises(star: Star, message: str) -> None:
         ({"k": 5.5, "n": 5, "n_sigma": 3.0, "dchi2_min": 250.0}, "k"),
         ({"k": 5, "n": 5, "n_sigma": 3.0, "dchi2_min": 250.0, "average": 0}, "average"),
         ({"k": 5, "n": 5, "n_sigma": 3.0, "dchi2_min": 250.0, "average": 2.0}, "average"),
+        ({"k": 5, "n": 5, "n_sigma": 3.0, "dchi2_min": 250.0, "baseline_part": 0}, "baseline_part"),
     ],
 )
 def test_bad_rule_raises(rule: dict[str, float], name: str) -> None:
@@ -799,13 +830,15 @@ def test_exact_tie_prefers_fewer_datasets() -> None:
     n_sigma=st.floats(0, 10, allow_nan=False).map(lambda x: round(x, 3)),
     dchi2_min=st.floats(0, 1e4, allow_nan=False).map(lambda x: round(x, 1)),
     average=st.integers(1, 12),
+    part=st.integers(1, 4),
 )
 def test_a_rule_written_out_parses_back(
-    k: int, extra: int, n_sigma: float, dchi2_min: float, average: int
+    k: int, extra: int, n_sigma: float, dchi2_min: float, average: int, part: int
 ) -> None:
-    rule = TriggerRule(k, k + extra, n_sigma, dchi2_min, average)
+    rule = TriggerRule(k, k + extra, n_sigma, dchi2_min, average, part)
     assert TriggerRule.parse(str(rule)) == rule
     assert ("~" in str(rule)) == (average > 1)
+    assert ("^" in str(rule)) == (part > 1)
 
 
 @pytest.mark.parametrize(
@@ -818,6 +851,8 @@ def test_a_rule_written_out_parses_back(
         ("5/5@-1:250", "n_sigma: expected"),
         ("5/5@3:250~0", "average: expected"),
         ("5/5@3:250~two", "expected k/n@n_sigma:dchi2_min"),
+        ("5/5@3:250~4^0", "baseline_part: expected"),
+        ("5/5@3:250^half", "expected k/n@n_sigma:dchi2_min"),
     ],
 )
 def test_a_rule_that_is_not_one_names_what_is_wrong(text: str, message: str) -> None:

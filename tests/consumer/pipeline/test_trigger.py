@@ -202,12 +202,14 @@ def test_stage_with_averaged_points_triggers_what_the_full_alertfinder_does() ->
     store.append("SSO", Observations.from_columns(**columns))
     averaged = TriggerSettings(
         high_cadence=RuleSettings(k=5, n=5, n_sigma=3.0, dchi2_min=50.0, average=6),
-        low_cadence=LowCadenceRuleSettings(k=8, n=10, n_sigma=3.0, dchi2_min=50.0, average=3),
+        low_cadence=LowCadenceRuleSettings(
+            k=8, n=10, n_sigma=3.0, dchi2_min=50.0, average=3, baseline_part=2
+        ),
     )
     stage = TriggerStage(averaged)
     full = store.to_trigger_arrays(np.arange(12))
     rules = stage.rule_for(full.dataset_field, full.star_offsets)
-    assert {str(r) for r in rules} == {"5/5@3:50~6", "8/10@3:50~3"}
+    assert {str(r) for r in rules} == {"5/5@3:50~6", "8/10@3:50~3^2"}
     reference = evaluate_batch(
         full.t,
         full.flux,
@@ -219,6 +221,7 @@ def test_stage_with_averaged_points_triggers_what_the_full_alertfinder_does() ->
         n_sigma=[r.n_sigma for r in rules],
         dchi2_min=[r.dchi2_min for r in rules],
         average=[r.average for r in rules],
+        baseline_part=[r.baseline_part for r in rules],
     )
     outcome = stage.run(store, np.arange(12))
     assert set(outcome.rising.star_ids.tolist()) == set(
@@ -227,5 +230,14 @@ def test_stage_with_averaged_points_triggers_what_the_full_alertfinder_does() ->
     triggered = set(outcome.rising.star_ids[outcome.rising.triggered].tolist())
     assert triggered == set(np.arange(12)[reference.triggered].tolist())
     assert {0, 6} <= triggered
+    # The cache holds each rule's baseline: the oldest half's median for low-cadence stars.
+    rows = store.stars.rows(np.arange(12))
+    np.testing.assert_array_equal(
+        store.stars.baseline[rows, 2, 0], reference.baseline.astype(np.float32)
+    )
+    stage.refresh(store, np.arange(12))
+    np.testing.assert_array_equal(
+        store.stars.baseline[rows, 2, 0], reference.baseline.astype(np.float32)
+    )
     alone = TriggerStage(TriggerSettings()).rising(store, np.arange(12))
     assert {0, 6}.isdisjoint(alone.passers.tolist())

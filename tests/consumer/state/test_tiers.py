@@ -43,8 +43,9 @@ def _same_result(a: AppendResult, b: AppendResult) -> None:
 
 def _same_rising(one: StarStore, two: StarStore, last: int, fraction: float) -> None:
     ids = np.sort(one.star_ids)
-    a, medians_a, refreshed_a = one.rising_input(ids, last, fraction)
-    b, medians_b, refreshed_b = two.rising_input(ids, last, fraction)
+    parts = 1 + ids % 3  # the baseline from a star's oldest third, half, or all of its points
+    a, medians_a, refreshed_a = one.rising_input(ids, last, fraction, baseline_part=parts)
+    b, medians_b, refreshed_b = two.rising_input(ids, last, fraction, baseline_part=parts)
     assert refreshed_a == refreshed_b
     for name in (
         "t",
@@ -270,6 +271,8 @@ def test_stars_with_two_field_tags_are_never_read_from_the_hot_tails(tmp_path: P
     assert store.hot is not None
     slots = store.stars.rows(np.array([1]))
     with pytest.raises(TierError, match="two field tags"):
-        store._rising_from(store.hot.arena, slots, np.array([1]), 2, 0.1, False)
+        store._rising_from(
+            store.hot.arena, slots, np.array([1]), np.ones(1, np.int64), 2, 0.1, False
+        )
     tails, _, _ = store.rising_input(np.array([1]), 2, 0.1)  # read from the cold arena
     assert tails.dataset_field.tolist() == [4, 41]
