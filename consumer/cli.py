@@ -267,14 +267,14 @@ class EpochMetric(enum.Enum):
 
 _RULE_HELP = (
     "AlertFinder rule of {which} fields the training calls are cut at, "
-    "k/n@n_sigma:dchi2_min[~average] (default {default}); recorded in the card: run the "
+    "k/n@n_sigma:dchi2_min[~average][^part] (default {default}); recorded in the card: run the "
     "daemon with the same rule."
 )
 
 
 def _cadence(high: str | None, low: str | None) -> Any:
     """The daemon's default schedule with the given trigger rules
-    (``k/n@n_sigma:dchi2_min[~average]``)."""
+    (``k/n@n_sigma:dchi2_min[~average][^part]``)."""
     from consumer.alertfinder.api import TriggerInputError, TriggerRule
     from model.timeline import DEFAULT_CADENCE
 
@@ -412,9 +412,9 @@ def trigger_scan(
     rule: Annotated[
         list[str] | None,
         typer.Option(
-            help="name=HIGH;LOW with each rule k/n@n_sigma:dchi2_min[~average] (high- then "
+            help="name=HIGH;LOW with each rule k/n@n_sigma:dchi2_min[~average][^part] (high- then "
             "low-cadence fields), e.g. 'loose=4/5@2.5:150;6/10@2.5:200'; repeat. Default: the "
-            "shipped rules and seven looser ones (two on averaged points)."
+            "shipped rules and eight looser ones (three on averaged points)."
         ),
     ] = None,
     seasons: Annotated[

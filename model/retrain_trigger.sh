@@ -7,8 +7,9 @@
 #   model/retrain_trigger.sh OUT [SEED...]           (default seeds 1 2 3)
 #   (on the device machine: LENSNET="python3 -m consumer.cli" PYTHON=python3 model/retrain_...)
 #
-# Environment: HIGH, LOW (rules k/n@n_sigma:dchi2_min[~average]; default 4/5@2.5:100~4 and
-# 6/10@2.5:100~3, the validation scan's highest event ceiling at a moderate load),
+# Environment: HIGH, LOW (rules k/n@n_sigma:dchi2_min[~average][^part]; default
+# 4/5@2.5:100~4^2 and 6/10@2.5:100~3^2, the validation scan's highest event ceiling at a
+# moderate load),
 # NEGATIVE_CROPS (default 12), MINUTES (training budget a seed, default 2.5), EXTRA_ARGS (more
 # `lensnet train` options), VALIDATION_STARS (stars a validation season in the check, default
 # 2000), LENSNET (the command, default `lensnet`), PYTHON (default python3), DEVICE (default
@@ -20,8 +21,8 @@ out=$1
 shift
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
-high=${HIGH:-4/5@2.5:100~4}
-low=${LOW:-6/10@2.5:100~3}
+high=${HIGH:-4/5@2.5:100~4^2}
+low=${LOW:-6/10@2.5:100~3^2}
 here=$(cd "$(dirname "$0")" && pwd)
 export TRAIN_ARGS="--negative-crops ${NEGATIVE_CROPS:-12} --site-loss-weight 1 \
 --high-cadence-rule $high --low-cadence-rule $low --max-minutes ${MINUTES:-2.5} ${EXTRA_ARGS:-}"

@@ -83,7 +83,7 @@ class Cadence:
 
     def describe(self) -> str:
         """The trigger rules in words, e.g. ``high cadence 5/5@3:250, low cadence 10/10@3:400``
-        (``k/n@n_sigma:dchi2_min[~average]``)."""
+        (``k/n@n_sigma:dchi2_min[~average][^part]``)."""
         return f"high cadence {self.high_cadence}, low cadence {self.low_cadence}"
 
 

@@ -213,7 +213,7 @@ class TriggerRule:
             )
         except ValueError as error:
             raise TriggerInputError(
-                f"trigger rule {text!r}: expected k/n@n_sigma:dchi2_min[~average][^baseline_part], "
+                f"trigger rule {text!r}: expected k/n@n_sigma:dchi2_min[~average][^part], "
                 "e.g. 5/5@3:250 or 5/5@3:250~4^2"
             ) from error
         return cls(*numbers)

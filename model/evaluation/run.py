@@ -250,7 +250,8 @@ def markdown(
         f"`{metrics['code_version']}`.",
         "",
         f"- Trigger rules (from the cards; the daemon must run the same): "
-        f"{metrics.get('trigger', DEFAULT_CADENCE.describe())} (k/n@n_sigma:dchi2_min[~average]).",
+        f"{metrics.get('trigger', DEFAULT_CADENCE.describe())} "
+        "(k/n@n_sigma:dchi2_min[~average][^part]).",
         f"- Training seasons: seeds {seeds['train'][0]}, {seeds['train'][1]} stars each.",
         f"- Validation seasons (epoch and shipped seed chosen here only): seeds "
         f"{seeds['validation'][0]}, {seeds['validation'][1]} stars each.",

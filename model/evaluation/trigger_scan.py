@@ -44,8 +44,9 @@ SNR_BINS: Final = ((0.0, 10.0), (10.0, 20.0), (20.0, 50.0), (50.0, math.inf))
 
 
 #: What ``lensnet trigger-scan`` compares by default: the shipped rules (Kim et al. 2018), then
-#: looser ones, the last two on averaged points, as ``name=high;low`` with each rule
-#: ``k/n@n_sigma:dchi2_min[~average]``.
+#: looser ones, the last three on averaged points (the last with the baseline from each
+#: dataset's oldest half), as ``name=high;low`` with each rule
+#: ``k/n@n_sigma:dchi2_min[~average][^part]``.
 DEFAULT_RULES: Final = (
     "shipped=5/5@3:250;10/10@3:400",
     "4of5=4/5@3:250;8/10@3:400",
@@ -55,13 +56,14 @@ DEFAULT_RULES: Final = (
     "loosest=3/5@2:50;4/10@2:75",
     "avg-4of5=4/5@3:75~6;8/10@3:100~4",
     "loose-avg=4/5@2.5:100~4;6/10@2.5:100~3",
+    "loose-avg-half=4/5@2.5:100~4^2;6/10@2.5:100~3^2",
 )
 
 
 def parse_rules(texts: Sequence[str], base: Cadence) -> dict[str, Cadence]:
-    """``name=high;low`` texts (rules ``k/n@n_sigma:dchi2_min[~average]``) as cadences built on
-    ``base``; ValueError (a :class:`~consumer.alertfinder.api.TriggerInputError`) naming the
-    text that is not one."""
+    """``name=high;low`` texts (rules ``k/n@n_sigma:dchi2_min[~average][^part]``) as cadences
+    built on ``base``; ValueError (a :class:`~consumer.alertfinder.api.TriggerInputError`)
+    naming the text that is not one."""
     out: dict[str, Cadence] = {}
     for text in texts:
         name, _, rules = text.partition("=")
@@ -224,8 +226,8 @@ def markdown(result: Mapping[str, Any], seasons: SeasonSet) -> str:
         "",
         f"Written by `lensnet trigger-scan` on seasons {list(seasons.seeds)} "
         f"({seasons.n_stars} stars each, {result['n_stars']} in all): the AlertFinder alone, "
-        "through the daemon's schedule, once per rule (k/n@n_sigma:dchi2_min[~average], high "
-        "cadence then low cadence). LensNet can alert only on the stars and at the times the "
+        "through the daemon's schedule, once per rule (k/n@n_sigma:dchi2_min[~average][^part], "
+        "high cadence then low cadence). LensNet can alert only on the stars and at the times the "
         "trigger hands it; a model serves the rule it was trained on "
         "(`lensnet train --high-cadence-rule`).",
         "",

@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, action="append", required=True)
     parser.add_argument(
-        "--rules", default=None, help="name=HIGH;LOW (k/n@n_sigma:dchi2_min[~average])"
+        "--rules", default=None, help="name=HIGH;LOW (k/n@n_sigma:dchi2_min[~average][^part])"
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
