@@ -112,25 +112,15 @@ def _check_rule(
             number, int | float | np.integer | np.floating
         ):
             raise TriggerInputError(f"{name}: expected a number, got {number!r}")
-    bad = {
-        "k": k < 1,
-        "n": n < k,
-        "n_sigma": not (np.isfinite(n_sigma) and n_sigma >= 0),
-        "average": average < 1,
-        "dchi2_min": not (np.isfinite(dchi2_min) and dchi2_min >= 0),
-        "baseline_part": baseline_part < 1,
-    }
-    values = {
-        "k": k,
-        "n": n,
-        "n_sigma": n_sigma,
-        "average": average,
-        "dchi2_min": dchi2_min,
-        "baseline_part": baseline_part,
-    }
-    for name, problem in bad.items():
-        if problem:
-            raise TriggerInputError(f"{name}: expected {_RULE_LIMITS[name]}, got {values[name]}")
+    _check_rule_arrays(
+        np.array([k]),
+        np.array([n]),
+        np.array([n_sigma], dtype=np.float64),
+        np.array([dchi2_min], dtype=np.float64),
+        np.array([average]),
+        np.array([baseline_part]),
+        per_star=False,
+    )
 
 
 def _check_rule_arrays(
@@ -140,29 +130,25 @@ def _check_rule_arrays(
     dchi2_min: FloatArray,
     average: IntArray,
     baseline_part: IntArray,
+    *,
+    per_star: bool = True,
 ) -> None:
-    """Raise :class:`TriggerInputError` naming the first star whose rule is unusable."""
+    """Raise :class:`TriggerInputError` naming the first star whose rule is unusable (and the
+    star, with ``per_star``)."""
     bad = {
-        "k": k < 1,
-        "n": n < k,
-        "n_sigma": ~(np.isfinite(n_sigma) & (n_sigma >= 0)),
-        "average": average < 1,
-        "dchi2_min": ~(np.isfinite(dchi2_min) & (dchi2_min >= 0)),
-        "baseline_part": baseline_part < 1,
+        "k": (k < 1, k),
+        "n": (n < k, n),
+        "n_sigma": (~(np.isfinite(n_sigma) & (n_sigma >= 0)), n_sigma),
+        "average": (average < 1, average),
+        "dchi2_min": (~(np.isfinite(dchi2_min) & (dchi2_min >= 0)), dchi2_min),
+        "baseline_part": (baseline_part < 1, baseline_part),
     }
-    values = {
-        "k": k,
-        "n": n,
-        "n_sigma": n_sigma,
-        "average": average,
-        "dchi2_min": dchi2_min,
-        "baseline_part": baseline_part,
-    }
-    for name, problem in bad.items():
+    for name, (problem, values) in bad.items():
         if problem.any():
             star = int(np.argmax(problem))
+            where = f" (star {star})" if per_star else ""
             raise TriggerInputError(
-                f"{name}: expected {_RULE_LIMITS[name]}, got {values[name][star]} (star {star})"
+                f"{name}: expected {_RULE_LIMITS[name]}, got {values[star]}{where}"
             )
 
 
