@@ -128,7 +128,11 @@ class TriggerStage:
         )
 
     def _baseline_parts(self, store: StarStore, star_ids: IntArray) -> IntArray:
-        """(S,) the rule's ``baseline_part`` of each held star, from its field tags (-1: none)."""
+        """(S,) the rule's ``baseline_part`` of each held star, from its field tags (-1: none).
+        The fit takes a star's rule from the fields of the datasets it holds instead; the two
+        differ only for a star whose high-cadence points all left its buffers, and matter only
+        when the two rules' ``baseline_part`` differ (the cached median is then refreshed by
+        the next fit)."""
         fast, slow = self._high.baseline_part, self._low.baseline_part
         if fast == slow:
             return np.full(len(star_ids), fast, dtype=np.int64)
