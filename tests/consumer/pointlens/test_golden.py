@@ -1,6 +1,8 @@
 """The point-lens fit and the anomaly test against golden results: every field of the
 :class:`PointLensFit` and :class:`Anomaly` of 50 light curves must equal, bit for bit, what the
-implementation before commit 413fab7 (the Python/numpy steps around the kernels) returned.
+implementation before commit 413fab7 (the Python/numpy steps around the kernels) returned;
+the fields that come out of LAPACK (:data:`LINALG_FIELDS`) to 1e-7, because numpy's OpenBLAS
+rounds differently on another processor.
 
 The event model's decisions (alerts, event updates) follow from these numbers, so a faster
 implementation must not change a bit of them. The cases (``data/golden_inputs.npz``) are light
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -175,11 +178,80 @@ def test_golden_cases_cover_what_they_should() -> None:
     assert any(a is not None for r in expected if "anomalies" in r for a in r["anomalies"])
 
 
+#: Fields computed from LAPACK through ``np.linalg`` (the covariance and what comes from it).
+#: numpy's OpenBLAS picks its kernels by CPU, so these move by rounding from one processor to
+#: another: the golden file was written on an Intel Xeon, and on an AMD EPYC (AVX-512) they
+#: differ by up to 2e-9 relative (``t0_err``, the difference of two close bounds), ~1e-13
+#: elsewhere. Everything else, from the fit's own kernels, must agree bit for bit.
+LINALG_FIELDS = frozenset(
+    {
+        "covariance",
+        "t0_err",
+        "u0_err",
+        "tE_err",
+        "fs_err",
+        "fb_err",
+        "peak_magnification_err",
+        "peak_mag_err",
+        "t0_lower",
+        "t0_upper",
+    }
+)
+LINALG_RTOL = 1e-7
+
+
+def differences(got: Any, expected: Any, path: str = "", loose: bool = False) -> list[str]:
+    """Where ``got`` differs from ``expected`` (encoded results): exact, except floats under a
+    :data:`LINALG_FIELDS` key, which may differ by :data:`LINALG_RTOL` (relative)."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        if got.keys() != expected.keys():
+            return [f"{path}: keys {sorted(got)} != {sorted(expected)}"]
+        return [
+            d
+            for key in expected
+            for d in differences(
+                got[key], expected[key], f"{path}.{key}", loose or key in LINALG_FIELDS
+            )
+        ]
+    if isinstance(expected, list) and isinstance(got, list) and len(got) == len(expected):
+        return [
+            d
+            for i, (a, b) in enumerate(zip(got, expected, strict=True))
+            for d in differences(a, b, f"{path}[{i}]", loose)
+        ]
+    if got == expected:
+        return []
+    if loose and isinstance(got, str) and isinstance(expected, str):
+        try:
+            a, b = float.fromhex(got), float.fromhex(expected)
+        except ValueError:
+            return [f"{path}: {got} != {expected}"]
+        if math.isclose(a, b, rel_tol=LINALG_RTOL):
+            return []
+    return [f"{path}: {got} != {expected}"]
+
+
 @pytest.mark.parametrize("index", range(GOLDEN_CASES))
 def test_fit_and_anomalies_equal_the_golden_results_bit_for_bit(index: int) -> None:
     cases = _cached_cases()
     expected = json.loads(RESULTS.read_text())[index]
-    assert results(cases[index]) == expected
+    assert differences(results(cases[index]), expected) == []
+
+
+def test_only_linalg_fields_are_compared_loosely() -> None:
+    fit = {"fit": {"t0": (1.0).hex(), "t0_err": (2.0).hex(), "covariance": [(3.0).hex()]}}
+    nudged = {
+        "fit": {
+            "t0": (1.0).hex(),
+            "t0_err": (2.0 + 2e-9).hex(),
+            "covariance": [(3.0 + 3e-12).hex()],
+        }
+    }
+    assert differences(nudged, fit) == []
+    moved = {"fit": {"t0": (1.0 + 2e-16).hex(), "t0_err": (2.0).hex(), "covariance": [(3.0).hex()]}}
+    assert differences(moved, fit) == [f".fit.t0: {(1.0 + 2e-16).hex()} != {(1.0).hex()}"]
+    far = {"fit": {"t0": (1.0).hex(), "t0_err": (2.1).hex(), "covariance": [(3.0).hex()]}}
+    assert differences(far, fit) == [f".fit.t0_err: {(2.1).hex()} != {(2.0).hex()}"]
 
 
 _CACHE: list[list[Case]] = []
