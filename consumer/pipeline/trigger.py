@@ -224,14 +224,8 @@ def untrained_rules(settings: TriggerSettings, card: Mapping[str, Any]) -> dict[
 
 
 def _rule(settings: RuleSettings) -> TriggerRule:
-    return TriggerRule(
-        k=settings.k,
-        n=settings.n,
-        n_sigma=settings.n_sigma,
-        dchi2_min=settings.dchi2_min,
-        average=settings.average,
-        baseline_part=settings.baseline_part,
-    )
+    """The rule of one cadence's settings (the same fields, by name)."""
+    return TriggerRule(**settings.model_dump())
 
 
 def _dataset_index(store: StarStore, data: TriggerInput) -> tuple[IntArray, IntArray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -365,43 +366,14 @@ def test_batch_equals_single_star() -> None:
     stars_ = [random_star(rng) for _ in range(300)]
     rules = [random_rule(rng) for _ in stars_]
     t, flux, flux_err, dataset_offsets, star_offsets = pack(stars_)
-    batch = evaluate_batch(
-        t,
-        flux,
-        flux_err,
-        dataset_offsets,
-        star_offsets,
-        k=[r.k for r in rules],
-        n=[r.n for r in rules],
-        n_sigma=[r.n_sigma for r in rules],
-        dchi2_min=[r.dchi2_min for r in rules],
-        average=[r.average for r in rules],
-        baseline_part=[r.baseline_part for r in rules],
-    )
-    rising = rising_batch(
-        t,
-        flux,
-        flux_err,
-        dataset_offsets,
-        star_offsets,
-        k=[r.k for r in rules],
-        n=[r.n for r in rules],
-        n_sigma=[r.n_sigma for r in rules],
-        average=[r.average for r in rules],
-        baseline_part=[r.baseline_part for r in rules],
-    )
-    cached = rising_batch(
-        t,
-        flux,
-        flux_err,
-        dataset_offsets,
-        star_offsets,
-        k=[r.k for r in rules],
-        n=[r.n for r in rules],
-        n_sigma=[r.n_sigma for r in rules],
-        average=[r.average for r in rules],
-        baseline=batch.baseline,
-    )
+    columns: dict[str, Any] = {
+        f.name: [getattr(r, f.name) for r in rules] for f in dataclasses.fields(TriggerRule)
+    }
+    rising_rule = {name: v for name, v in columns.items() if name != "dchi2_min"}
+    arrays = (t, flux, flux_err, dataset_offsets, star_offsets)
+    batch = evaluate_batch(*arrays, **columns)
+    rising = rising_batch(*arrays, **rising_rule)
+    cached = rising_batch(*arrays, **rising_rule, baseline=batch.baseline)
     assert len(batch) == len(stars_)
     for i, (star, rule) in enumerate(zip(stars_, rules, strict=True)):
         single = evaluate(star, **dataclasses.asdict(rule))

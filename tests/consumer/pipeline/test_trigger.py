@@ -8,11 +8,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from consumer.alertfinder.api import TriggerRule, dataset_medians, evaluate_batch, rising_batch
+from consumer.alertfinder.api import (
+    TriggerBatchResult,
+    TriggerRule,
+    dataset_medians,
+    evaluate_batch,
+    rising_batch,
+)
 from consumer.edge.photometry import Observations
 from consumer.pipeline.trigger import TriggerStage, untrained_rules
 from consumer.settings import LowCadenceRuleSettings, RuleSettings, TriggerSettings
-from consumer.state.store import StarStore, StoreConfig
+from consumer.state.store import StarStore, StoreConfig, TriggerInput
 from model.timeline import DEFAULT_CADENCE
 
 T0 = 2_461_000.0
@@ -48,6 +54,17 @@ def light_curves(n_stars: int, epochs: int, rising: set[int], seed: int = 0) -> 
     return Observations.from_columns(**columns)
 
 
+def whole_buffer_rule(full: TriggerInput, rules: list[TriggerRule]) -> TriggerBatchResult:
+    """The AlertFinder on whole buffers, each star with its own rule."""
+    columns: dict[str, Any] = {
+        field.name: [getattr(rule, field.name) for rule in rules]
+        for field in dataclasses.fields(TriggerRule)
+    }
+    return evaluate_batch(
+        full.t, full.flux, full.flux_err, full.dataset_offsets, full.star_offsets, **columns
+    )
+
+
 def test_stage_triggers_exactly_what_the_full_alertfinder_does() -> None:
     store = StarStore(StoreConfig())
     rising = {1, 4, 7, 10}
@@ -60,17 +77,7 @@ def test_stage_triggers_exactly_what_the_full_alertfinder_does() -> None:
     full = store.to_trigger_arrays(np.arange(12))
     rules = stage.rule_for(full.dataset_field, full.star_offsets)
     assert [r.k for r in rules] == [5 if i % 2 == 0 else 10 for i in range(12)]
-    reference = evaluate_batch(
-        full.t,
-        full.flux,
-        full.flux_err,
-        full.dataset_offsets,
-        full.star_offsets,
-        k=[r.k for r in rules],
-        n=[r.n for r in rules],
-        n_sigma=3.0,
-        dchi2_min=[r.dchi2_min for r in rules],
-    )
+    reference = whole_buffer_rule(full, rules)
     passed = set(np.arange(12)[reference.passed_rising].tolist())
     assert set(outcome.rising.star_ids.tolist()) == passed
     position = {s: i for i, s in enumerate(outcome.rising.star_ids.tolist())}
@@ -210,19 +217,7 @@ def test_stage_with_averaged_points_triggers_what_the_full_alertfinder_does() ->
     full = store.to_trigger_arrays(np.arange(12))
     rules = stage.rule_for(full.dataset_field, full.star_offsets)
     assert {str(r) for r in rules} == {"5/5@3:50~6", "8/10@3:50~3^2"}
-    reference = evaluate_batch(
-        full.t,
-        full.flux,
-        full.flux_err,
-        full.dataset_offsets,
-        full.star_offsets,
-        k=[r.k for r in rules],
-        n=[r.n for r in rules],
-        n_sigma=[r.n_sigma for r in rules],
-        dchi2_min=[r.dchi2_min for r in rules],
-        average=[r.average for r in rules],
-        baseline_part=[r.baseline_part for r in rules],
-    )
+    reference = whole_buffer_rule(full, rules)
     outcome = stage.run(store, np.arange(12))
     assert set(outcome.rising.star_ids.tolist()) == set(
         np.arange(12)[reference.passed_rising].tolist()
