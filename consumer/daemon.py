@@ -127,10 +127,10 @@ class Daemon:
             "check the photometry topics",
             lambda: check_copartitioning(make_admin(self.settings.kafka), self.settings.topics),
         )
-        config = consumer_config(self.settings.kafka, self.settings.consumer)
-        if daemon.static_membership:
-            config["group.instance.id"] = f"{self.settings.consumer.group_id}-{daemon.instance_id}"
-        consumer = make_consumer(config)
+        static = daemon.instance_id if daemon.static_membership else None
+        consumer = make_consumer(
+            consumer_config(self.settings.kafka, self.settings.consumer, instance_id=static)
+        )
         self.feed = Feed(consumer, self.aligner, self.log)
         self.output = self._retrying(
             "start the producer", lambda: make_output(self.settings, consumer)
@@ -192,21 +192,14 @@ class Daemon:
                     self.checkpoint_all()
                 for partition in list(self.partitions.owned):
                     self.partitions.drop(partition)
-                self._quietly("close the consumer", self.feed.consumer.close)
+                quietly(self.log, "close the consumer", self.feed.consumer.close)
                 self.feed = None
             if self.output is not None:
-                self._quietly("flush the producer", self.output.close, 5.0)
+                quietly(self.log, "flush the producer", self.output.close, 5.0)
                 self.output = None
             if self.server is not None:
                 self.server.stop()
             self.log.info("stopped", alerts_published=self.alerts_published)
-
-    def _quietly(self, what: str, function: Any, *args: Any) -> None:
-        """Shut-down steps after a failure must not hide it (or its exit code)."""
-        try:
-            function(*args)
-        except Exception as error:  # librdkafka raises KafkaException after fatal errors
-            self.log.warning(f"cannot {what} cleanly", error=str(error))
 
     def stop(self) -> None:
         """Ask the loop to finish its batch and exit (thread-safe)."""
@@ -271,10 +264,7 @@ class Daemon:
             return BatchReport()
         self._consistent = True
         self.metrics.transactions.labels(outcome="committed").inc()
-        rows: dict[int, int] = {}
-        for part in result.parts:
-            rows[part.partition] = rows.get(part.partition, 0) + len(part.observations)
-        for state in self.partitions.committed(result.positions, rows):
+        for state in self.partitions.committed(result.positions, result.rows_by_partition()):
             self.metrics.restore_seconds.observe((state.restored_at or 0.0) - state.opened_at)
         self._update_ready()
         self.log.info("batch", **self.metrics.batch_done(clock), **evaluated.report.__dict__)
@@ -333,6 +323,15 @@ def owned_partitions(settings: Settings, topics: tuple[str, ...], log: Any) -> P
         published_events=events if settings.events.enabled else None,
         log=log,
     )
+
+
+def quietly(log: Any, what: str, function: Any, *args: Any) -> None:
+    """``function(*args)``, a warning if it fails: shut-down steps after a failure must not
+    hide it (or its exit code)."""
+    try:
+        function(*args)
+    except Exception as error:  # librdkafka raises KafkaException after fatal errors
+        log.warning(f"cannot {what} cleanly", error=str(error))
 
 
 class StartupInterruptedError(LensNetError):

@@ -57,11 +57,14 @@ def consumer_config(
     consumer: ConsumerSettings,
     *,
     group_id: str | None = None,
+    instance_id: str | None = None,
 ) -> dict[str, Any]:
     """librdkafka consumer configuration for at-least-once or transactional processing.
 
     Offsets are never auto-committed: a stage commits exactly what it processed. The range
     assignor keeps partition p of every photometry topic on one member (co-partitioning).
+    ``instance_id``: static group membership as ``<group>-<instance_id>`` (a restarted member
+    gets its partitions back without a rebalance).
     """
     config = base_config(kafka)
     config.update(
@@ -76,6 +79,8 @@ def consumer_config(
             "max.poll.interval.ms": consumer.max_poll_interval_ms,
         }
     )
+    if instance_id is not None:
+        config["group.instance.id"] = f"{config['group.id']}-{instance_id}"
     return config
 
 

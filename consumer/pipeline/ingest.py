@@ -130,6 +130,13 @@ class IngestResult:
         self.v_band += later.v_band
         self.messages += later.messages
 
+    def rows_by_partition(self) -> dict[int, int]:
+        """Photometry rows per partition in this batch."""
+        rows: dict[int, int] = {}
+        for part in self.parts:
+            rows[part.partition] = rows.get(part.partition, 0) + len(part.observations)
+        return rows
+
 
 def max_hjd(now_s: float | None = None) -> float:
     """Latest believable HJD: the wall-clock date plus one day."""

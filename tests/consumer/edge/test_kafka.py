@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumer.edge.kafka import committed_offsets, usable
+from consumer.edge.kafka import committed_offsets, consumer_config, usable
 from consumer.exceptions import KafkaClientError
+from consumer.settings import ConsumerSettings, KafkaSettings
 
 
 class Event:
@@ -85,3 +86,12 @@ def test_committed_offsets_give_up_with_the_broker_trouble_error() -> None:
     assert raised.value.retriable
     assert raised.value.exit_code == 3  # the orchestrator restarts the daemon
     assert consumer.calls >= 1
+
+
+def test_static_membership_names_the_instance_within_its_group() -> None:
+    consumer = ConsumerSettings(group_id="lensnet")
+    assert "group.instance.id" not in consumer_config(KafkaSettings(), consumer)
+    config = consumer_config(KafkaSettings(), consumer, instance_id="pod-0")
+    assert config["group.instance.id"] == "lensnet-pod-0"
+    other = consumer_config(KafkaSettings(), consumer, group_id="reader", instance_id="pod-0")
+    assert other["group.instance.id"] == "reader-pod-0"

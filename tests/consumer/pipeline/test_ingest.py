@@ -92,6 +92,21 @@ def test_clean_batch_passes_whole() -> None:
     assert result.parts[0].timestamp_ms == 1_700_000_000_000
 
 
+def test_rows_are_counted_per_partition_over_sites_and_messages() -> None:
+    result = run(
+        FakeMessage(
+            "p.ctio", 1, 0, encode_batch(PhotometryBatch("CTIO", observations(ids_in(1, 5))))
+        ),
+        FakeMessage(
+            "p.saao", 1, 0, encode_batch(PhotometryBatch("SAAO", observations(ids_in(1, 3))))
+        ),
+        FakeMessage(
+            "p.ctio", 2, 0, encode_batch(PhotometryBatch("CTIO", observations(ids_in(2, 4))))
+        ),
+    )
+    assert result.rows_by_partition() == {1: 8, 2: 4}
+
+
 def test_undecodable_and_misplaced_messages_are_dead_letters() -> None:
     saao = encode_batch(PhotometryBatch("SAAO", observations(ids_in(0, 3))))
     result = run(
