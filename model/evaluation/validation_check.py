@@ -3,26 +3,36 @@ choosing a recipe (a trigger rule, a fine-tune) without touching the test season
 
     python -m model.evaluation.validation_check --artifact A.pt --artifact B.pt \\
         [--rules 'name=HIGH;LOW'] [--workers 2] [--device auto] [--out calls.npz]
+    python -m model.evaluation.validation_check --calls calls.npz [--gates 0,2,3,4]
 
 Every artifact is scored at the same calls: those of ``--rules`` (default: the first
 artifact's card, :func:`model.timeline.card_cadence`), so a model can also be tried on calls
 it was not trained on. Prints, per artifact, the Generalise issue's figures with the daemon's
-magnification gate (and event recall without it).
+magnification gate (and event recall without it). ``--calls`` reads calls saved by ``--out``
+instead of scoring (seconds instead of minutes): the same figures at other gates.
+
+With a gate, each block also says how often the first alerting call's fit sits at the prior:
+a peak magnification within 0.1 of ``A(u0)`` at the prior's centre
+(:data:`consumer.pointlens.fit.PRIOR_U0`), where the data do not yet constrain ``u0`` and the
+gate passes on the prior alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import numpy as np
 import torch
 
-from consumer.pointlens.gate import MIN_PEAK_MAGNIFICATION
+from consumer.pointlens.fit import PRIOR_U0, magnification
+from consumer.pointlens.gate import MIN_PEAK_MAGNIFICATION, MagnificationGate
 from model.dataset import VALIDATION_SEASONS
-from model.evaluation.cadence import cadence_metrics, run_seasons, save_calls
+from model.evaluation.cadence import StarCalls, cadence_metrics, load_calls, run_seasons, save_calls
 from model.evaluation.trigger_scan import parse_rules
 from model.export import load_artifact
 from model.timeline import DEFAULT_CADENCE, card_cadence
@@ -39,6 +49,30 @@ FIGURES = (
         "triggered_before_peak_recall",
     ),
 )
+
+
+#: Peak magnification of a fit at its prior's centre, and how close counts as "at the prior".
+PRIOR_MAGNIFICATION: Final = float(magnification(PRIOR_U0))
+AT_PRIOR: Final = 0.1
+
+
+def at_prior(
+    stars: Sequence[StarCalls], model: int, threshold: float, gate: float
+) -> dict[str, float]:
+    """Per label (``YES`` and ``NO``): the share of the stars that alert (``model`` at
+    ``threshold``, the gate at ``gate``) whose first alerting call's fitted peak magnification
+    is within :data:`AT_PRIOR` of :data:`PRIOR_MAGNIFICATION` (NaN without alerting stars)."""
+    check = MagnificationGate(gate)
+    hits: dict[str, list[bool]] = {"YES": [], "NO": []}
+    for star in stars:
+        if star.label not in hits or star.peak_magnification is None:
+            continue
+        magnifications = star.peak_magnification.tolist()
+        for score, value in zip(star.p_event[model].tolist(), magnifications, strict=True):
+            if score >= threshold and check.passes(value):
+                hits[star.label].append(abs(value - PRIOR_MAGNIFICATION) < AT_PRIOR)
+                break
+    return {label: float(np.mean(v)) if v else math.nan for label, v in hits.items()}
 
 
 def _pct(value: float) -> str:
@@ -76,12 +110,27 @@ def report(metrics: dict[str, Any], names: list[str]) -> list[str]:
                 "  non-event subclasses alerted >= 5 % @ 0.45: "
                 + ", ".join(f"{name} {_pct(share)}" for share, name in worst)
             )
+        if "at_prior" in entry:
+            share = entry["at_prior"]
+            lines.append(
+                f"  first alerting call @ 0.45 with the fit at the prior (A "
+                f"{PRIOR_MAGNIFICATION:.2f} +- {AT_PRIOR}): events {_pct(share['YES'])}, "
+                f"non-events {_pct(share['NO'])}"
+            )
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifact", type=Path, action="append", required=True)
+    parser.add_argument("--artifact", type=Path, action="append", default=[])
+    parser.add_argument(
+        "--calls", type=Path, default=None, help="calls saved by --out: report, do not score"
+    )
+    parser.add_argument(
+        "--gates",
+        default=f"{MIN_PEAK_MAGNIFICATION:g},0",
+        help="comma-separated minimum peak magnifications, one block each (0: no gate)",
+    )
     parser.add_argument(
         "--rules", default=None, help="name=HIGH;LOW (k/n@n_sigma:dchi2_min[~average][^part])"
     )
@@ -93,41 +142,51 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when present)")
     parser.add_argument("--out", type=Path, default=None, help="save the scored calls here")
     args = parser.parse_args()
+    if not args.artifact and args.calls is None:
+        parser.error("give --artifact (to score) or --calls (saved calls)")
+    gates = [float(g) for g in args.gates.split(",")]
     torch.set_num_threads(args.threads)
     loaded = [load_artifact(path) for path in args.artifact]
-    device = resolve_device(args.device)
-    loaded = [(module.to(device), card) for module, card in loaded]
-    cadence = (
-        next(iter(parse_rules([args.rules], DEFAULT_CADENCE).values()))
-        if args.rules
-        else card_cadence(loaded[0][1])
-    )
-    seasons = replace(VALIDATION_SEASONS, n_stars=args.validation_stars)
-    print(
-        f"validation seasons {list(seasons.seeds)} ({seasons.n_stars} stars each), "
-        f"trigger {cadence.describe()}"
-    )
-    stars, probes = run_seasons(
-        [module for module, _ in loaded],
-        seasons,
-        cadence=cadence,
-        workers=args.workers,
-        device=device,
-        progress=True,
-    )
-    if args.out is not None:
-        save_calls(stars, probes, args.out)
     names = [
         str(card.get("version") or path.stem)
         for path, (_, card) in zip(args.artifact, loaded, strict=True)
     ]
+    if args.calls is not None:
+        stars, probes = load_calls(args.calls)
+        n_models = stars[0].p_event.shape[0] if stars else 0
+        names = names if len(names) == n_models else [f"model {m}" for m in range(n_models)]
+        print(f"{args.calls}: {len(stars)} stars, {n_models} models")
+    else:
+        device = resolve_device(args.device)
+        loaded = [(module.to(device), card) for module, card in loaded]
+        cadence = (
+            next(iter(parse_rules([args.rules], DEFAULT_CADENCE).values()))
+            if args.rules
+            else card_cadence(loaded[0][1])
+        )
+        seasons = replace(VALIDATION_SEASONS, n_stars=args.validation_stars)
+        print(
+            f"validation seasons {list(seasons.seeds)} ({seasons.n_stars} stars each), "
+            f"trigger {cadence.describe()}"
+        )
+        stars, probes = run_seasons(
+            [module for module, _ in loaded],
+            seasons,
+            cadence=cadence,
+            workers=args.workers,
+            device=device,
+            progress=True,
+        )
+        if args.out is not None:
+            save_calls(stars, probes, args.out)
     others = sorted({s.subclass for s in stars if s.label == "NO"})
-    for title, gate in (
-        ("with the magnification gate (the daemon's default)", MIN_PEAK_MAGNIFICATION),
-        ("without it", 0.0),
-    ):
-        print(f"{title}:")
+    for gate in gates:
+        title = "without the magnification gate" if gate <= 0 else f"with the gate at A >= {gate:g}"
+        print(f"{title}{' (the daemon default)' if gate == MIN_PEAK_MAGNIFICATION else ''}:")
         metrics = cadence_metrics(stars, probes, (0.45, 0.955), min_magnification=gate)
+        if gate > 0:
+            for model, entry in enumerate(metrics["per_model"]):
+                entry["at_prior"] = at_prior(stars, model, 0.45, gate)
         for line in report({**metrics, "non_event_subclasses": others}, names):
             print(line)
 
