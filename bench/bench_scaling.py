@@ -4,6 +4,7 @@ Run by hand from the repository root::
 
     python bench/bench_scaling.py [--mix realistic|demo] [--stars N] [--seed 1]
         [--partitions 4] [--processes 1,2] [--repeat 1] [--bootstrap HOST:PORT]
+        [--join-window S | --form-group-first]
 
 The season (``bench/daemons.py``, as ``bench_latency.py``) is replayed unpaced once into fresh
 photometry topics; then, for each N, N ``lensnet run --until-end`` processes (exactly once,
@@ -12,6 +13,12 @@ pinned to CPU ``i % cpus`` (the replay is over before they start). The aggregate
 taken over the wall time from the first batch's start to the last one's end (all processes'
 ``batch`` log lines), so it includes the group's rebalances; the alerts of every N are compared
 with those of N = 1 (same stars, trigger times and scores).
+
+With ``--join-window S`` the local broker makes a new group wait S seconds for more members
+before its first assignment (``group.initial.rebalance.delay.ms``; Kafka's default is 3 s, the
+test broker's 0): the N processes, started together on the filled topics, all join the first
+generation, so no partition moves and nothing is re-read, and the replay is over before they
+start (it does not compete with them for the cores). The wait is outside the measured span.
 
 With ``--form-group-first`` each N gets fresh topics instead: its daemons start on them
 empty, and the season is replayed (unpaced, a few seconds) once every partition is assigned,
@@ -174,7 +181,15 @@ def main() -> None:
         action="store_true",
         help="start the daemons on empty topics, replay once all partitions are assigned",
     )
+    parser.add_argument(
+        "--join-window",
+        type=float,
+        default=0.0,
+        help="seconds a new group waits for its members (local broker only; see above)",
+    )
     args = parser.parse_args()
+    if args.join_window and (args.form_group_first or args.bootstrap):
+        parser.error("--join-window needs the local broker and excludes --form-group-first")
     counts = [int(n) for n in args.processes.split(",")]
     stars = args.stars or DEFAULT_STARS[args.mix]
     configure_logging(LogSettings(level="WARNING"))
@@ -184,7 +199,7 @@ def main() -> None:
     print(f"season {path}: {stars} stars, mix {args.mix}; CPUs {cpus}")
     work = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
     try:
-        with broker(args.bootstrap, work) as bootstrap:
+        with broker(args.bootstrap, work, int(1000 * args.join_window)) as bootstrap:
             run = f"bench-scaling-{uuid.uuid4().hex[:6]}"
             # Numba's caches and the model load warm on a small season first.
             warm = bench_settings(bootstrap, f"{run}-warm", args.partitions)

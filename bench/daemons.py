@@ -90,14 +90,17 @@ def season_counts(path: Path) -> dict[str, dict[str, int]]:
 
 
 @contextmanager
-def broker(bootstrap: str | None, work: Path) -> Iterator[str]:
-    """``bootstrap`` as given, or a local KRaft broker in ``work`` for the duration."""
+def broker(bootstrap: str | None, work: Path, rebalance_delay_ms: int = 0) -> Iterator[str]:
+    """``bootstrap`` as given, or a local KRaft broker in ``work`` for the duration, whose new
+    consumer groups wait ``rebalance_delay_ms`` for more members before their first
+    assignment (``group.initial.rebalance.delay.ms``)."""
     if bootstrap is not None:
         yield bootstrap
         return
     directory = work / "kafka"
+    env = os.environ | {"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": str(rebalance_delay_ms)}
     started = subprocess.run(
-        [str(KAFKA_SH), "start", str(directory)], capture_output=True, text=True
+        [str(KAFKA_SH), "start", str(directory)], capture_output=True, text=True, env=env
     )
     if started.returncode != 0:
         raise SystemExit(f"kafka.sh start failed: {started.stderr.strip()}")

@@ -19,7 +19,10 @@
 # (`make kafka-start`: 9092, the clients' default).
 # Environment: KAFKA_HEAP_OPTS (default -Xms256m -Xmx768m, and -Xms128m -Xmx512m per node of a
 # cluster), LOCAL_KAFKA_LIBS (jar folder; default deploy/local-kafka/target/libs),
-# KAFKA_START_TIMEOUT (seconds, default 90).
+# KAFKA_START_TIMEOUT (seconds, default 90), KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS (how long a
+# new consumer group waits for more members before its first assignment; default 0, Kafka's
+# own default is 3000; bench/bench_scaling.py --join-window sets it so that every process of a
+# group gets partitions in the first assignment).
 #
 # --security sasl_ssl: every client listener is SASL_SSL (a local CA made with openssl signs
 # the brokers' certificate for 127.0.0.1; DIR/tls/ca.pem is what clients trust), the only SASL
@@ -222,7 +225,7 @@ transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=10
 share.coordinator.state.topic.replication.factor=$replicas
 share.coordinator.state.topic.min.isr=$min_isr
-group.initial.rebalance.delay.ms=0
+group.initial.rebalance.delay.ms=${KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS:-0}
 log.retention.hours=-1
 log.segment.bytes=67108864
 EOF
