@@ -15,14 +15,6 @@ Why snapshots decided later rather than fits at the window: LensNet decides a ba
 its end (or every ``model.max_pending`` candidates), so whether a star is alerted by a given
 window depends on batching; queuing every window of a star with a pending candidate and
 deciding after the alerts makes the updates a function of the input alone, like the alerts.
-
-Most pending candidates do not alert, so a pending star's snapshot is kept as a
-:class:`PendingSnapshot`: where each of its buffers ended (the newest record's time code), not
-the data. While a buffer only grows at its end, its points up to that record are exactly what it
-held then, so the snapshot is made from the store when it is needed (the star alerted), or just
-before a window's rows could change the buffer otherwise (a row not after the newest, or a full
-buffer dropping its oldest: :meth:`EventModelStage.protect`). Either way it holds the points
-an eager snapshot would have held (measured: BENCHMARKS.md, issue 17).
 Nothing here touches Kafka.
 """
 
@@ -35,11 +27,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from consumer.constants import HJD_OFFSET, SITES
+from consumer.constants import SITES
 from consumer.edge.alert import Alert, LightCurve, alert_id_for, now_utc
 from consumer.edge.event_model import AnomalyRun, DatasetModel, EventModel, finite_or_none
 from consumer.edge.events import EventUpdate
-from consumer.pipeline.ingest import Part
 from consumer.pointlens.anomaly import Anomaly, AnomalyRule, find_anomaly
 from consumer.pointlens.fit import (
     CAPACITY_PER_SITE,
@@ -56,11 +47,7 @@ from consumer.seasons.archive import Dataset, Star
 from consumer.settings import EventsSettings
 from consumer.state.events import FollowedEvent
 from consumer.state.store import StarStore
-from model.batch_features import DatasetTable, valid_points
-
-#: An incoming row this close (days) to a buffer's newest record may not land after it (time
-#: codes are whole seconds, rounded): its star's pending snapshots are made first.
-_SAME_SECOND_DAYS = 1.0 / 86_400.0
+from model.batch_features import valid_points
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,33 +61,6 @@ class Snapshot:
     field: int
     ra: float
     dec: float
-
-
-@dataclass(frozen=True, eq=False)
-class PendingSnapshot:
-    """A snapshot of a star whose candidate waits for LensNet, as where its buffers ended.
-
-    ``newest``: per site, the time code (seconds after ``HJD_OFFSET``) of the buffer's newest
-    record at the window, -1 for none (:meth:`StarStore.buffer_ends`). Valid while the buffers
-    only grow at their ends (module docstring)."""
-
-    partition: int
-    star_id: int
-    newest: tuple[int, ...]
-    field: int
-    ra: float
-    dec: float
-
-    def materialise(self, store: StarStore) -> Snapshot | None:
-        """The :class:`Snapshot` it stands for, from the store as it is now (None: no points)."""
-        from consumer.pipeline.scoring import dataset_table  # torch; only with the event model
-
-        table = dataset_table(store, np.array([self.star_id], dtype=np.int64))
-        data = table_fit_inputs(cut_table(table, np.asarray(self.newest)), [self.star_id])[0]
-        if len(data) == 0:
-            return None
-        as_of = float(data.t.max())
-        return Snapshot(self.partition, self.star_id, as_of, data, self.field, self.ra, self.dec)
 
 
 @dataclass
@@ -139,16 +99,15 @@ class EventModelStage:
         changed: np.ndarray,
         pending: set[int],
         ledger: Mapping[int, FollowedEvent],
-    ) -> list[Snapshot | PendingSnapshot]:
+    ) -> list[Snapshot]:
         """Snapshots of the ``changed`` stars that are alerted and still followed, or whose
-        candidate is ``pending`` (star ids: :class:`PendingSnapshot`), as the window leaves
-        them, in star id order."""
+        candidate is ``pending`` (star ids), as the window leaves them."""
         if len(changed) == 0:
             return []
         ids = np.unique(changed)
         rows = store.stars.rows(ids)
         alerted = np.isfinite(store.stars.alerted_hjd[rows])
-        wanted, lazy = [], []
+        wanted = []
         for index, (star_id, is_alerted) in enumerate(
             zip(ids.tolist(), alerted.tolist(), strict=True)
         ):
@@ -157,94 +116,31 @@ class EventModelStage:
                 continue
             if is_alerted or star_id in pending:
                 wanted.append(index)
-                lazy.append(not is_alerted)
         if not wanted:
             return []
         chosen, rows = ids[wanted], rows[wanted]
         tags = store.stars.fields[rows, 0].tolist()
         ra, dec = store.stars.ra[rows].tolist(), store.stars.dec[rows].tolist()
-        is_lazy = np.array(lazy, dtype=np.bool_)
-        eager = iter(fit_inputs(store, chosen[~is_lazy]))
-        newest = iter(store.buffer_ends(chosen[is_lazy])[0].tolist())
-        out: list[Snapshot | PendingSnapshot] = []
-        for i, star_id in enumerate(chosen.tolist()):
-            if lazy[i]:
-                out.append(
-                    PendingSnapshot(partition, star_id, tuple(next(newest)), tags[i], ra[i], dec[i])
-                )
-                continue
-            data = next(eager)
+        out = []
+        for i, data in enumerate(fit_inputs(store, chosen)):
             if len(data) == 0:
                 continue
             as_of = float(data.t.max())
-            out.append(Snapshot(partition, star_id, as_of, data, tags[i], ra[i], dec[i]))
+            out.append(Snapshot(partition, int(chosen[i]), as_of, data, tags[i], ra[i], dec[i]))
         return out
-
-    def protect(
-        self,
-        parts: Sequence[Part],
-        stores: Mapping[int, StarStore],
-        snapshots: list[Snapshot | PendingSnapshot],
-    ) -> None:
-        """Before ``parts`` are buffered: make the pending snapshots of every star these rows
-        could change other than by growing its buffers at their ends into snapshots (in
-        place; module docstring). Conservative: a row within a second of a buffer's newest
-        record, or rows that would fill a buffer past its capacity, count."""
-        lazy: dict[int, set[int]] = {}
-        for snapshot in snapshots:
-            if isinstance(snapshot, PendingSnapshot):
-                lazy.setdefault(snapshot.partition, set()).add(snapshot.star_id)
-        if not lazy:
-            return
-        incoming: dict[tuple[int, int], list[Part]] = {}
-        for part in parts:
-            if part.partition in lazy and part.partition in stores:
-                key = (part.partition, SITES.index(part.site))
-                incoming.setdefault(key, []).append(part)
-        risky: set[tuple[int, int]] = set()
-        for (partition, site), chunk in incoming.items():
-            ids = np.concatenate([p.observations.star_id for p in chunk])
-            hjd = np.concatenate([p.observations.hjd for p in chunk])
-            mine = np.isin(ids, np.fromiter(lazy[partition], dtype=np.int64))
-            if not mine.any():
-                continue
-            stars, inverse, counts = np.unique(ids[mine], return_inverse=True, return_counts=True)
-            earliest = np.full(len(stars), np.inf)
-            np.fmin.at(earliest, inverse, hjd[mine])  # unusable times are not stored
-            store = stores[partition]
-            newest, held = store.buffer_ends(stars)
-            end = np.where(newest[:, site] >= 0, HJD_OFFSET + newest[:, site] / 86400.0, -np.inf)
-            capacity = store.config.capacity_per_site
-            changes = ~(earliest > end + _SAME_SECOND_DAYS) | (held[:, site] + counts > capacity)
-            risky.update((partition, star) for star in stars[changes].tolist())
-        if not risky:
-            return
-        kept: list[Snapshot | PendingSnapshot] = []
-        for snapshot in snapshots:
-            if isinstance(snapshot, PendingSnapshot) and (
-                (snapshot.partition, snapshot.star_id) in risky
-            ):
-                made = snapshot.materialise(stores[snapshot.partition])
-                if made is not None:
-                    kept.append(made)
-                continue
-            kept.append(snapshot)
-        snapshots[:] = kept
 
     def decide(
         self,
         alerts: Sequence[Alert],
-        snapshots: Sequence[Snapshot | PendingSnapshot],
+        snapshots: Sequence[Snapshot],
         alerted: Mapping[int, Mapping[int, float]],
         ledgers: Mapping[int, MutableMapping[int, FollowedEvent]],
         partition_of: Mapping[str, int],
-        stores: Mapping[int, StarStore] | None = None,
     ) -> Decided:
         """The batch's ``alerts`` with their model and INITIAL updates, then the snapshots'
         updates in order. ``alerted``: partition -> star -> alert HJD (after these alerts);
         ``ledgers``: partition -> star -> last update (updated here); ``partition_of``: alert id
-        -> partition; ``stores``: partition -> store, where the pending snapshots of stars that
-        alerted are made. Snapshots of partitions not in ``ledgers`` are dropped."""
+        -> partition. Snapshots of partitions not in ``ledgers`` are dropped."""
         out = Decided()
         for alert in alerts:
             ledger = ledgers.get(partition_of[alert.alert_id])
@@ -272,17 +168,9 @@ class EventModelStage:
             )
             ledger[alert.star_id] = _followed(update, fitted, anomaly)
             out.updates.append(update)
-        for queued in snapshots:
-            ledger = ledgers.get(queued.partition)
-            alert_hjd = alerted.get(queued.partition, {}).get(queued.star_id, math.nan)
-            if isinstance(queued, PendingSnapshot):
-                if ledger is None or not math.isfinite(alert_hjd) or stores is None:
-                    continue  # not alerted (rejected): never needed
-                made = queued.materialise(stores[queued.partition])
-                if made is None:
-                    continue
-                queued = made
-            snapshot = queued
+        for snapshot in snapshots:
+            ledger = ledgers.get(snapshot.partition)
+            alert_hjd = alerted.get(snapshot.partition, {}).get(snapshot.star_id, math.nan)
             if ledger is None or not snapshot.as_of > alert_hjd:
                 continue  # not alerted (rejected), or not newer than the alert
             followed = ledger.get(snapshot.star_id)
@@ -451,11 +339,7 @@ def fit_inputs(store: StarStore, star_ids: npt.NDArray[np.int64]) -> list[Datase
     compiled gather and one cleaning pass instead of ~40 numpy calls per star."""
     from consumer.pipeline.scoring import dataset_table  # torch; only with the event model
 
-    return table_fit_inputs(dataset_table(store, star_ids), star_ids.tolist())
-
-
-def table_fit_inputs(table: DatasetTable, star_ids: Sequence[int]) -> list[Datasets]:
-    """:func:`fit_inputs` of the stars of ``table`` (one per star id, in order)."""
+    table = dataset_table(store, star_ids)
     keep = valid_points(table)
     kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
     starts = kept[table.dataset_offsets]  # kept points before each dataset, and the total
@@ -463,12 +347,12 @@ def table_fit_inputs(table: DatasetTable, star_ids: Sequence[int]) -> list[Datas
     t, flux, flux_err = table.hjd[keep], table.flux[keep], table.flux_err[keep]
     capacity = CAPACITY_PER_SITE
     out = []
-    for s, star_id in enumerate(star_ids):
+    for s, star_id in enumerate(star_ids.tolist()):
         d0, d1 = int(table.star_offsets[s]), int(table.star_offsets[s + 1])
         used = [d for d in range(d0, d1) if lengths[d] > 0]
         per_site = np.bincount(table.dataset_site[used], weights=lengths[used], minlength=3)
         if per_site.max(initial=0) >= capacity:  # the fit's own cap may drop points: its path
-            out.append(fit_input(star_of_table(table, s, star_id)))
+            out.append(fit_input(star_from_store(store, star_id)))
             continue
         a, b = int(starts[d0]), int(starts[d1])
         out.append(
@@ -482,56 +366,6 @@ def table_fit_inputs(table: DatasetTable, star_ids: Sequence[int]) -> list[Datas
             )
         )
     return out
-
-
-def cut_table(table: DatasetTable, newest: npt.NDArray[np.int64]) -> DatasetTable:
-    """A one-star ``table`` without the points after each site's ``newest`` time code (-1:
-    none of that site), its emptied datasets dropped: the table as the store gave it when
-    those were the buffers' newest records, while the buffers only grew at their ends."""
-    end = np.where(newest >= 0, HJD_OFFSET + newest / 86400.0, -np.inf)  # as the store decodes
-    keep = table.hjd <= np.repeat(end[table.dataset_site], np.diff(table.dataset_offsets))
-    kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])[table.dataset_offsets]
-    lengths = np.diff(kept)
-    used = lengths > 0
-    return DatasetTable(
-        names=table.names,
-        star_offsets=np.array([0, int(used.sum())], dtype=np.int64),
-        dataset_site=table.dataset_site[used],
-        dataset_field=table.dataset_field[used],
-        dataset_offsets=np.concatenate([[0], np.cumsum(lengths[used])]).astype(np.int64),
-        hjd=table.hjd[keep],
-        flux=table.flux[keep],
-        flux_err=table.flux_err[keep],
-        sky=table.sky[keep],
-        fwhm=table.fwhm[keep],
-        airmass=table.airmass[keep],
-        psf_quality=table.psf_quality[keep],
-        band=table.band[keep],
-    )
-
-
-def star_of_table(table: DatasetTable, s: int, star_id: int) -> Star:
-    """Star ``s`` of ``table`` as an archive :class:`~consumer.seasons.archive.Star` (its
-    datasets only: no position), the input of :func:`fit_input`."""
-    datasets = []
-    for d in range(int(table.star_offsets[s]), int(table.star_offsets[s + 1])):
-        a, b = int(table.dataset_offsets[d]), int(table.dataset_offsets[d + 1])
-        datasets.append(
-            Dataset(
-                site=SITES[int(table.dataset_site[d])],
-                field=int(table.dataset_field[d]),
-                hjd=table.hjd[a:b],
-                flux=table.flux[a:b],
-                flux_err=table.flux_err[a:b],
-                sky=table.sky[a:b],
-                fwhm=table.fwhm[a:b],
-                airmass=table.airmass[a:b],
-                psf_quality=table.psf_quality[a:b],
-                band=table.band[a:b],
-            )
-        )
-    nan = math.nan
-    return Star(star_id, str(star_id), nan, nan, -1, nan, nan, tuple(datasets))
 
 
 def star_from_store(store: StarStore, star_id: int) -> Star:

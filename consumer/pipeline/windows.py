@@ -44,7 +44,7 @@ from consumer.edge.alert import Alert
 from consumer.edge.events import EventUpdate
 from consumer.health import Metrics
 from consumer.pipeline.buffer import buffer
-from consumer.pipeline.event_model import EventModelStage, PendingSnapshot, Snapshot
+from consumer.pipeline.event_model import EventModelStage, Snapshot
 from consumer.pipeline.ingest import DeadLetter, IngestResult, Part
 from consumer.pipeline.scoring import Pending, Scorer
 from consumer.pipeline.trigger import Triggered, TriggerStage
@@ -104,7 +104,7 @@ class _Batch:
     #: Candidates selected and not yet scored.
     pending: list[Pending] = field(default_factory=list)
     #: Followed stars as windows left them, refitted when the candidates are decided.
-    snapshots: list[Snapshot | PendingSnapshot] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
 
 
 class WindowStage:
@@ -140,12 +140,6 @@ class WindowStage:
         letters = list(result.dead_letters)
         for key, window in windows(result.parts, self.settings.trigger.evaluation_days):
             self._close_windows(key, window, batch)
-            if self.events is not None and batch.snapshots:
-                owned = partitions.owned
-                stores = {
-                    p.partition: owned[p.partition].store for p in window if p.partition in owned
-                }
-                self.events.protect(window, stores, batch.snapshots)
             buffered = buffer(window, partitions)
             report.observations += buffered.observations
             for letter in buffered.dead_letters:
@@ -300,7 +294,6 @@ class WindowStage:
             },
             ledgers={p: state.events for p, state in owned.items()},
             partition_of={alert.alert_id: item.partition for item, alert in scoring.alerts},
-            stores={p: state.store for p, state in owned.items()},
         )
         batch.snapshots = []
         batch.out.alerts.extend(

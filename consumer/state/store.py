@@ -289,15 +289,6 @@ class StarStore:
         hjd = HJD_OFFSET + newest.astype(np.float64) / 86400.0
         return np.where(newest >= 0, hjd, np.nan)
 
-    def buffer_ends(self, star_ids: npt.ArrayLike) -> tuple[IntArray, IntArray]:
-        """(S, sites) for held ``star_ids``: the time code (seconds after ``HJD_OFFSET``) of
-        each buffer's newest record, -1 for an empty buffer, and the records it holds."""
-        rows = self.stars.rows(star_ids)
-        arena = self.arena if self.hot is None else self.hot.arena
-        seconds, held = arena.newest_of(rows)
-        counts = (self.arena.seg_count if self.hot is None else self.hot.held)[rows]
-        return np.where(held, seconds, -1).astype(np.int64), counts.astype(np.int64)
-
     def nbytes(self) -> int:
         """Bytes of the state: arena segments handed out (held or on a free list), per-star
         tables and index (:data:`OVERHEAD_BYTES_PER_STAR` each) and the free lists; the same

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from consumer.constants import SITES
 from consumer.edge.alert import Alert, LightCurve, alert_id_for
-from consumer.edge.photometry import Observations
-from consumer.pipeline.event_model import (
-    EventModelStage,
-    PendingSnapshot,
-    Snapshot,
-    fit_inputs,
-    star_from_store,
-)
-from consumer.pipeline.ingest import Part
+from consumer.pipeline.event_model import EventModelStage, Snapshot, fit_inputs, star_from_store
 from consumer.pointlens.fit import CAPACITY_PER_SITE, Datasets, make_datasets, star_datasets
 from consumer.seasons.archive import to_observations
 from consumer.settings import EventsSettings
@@ -179,105 +170,3 @@ def test_fit_inputs_equal_the_star_by_star_path(capacity: int) -> None:
             assert a.tobytes() == b.tobytes(), (star_id, name)
     assert len({data.fields for data in got}) > 1  # some stars in two fields
     assert (beyond_cap > 0) == (capacity > CAPACITY_PER_SITE)
-
-
-def same_datasets(got: Datasets, expected: Datasets) -> bool:
-    return (
-        got.sites == expected.sites
-        and got.fields == expected.fields
-        and all(
-            getattr(got, name).tobytes() == getattr(expected, name).tobytes()
-            for name in ("t", "flux", "flux_err", "offsets")
-        )
-    )
-
-
-@pytest.mark.parametrize("late", [0.0, 0.05])
-@pytest.mark.parametrize("capacity", [60, 6000])
-@pytest.mark.parametrize("two_tier", [False, True])
-def test_pending_snapshots_hold_what_their_windows_held(
-    late: float, capacity: int, two_tier: bool, tmp_path: Path
-) -> None:
-    """A season buffered window by window, with some rows arriving windows late (inserted into
-    the buffers, not appended) and, at 60 per site, buffers that drop their oldest points
-    (past the fit's own cap at 6000): every pending snapshot, protected before each window's
-    rows and made at the end, equals the snapshot taken eagerly at its window."""
-    config = SimulationConfig(n_stars=10, seed=5, overlap_fraction=0.8, bad_point_fraction=0.03)
-    by_site: dict[str, list[Observations]] = {}
-    for index in range(10):
-        star, _ = simulate_star(config, index)
-        for site, observations in to_observations(star).items():
-            by_site.setdefault(site, []).append(observations)
-    rng = np.random.default_rng(3)
-    rows = {site: Observations.concat(parts) for site, parts in by_site.items()}
-    windows = {
-        site: np.floor(obs.hjd / 3.0).astype(np.int64)
-        + np.where(rng.random(len(obs)) < late, rng.integers(1, 5, len(obs)), 0)
-        for site, obs in rows.items()
-    }
-    keys = np.unique(np.concatenate(list(windows.values())))
-    store = StarStore(
-        StoreConfig(
-            capacity_per_site=capacity,
-            directory=tmp_path / "arena" if two_tier else None,
-            hot_points_per_site=10,
-        )
-    )
-    stage = EventModelStage(EventsSettings())
-    lazy: list[Snapshot | PendingSnapshot] = []
-    eager: list[tuple[int, Datasets]] = []
-    ids = np.array(sorted({int(i) for o in rows.values() for i in np.unique(o.star_id)}))
-    checked = 0
-    for key in keys.tolist():
-        parts = [
-            Part(PARTITION, site, obs.take(windows[site] == key), "t", 0, -1)
-            for site, obs in rows.items()
-            if np.any(windows[site] == key)
-        ]
-        stage.protect(parts, {PARTITION: store}, lazy)
-        for part in parts:
-            store.append(part.site, part.observations)
-        held = ids[np.isin(ids, store.star_ids)]
-        pending = {int(i) for i in held[rng.random(len(held)) < 0.5]}
-        lazy += stage.watch(PARTITION, store, held, pending, {})
-        eager += [
-            (star_id, data)
-            for star_id, data in zip(held.tolist(), fit_inputs(store, held), strict=True)
-            if star_id in pending and len(data)
-        ]
-    # No star alerted: every snapshot is a pending one, made early (protected) or now.
-    made = [s.materialise(store) if isinstance(s, PendingSnapshot) else s for s in lazy]
-    pending_made = [s for s in made if s is not None]
-    assert len(pending_made) == len(eager)
-    for snapshot, (star_id, data) in zip(pending_made, eager, strict=True):
-        assert snapshot.star_id == star_id
-        assert snapshot.as_of == float(data.t.max())
-        assert same_datasets(snapshot.data, data), star_id
-        checked += 1
-    assert checked > 100
-    protected = sum(isinstance(s, Snapshot) for s in lazy)
-    assert (protected > 0) == (late > 0 or capacity < 6000)
-
-
-def test_a_pending_snapshot_is_made_only_for_a_star_that_alerted() -> None:
-    star, _ = simulate_star(SimulationConfig(n_stars=3, seed=9), 0)
-    store = StarStore(StoreConfig())
-    for site, observations in to_observations(star).items():
-        store.append(site, observations)
-    ids = np.array([star.star_id])
-    stage = EventModelStage(EventsSettings())
-    (queued,) = stage.watch(PARTITION, store, ids, {star.star_id}, {})
-    assert isinstance(queued, PendingSnapshot)
-    (data,) = fit_inputs(store, ids)
-    as_of = float(data.t.max())
-    eager = Snapshot(PARTITION, star.star_id, as_of, data, queued.field, queued.ra, queued.dec)
-    stores = {PARTITION: store}
-    rejected = stage.decide([], [queued], {PARTITION: {}}, {PARTITION: {}}, {}, stores)
-    assert rejected.refits == 0
-    alerted = {PARTITION: {star.star_id: as_of - 5.0}}
-    lazy = stage.decide([], [queued], alerted, {PARTITION: {}}, {}, stores)
-    expected = stage.decide([], [eager], alerted, {PARTITION: {}}, {}, stores)
-    assert lazy.refits == expected.refits == 1
-    assert len(lazy.updates) == len(expected.updates) == 1
-    assert lazy.updates[0].event_model == expected.updates[0].event_model
-    assert lazy.updates[0].kind == expected.updates[0].kind
