@@ -144,7 +144,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.artifact and args.calls is None:
         parser.error("give --artifact (to score) or --calls (saved calls)")
-    gates = [float(g) for g in args.gates.split(",")]
+    try:
+        gates = [float(g) for g in args.gates.split(",")]
+    except ValueError:
+        parser.error(f"--gates: comma-separated numbers, got {args.gates!r}")
     torch.set_num_threads(args.threads)
     loaded = [load_artifact(path) for path in args.artifact]
     names = [
