@@ -120,6 +120,8 @@ def committed_offsets(
     ------
     KafkaClientError
         Still failing after ``timeout_s`` (retriable: the orchestrator restarts the daemon).
+        A time-out names the one cause a restart cannot cure: a hanging transaction holding
+        the group's offsets unstable (RELIABILITY.md, "the stall"), and how to end it.
     """
     attempt_s = min(10.0, timeout_s)
 
@@ -137,7 +139,24 @@ def committed_offsets(
                 "cannot read the group's committed offsets", error
             ) from error
 
-    return query()
+    try:
+        return query()
+    except KafkaClientError as error:
+        if error.code != KafkaError._TIMED_OUT:
+            raise
+        raise KafkaClientError(
+            f"{error}; {HANGING_HINT}", code=error.code, retriable=True
+        ) from error
+
+
+#: What a daemon that cannot read its group's offsets says, besides librdkafka's time-out.
+HANGING_HINT = (
+    "if the brokers answer otherwise, a transaction whose marker never reached the group's "
+    "offsets partition may hold its offsets unstable (seen after a broker restart: "
+    "RELIABILITY.md, the stall); list it with `kafka-transactions.sh --bootstrap-server HOST:PORT "
+    "find-hanging --broker-id N` and end it with `kafka-transactions.sh ... abort --topic "
+    "__consumer_offsets --partition P --start-offset S`"
+)
 
 
 def usable(message: Any, log: Any) -> bool:

@@ -86,6 +86,9 @@ def test_committed_offsets_give_up_with_the_broker_trouble_error() -> None:
     assert raised.value.retriable
     assert raised.value.exit_code == 3  # the orchestrator restarts the daemon
     assert consumer.calls >= 1
+    # The one cause a restart does not cure is named, with its remedy.
+    assert "find-hanging" in str(raised.value)
+    assert str(raised.value).startswith("cannot read the group's committed offsets")
 
 
 def test_static_membership_names_the_instance_within_its_group() -> None:
