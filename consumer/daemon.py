@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import structlog
@@ -215,7 +216,10 @@ class Daemon:
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         assert self.feed is not None
         partitions = sorted({tp.partition for tp in assigned})
-        self.feed.assign(assigned, self.partitions.assign(consumer, partitions, self.n_partitions))
+        starts = self.partitions.assign(
+            consumer, partitions, self.n_partitions, self._end_pending(consumer)
+        )
+        self.feed.assign(assigned, starts)
         self._update_ready()
 
     def _on_revoke(self, _consumer: Consumer, revoked: list[TopicPartition]) -> None:
@@ -235,6 +239,9 @@ class Daemon:
 
     def _update_ready(self) -> None:
         self.health.set_ready(*self.partitions.readiness())
+
+    def _end_pending(self, consumer: Consumer) -> Callable[[list[TopicPartition]], None]:
+        return partial(end_pending_offsets, self.output, consumer, self.log)
 
     # -- the batch -------------------------------------------------------------------------------
 
@@ -280,7 +287,10 @@ class Daemon:
             if partition in self.partitions.owned:
                 self.feed.let_go(partition)
         consumer = self.feed.consumer
-        self.feed.open(self.partitions.rewind(consumer, partitions, self.n_partitions))
+        starts = self.partitions.rewind(
+            consumer, partitions, self.n_partitions, self._end_pending(consumer)
+        )
+        self.feed.open(starts)
         self._update_ready()
 
     def checkpoint_all(self) -> None:
@@ -323,6 +333,23 @@ def owned_partitions(settings: Settings, topics: tuple[str, ...], log: Any) -> P
         published_events=events if settings.events.enabled else None,
         log=log,
     )
+
+
+def end_pending_offsets(
+    output: Any, consumer: Consumer, log: Any, partitions: list[TopicPartition]
+) -> None:
+    """The group's offsets of ``partitions`` stay unstable: end this producer's pending
+    offset commit, if any (a transaction marker lost in a broker restart; RELIABILITY.md,
+    the stall). A failure is logged: the offset fetch goes on, and its time-out says what
+    to do next."""
+    log.warning(
+        "committed offsets unstable, aborting this producer's pending offset commit",
+        transactional_id=getattr(output, "transactional_id", None),
+    )
+    try:
+        output.end_pending_offsets(partitions, consumer.consumer_group_metadata())
+    except LensNetError as error:
+        log.warning("could not end a pending offset commit", error=str(error))
 
 
 def quietly(log: Any, what: str, function: Any, *args: Any) -> None:

@@ -8,11 +8,18 @@ constructing a stage makes no network call. Every producer uses the murmur2 part
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from consumer.edge.keys import PARTITIONER
 from consumer.exceptions import KafkaClientError
@@ -108,7 +115,10 @@ def watermarks(
 
 
 def committed_offsets(
-    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 60.0
+    consumer: Consumer,
+    partitions: list[TopicPartition],
+    timeout_s: float = 60.0,
+    on_timeout: Callable[[], None] | None = None,
 ) -> list[TopicPartition]:
     """The group's committed offsets of ``partitions`` (negative: none), retrying retriable
     errors for up to ``timeout_s``: after a broker restart the group coordinator can take a
@@ -116,19 +126,34 @@ def committed_offsets(
     rebalance callback this runs in would end the daemon with a traceback rather than the
     broker-trouble exit code.
 
+    A ``read_committed`` consumer asks for *stable* offsets, which the coordinator withholds
+    while a transaction's offset commit is pending. ``on_timeout`` is called once, after the
+    first attempt (10 s at most) times out, before the retries go on: the daemon ends its own
+    producer's pending commit there (:meth:`TransactionalOutput.end_pending_offsets
+    <consumer.edge.output.TransactionalOutput.end_pending_offsets>`), which is what a
+    transaction marker lost in a broker restart leaves behind (RELIABILITY.md, the stall).
+
     Raises
     ------
     KafkaClientError
         Still failing after ``timeout_s`` (retriable: the orchestrator restarts the daemon).
-        A time-out names the one cause a restart cannot cure: a hanging transaction holding
-        the group's offsets unstable (RELIABILITY.md, "the stall"), and how to end it.
+        A time-out names the one cause a restart cannot cure: another producer's hanging
+        transaction holding the group's offsets unstable, and how to end it.
     """
     attempt_s = min(10.0, timeout_s)
+    pending = [on_timeout] if on_timeout is not None else []
+
+    def timed_out_once(state: RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if pending and isinstance(error, KafkaClientError) and error.code == KafkaError._TIMED_OUT:
+            pending.pop()()
 
     @retry(
         retry=retry_if_exception(lambda e: isinstance(e, KafkaClientError) and e.retriable),
         stop=stop_after_delay(max(timeout_s - attempt_s, 0.0)),
         wait=wait_exponential(multiplier=0.2, max=5.0),
+        before_sleep=timed_out_once,
         reraise=True,
     )
     def query() -> list[TopicPartition]:
@@ -151,11 +176,12 @@ def committed_offsets(
 
 #: What a daemon that cannot read its group's offsets says, besides librdkafka's time-out.
 HANGING_HINT = (
-    "if the brokers answer otherwise, a transaction whose marker never reached the group's "
-    "offsets partition may hold its offsets unstable (seen after a broker restart: "
-    "RELIABILITY.md, the stall); list it with `kafka-transactions.sh --bootstrap-server HOST:PORT "
-    "find-hanging --broker-id N` and end it with `kafka-transactions.sh ... abort --topic "
-    "__consumer_offsets --partition P --start-offset S`"
+    "if the brokers answer otherwise, a transaction of another transactional id whose marker "
+    "never reached the group's offsets partition may hold its offsets unstable (this daemon "
+    "ends its own; seen after a broker restart: RELIABILITY.md, the stall); list it with "
+    "`kafka-transactions.sh --bootstrap-server HOST:PORT find-hanging --broker-id N` and end "
+    "it with `kafka-transactions.sh ... abort --topic __consumer_offsets --partition P "
+    "--start-offset S`"
 )
 
 

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Protocol
 
 import structlog
@@ -77,6 +77,10 @@ class Output(Protocol):
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None: ...
 
     def abort(self) -> None: ...
+
+    def end_pending_offsets(
+        self, partitions: list[TopicPartition], group_metadata: Any
+    ) -> None: ...
 
     def close(self, timeout_s: float) -> None: ...
 
@@ -225,6 +229,44 @@ class TransactionalOutput(_Producing):
         stage); errors here are fatal."""
         self._call("abort_transaction", self.producer.abort_transaction, self.timeout_s)
 
+    def end_pending_offsets(self, partitions: list[TopicPartition], group_metadata: Any) -> None:
+        """End any offset commit of this transactional id still pending in the group's
+        offsets partition, as aborted; call it between batches (no transaction open).
+
+        A transaction naming the group (offsets of ``partitions``, values irrelevant) is
+        begun and aborted: its ABORT marker in the group's offsets partition completes every
+        pending commit of this producer id there, and the group coordinator discards them.
+        That is what a marker lost in a broker restart leaves behind (RELIABILITY.md, the
+        stall: the transaction coordinator counted the transaction complete, so nothing else
+        ever writes its marker, and ``read_committed`` offset fetches wait for good). A commit
+        still in progress is not touched: the coordinator answers
+        ``CONCURRENT_TRANSACTIONS`` (retried) until its markers are written.
+
+        Abort, not commit, because the lost marker's outcome cannot be asked for (librdkafka
+        has no DescribeTransactions): the group's offsets fall back to the last stable
+        commit and that input is processed again. The alert-once read-back and the update
+        ledger keep alerts and event updates single; dead letters of that input may repeat.
+        """
+        if not partitions:
+            return
+        offsets = [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]
+        self.begin()
+        try:
+            self._call(
+                "send_offsets_to_transaction",
+                self.producer.send_offsets_to_transaction,
+                offsets,
+                group_metadata,
+                self.timeout_s,
+            )
+        except TransactionAbortedError:
+            raise  # aborted already, but the group may not have been named
+        except BaseException:
+            with suppress(LensNetError):
+                self.abort()
+            raise
+        self.abort()
+
     def _call(self, what: str, function: Any, *args: Any) -> None:
         """Call a transactional API, retrying retriable errors with back-off for up to the
         transaction timeout (a broker restarting), aborting on abortable ones."""
@@ -290,6 +332,9 @@ class AtLeastOnceOutput(_Producing):
 
     def abort(self) -> None:
         """Nothing to undo: what was produced may be delivered (at least once)."""
+
+    def end_pending_offsets(self, partitions: list[TopicPartition], group_metadata: Any) -> None:
+        """Nothing to end: this mode commits no transactions."""
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         remaining = self.producer.flush(60.0)

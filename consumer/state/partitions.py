@@ -276,15 +276,24 @@ class Partitions:
     # -- at the edges of a batch: assignment, rewind, commit ---------------------------------
 
     def assign(
-        self, consumer: Consumer, partitions: list[int], photometry_partitions: int
+        self,
+        consumer: Consumer,
+        partitions: list[int],
+        photometry_partitions: int,
+        end_pending: Callable[[list[TopicPartition]], None] | None = None,
     ) -> dict[int, dict[str, int]]:
         """Own ``partitions`` (assigned, or rewound): restore or rebuild each store with the
         stars that already alerted; returns where to start consuming each of their topics.
 
         ``photometry_partitions`` is the partition count of the photometry topics (which
-        partition an alert's star belongs to)."""
+        partition an alert's star belongs to). ``end_pending`` is called with the
+        topic-partitions once if their committed offsets stay unstable past a first attempt
+        (:func:`~consumer.edge.kafka.committed_offsets`)."""
+        wanted = [TopicPartition(t, p) for p in partitions for t in self.topics]
         committed = committed_offsets(
-            consumer, [TopicPartition(t, p) for p in partitions for t in self.topics]
+            consumer,
+            wanted,
+            on_timeout=None if end_pending is None else lambda: end_pending(wanted),
         )
         committed_by = {(tp.topic, tp.partition): tp.offset for tp in committed}
         published: dict[int, dict[int, float]] = {p: {} for p in partitions}
@@ -319,7 +328,11 @@ class Partitions:
         return starts
 
     def rewind(
-        self, consumer: Consumer, partitions: list[int], photometry_partitions: int
+        self,
+        consumer: Consumer,
+        partitions: list[int],
+        photometry_partitions: int,
+        end_pending: Callable[[list[TopicPartition]], None] | None = None,
     ) -> dict[int, dict[str, int]]:
         """After an aborted transaction: reopen the owned ones of ``partitions`` from their
         checkpoint (or a rebuild) and seek the consumer back to where each starts, replaying
@@ -327,7 +340,7 @@ class Partitions:
         owned = [p for p in partitions if p in self.owned]
         for partition in owned:
             self.drop(partition)
-        starts = self.assign(consumer, owned, photometry_partitions)
+        starts = self.assign(consumer, owned, photometry_partitions, end_pending)
         for partition, start in starts.items():
             for topic, offset in start.items():
                 consumer.seek(TopicPartition(topic, partition, offset))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from consumer.edge.kafka import consumer_config, make_admin, make_consumer
 from consumer.edge.keys import partitions_for
@@ -56,6 +56,7 @@ from tests.consumer.test_daemon import (
     send_flat,
     wait_until,
 )
+from tests.faults.lost_marker import cut_last_marker
 from tests.faults.test_kill import no_open_transactions
 
 pytestmark = pytest.mark.kafka
@@ -532,3 +533,75 @@ def log_events(path: Path, last: int = 40) -> str:
         if not lines or lines[-1].split(" ", 1)[1] != line.split(" ", 1)[1]:
             lines.append(line)
     return "\n".join(lines[-last:])
+
+
+def test_a_lost_offsets_marker_is_ended_by_the_daemon(
+    season: Path,
+    own_broker: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    """The stall of RELIABILITY.md, made on purpose: a daemon finishes the season, the broker
+    is stopped and its last transaction's COMMIT marker cut off the group's offsets partition,
+    so the offsets stay pending for good. The next daemon ends its own pending commit (as
+    aborted) and goes on: the last stable commit's input is processed again, no alert or
+    event update is repeated, and its state equals the first daemon's."""
+    directory, bootstrap = own_broker
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    settings = Settings(
+        kafka=kafka,
+        topics=TopicSettings(partitions=4, alert_partitions=2),
+        consumer=ConsumerSettings(group_id="lost-marker", session_timeout_ms=6000),
+        producer=SMALL_MESSAGES,
+    )
+    ensure_topics(make_admin(kafka), required_topics(settings.topics))
+    replay(settings, season, ReplayOptions(progress=False))
+    send_flat(settings)
+
+    def local_consumer(group_id: str | None = None) -> Consumer:
+        config = consumer_config(
+            kafka, ConsumerSettings(), group_id=group_id or f"verify-{time.monotonic_ns()}"
+        )
+        return make_consumer(config)
+
+    end = ends(settings, local_consumer())
+    daemon = daemon_settings(settings, tmp_path / "state", batch_messages=4, comparable=True)
+    first = Running(daemon)
+    try:
+        wait_until(lambda: caught_up([first], end), 300, "the first daemon")
+    finally:
+        first.stop()
+    alerts = read_alerts(settings, local_consumer())
+
+    subprocess.run([str(KAFKA_SH), "stop", str(directory)], check=True, timeout=120)
+    cut = cut_last_marker(directory / "data", settings.consumer.group_id)
+    restarted = subprocess.run(
+        [str(KAFKA_SH), "restart", str(directory)], capture_output=True, text=True, timeout=300
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    group = local_consumer(settings.consumer.group_id)
+    parts = [TopicPartition(t, p) for t, p in end]
+    with pytest.raises(KafkaException, match="Timed out"):  # the stall is there
+        group.committed(parts, timeout=5)
+
+    started = time.monotonic()
+    second = Running(daemon)
+    try:
+        wait_until(lambda: caught_up([second], end), 300, "the second daemon")
+        recovered_s = time.monotonic() - started
+    finally:
+        second.stop()
+    committed = group.committed(parts, timeout=10)
+    assert {(tp.topic, tp.partition): tp.offset for tp in committed} == end
+    again = read_alerts(settings, local_consumer())
+    updates = read_events(settings, local_consumer())
+    print(
+        f"\nlost marker at offset {cut}: caught up again {recovered_s:.1f} s after the start; "
+        f"alerts {len(again)} (before {len(alerts)}), event updates {len(updates)}"
+    )
+    assert sorted(a.star_id for a in again) == sorted(a.star_id for a in alerts)
+    assert len({a.star_id for a in again}) == len(again)
+    assert event_problems(updates, again) == []
+    assert sorted(first.stores) == sorted(second.stores) == list(range(4))
+    for partition, store in first.stores.items():
+        assert not store_differences(second.stores[partition], store), partition
+    assert no_open_transactions(local_consumer(), settings.topics.alerts, 2)

@@ -91,6 +91,35 @@ def test_committed_offsets_give_up_with_the_broker_trouble_error() -> None:
     assert str(raised.value).startswith("cannot read the group's committed offsets")
 
 
+def test_committed_offsets_call_on_timeout_once_after_the_first_time_out() -> None:
+    consumer = SlowCoordinator(failures=3)
+    calls: list[int] = []
+    offsets = committed_offsets(
+        consumer,  # type: ignore[arg-type]
+        [TopicPartition("t", 0)],
+        timeout_s=60.0,
+        on_timeout=lambda: calls.append(consumer.calls),
+    )
+    assert [tp.offset for tp in offsets] == [42]
+    assert calls == [1]  # after the first time-out, before the first retry; never again
+
+
+def test_committed_offsets_never_call_on_timeout_for_other_errors() -> None:
+    class Refusing:
+        def committed(self, partitions: list[TopicPartition], timeout: float) -> None:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "down"))
+
+    calls: list[int] = []
+    with pytest.raises(KafkaClientError):
+        committed_offsets(
+            Refusing(),  # type: ignore[arg-type]
+            [TopicPartition("t", 0)],
+            timeout_s=0.5,
+            on_timeout=lambda: calls.append(1),
+        )
+    assert calls == []
+
+
 def test_static_membership_names_the_instance_within_its_group() -> None:
     consumer = ConsumerSettings(group_id="lensnet")
     assert "group.instance.id" not in consumer_config(KafkaSettings(), consumer)
