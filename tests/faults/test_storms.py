@@ -535,17 +535,40 @@ def log_events(path: Path, last: int = 40) -> str:
     return "\n".join(lines[-last:])
 
 
+@pytest.fixture(params=[1, pytest.param(3, marks=pytest.mark.slow)], ids=["broker", "cluster"])
+def stopped_kafka(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str, list[Path]]]:
+    """A broker, or a three-broker cluster, of this test's own: its folder, bootstrap servers
+    and the nodes' log folders."""
+    brokers = request.param
+    directory = tmp_path_factory.mktemp(f"marker-kafka-{brokers}")
+    started = subprocess.run(
+        [str(KAFKA_SH), "start", "--brokers", str(brokers), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stderr
+    data = [directory / "data"] if brokers == 1 else sorted(directory.glob("node-*/data"))
+    assert len(data) == brokers
+    try:
+        yield directory, started.stdout.strip().splitlines()[-1], data
+    finally:
+        subprocess.run([str(KAFKA_SH), "stop", str(directory)], capture_output=True, timeout=120)
+
+
 def test_a_lost_offsets_marker_is_ended_by_the_daemon(
     season: Path,
-    own_broker: tuple[Path, str],
+    stopped_kafka: tuple[Path, str, list[Path]],
     tmp_path: Path,
 ) -> None:
-    """The stall of RELIABILITY.md, made on purpose: a daemon finishes the season, the broker
-    is stopped and its last transaction's COMMIT marker cut off the group's offsets partition,
-    so the offsets stay pending for good. The next daemon ends its own pending commit (as
-    aborted) and goes on: the last stable commit's input is processed again, no alert or
-    event update is repeated, and its state equals the first daemon's."""
-    directory, bootstrap = own_broker
+    """The stall of RELIABILITY.md, made on purpose: a daemon finishes the season, the
+    brokers are stopped and its last transaction's COMMIT marker cut off every replica of the
+    group's offsets partition, so the offsets stay pending for good. The next daemon ends its
+    own pending commit (as aborted) and goes on: the last stable commit's input is processed
+    again, no alert or event update is repeated, and its state equals the first daemon's."""
+    directory, bootstrap, data = stopped_kafka
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     settings = Settings(
         kafka=kafka,
@@ -573,7 +596,9 @@ def test_a_lost_offsets_marker_is_ended_by_the_daemon(
     alerts = read_alerts(settings, local_consumer())
 
     subprocess.run([str(KAFKA_SH), "stop", str(directory)], check=True, timeout=120)
-    cut = cut_last_marker(directory / "data", settings.consumer.group_id)
+    cuts = {cut_last_marker(folder, settings.consumer.group_id) for folder in data}
+    assert len(cuts) == 1, cuts  # the replicas hold the same batches
+    (cut,) = cuts
     restarted = subprocess.run(
         [str(KAFKA_SH), "restart", str(directory)], capture_output=True, text=True, timeout=300
     )
@@ -595,8 +620,9 @@ def test_a_lost_offsets_marker_is_ended_by_the_daemon(
     again = read_alerts(settings, local_consumer())
     updates = read_events(settings, local_consumer())
     print(
-        f"\nlost marker at offset {cut}: caught up again {recovered_s:.1f} s after the start; "
-        f"alerts {len(again)} (before {len(alerts)}), event updates {len(updates)}"
+        f"\nlost marker at offset {cut} ({len(data)} broker(s)): caught up again "
+        f"{recovered_s:.1f} s after the start; alerts {len(again)} (before {len(alerts)}), "
+        f"event updates {len(updates)}"
     )
     assert sorted(a.star_id for a in again) == sorted(a.star_id for a in alerts)
     assert len({a.star_id for a in again}) == len(again)
