@@ -215,13 +215,7 @@ class TransactionalOutput(_Producing):
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         if offsets:
-            self._call(
-                "send_offsets_to_transaction",
-                self.producer.send_offsets_to_transaction,
-                offsets,
-                group_metadata,
-                self.timeout_s,
-            )
+            self._send_offsets(offsets, group_metadata)
         self._call("commit_transaction", self.producer.commit_transaction, self.timeout_s)
 
     def abort(self) -> None:
@@ -252,13 +246,7 @@ class TransactionalOutput(_Producing):
         offsets = [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]
         self.begin()
         try:
-            self._call(
-                "send_offsets_to_transaction",
-                self.producer.send_offsets_to_transaction,
-                offsets,
-                group_metadata,
-                self.timeout_s,
-            )
+            self._send_offsets(offsets, group_metadata)
         except TransactionAbortedError:
             raise  # aborted already, but the group may not have been named
         except BaseException:
@@ -266,6 +254,15 @@ class TransactionalOutput(_Producing):
                 self.abort()
             raise
         self.abort()
+
+    def _send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        self._call(
+            "send_offsets_to_transaction",
+            self.producer.send_offsets_to_transaction,
+            offsets,
+            group_metadata,
+            self.timeout_s,
+        )
 
     def _call(self, what: str, function: Any, *args: Any) -> None:
         """Call a transactional API, retrying retriable errors with back-off for up to the
